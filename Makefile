@@ -1,0 +1,39 @@
+# Two commands: `make test` and `make demo`. Both set everything up from scratch; reruns skip finished work.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup models test demo lint bench clean
+
+setup: $(VENV)/.installed models
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Reinstall only when the dependency list changes.
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# Fetch, verify (sha256) and convert the offline models into $$DETECTCROP_HOME; a no-op once cached.
+models: $(VENV)/.installed
+	$(PY) -m detectcrop.zoo fetch --offline
+
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) -m pipelines.demo
+
+bench: setup
+	$(PY) -m bench.run_all
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

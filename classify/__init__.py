@@ -1,0 +1,1 @@
+"""classify: stage 2 of detect-then-classify. Crops in -> fine-grained labels, with an F1 report."""

@@ -1,0 +1,1 @@
+"""pipelines: the two stages composed, and the command-line entry points."""
