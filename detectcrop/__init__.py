@@ -5,5 +5,6 @@ Also the base layer both stages share: robust image reading, the model cache and
 
 from detectcrop.coco import COCO_NAMES, category_id, category_name
 from detectcrop.detections import Detections
+from detectcrop.detector import Detector, ModelUnavailableError
 
-__all__ = ["COCO_NAMES", "Detections", "category_id", "category_name"]
+__all__ = ["COCO_NAMES", "Detections", "Detector", "ModelUnavailableError", "category_id", "category_name"]

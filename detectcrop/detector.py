@@ -1,0 +1,128 @@
+"""`Detector`: any TF2 Object Detection API model (TF Hub handle, URL, local SavedModel) behind one adapter.
+
+The contract every detector honours (TF Hub's): uint8 ``[1, H, W, 3]`` in; ``detection_boxes`` (normalised ymin, xmin,
+ymax, xmax), ``detection_classes`` (COCO 90-id map), ``detection_scores``, ``num_detections`` out. The offline preset
+``centernet_mobilenetv3_512`` is converted into exactly that form (`detectcrop.centernet`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from detectcrop import boxes, zoo
+from detectcrop.detections import Detections
+
+logger = logging.getLogger(__name__)
+
+
+class ModelUnavailableError(RuntimeError):
+    """A model could not be loaded (for online presets: usually no internet access)."""
+
+
+def _is_remote(handle: str) -> bool:
+    return handle.startswith(("http://", "https://", "gs://"))
+
+
+def load_hub_model(handle: str, *, offline_alternative: str) -> Any:
+    """``tensorflow_hub.load`` with errors that say what to do; works for handles, URLs and local paths."""
+    import tensorflow_hub as hub
+
+    try:
+        return hub.load(handle)
+    except Exception as exc:
+        if _is_remote(handle):
+            raise ModelUnavailableError(
+                f"could not download {handle} ({type(exc).__name__}: {str(exc)[:300]}). Without access to TF Hub, "
+                f"use the offline preset {offline_alternative!r}, or set TFHUB_CACHE_DIR to a cache that holds it."
+            ) from exc
+        raise ModelUnavailableError(f"could not load the SavedModel at {handle}: {exc}") from exc
+
+
+def _resolve_handle(preset: str | os.PathLike) -> tuple[str, str]:
+    """Map a preset name, TF Hub handle/URL or local path to ``(name, loadable handle)``."""
+    text = os.fspath(preset)
+    spec = zoo.CATALOGUE.get(text)
+    if spec is not None:
+        if spec.task != "detector":
+            raise ValueError(f"{text!r} is a {spec.task} preset, not a detector")
+        if spec.source == "offline":
+            return text, str(zoo.ensure(text) / "saved_model")
+        return text, spec.handle
+    if _is_remote(text) or Path(text).exists():
+        return text, text
+    detectors = [n for n, p in zoo.CATALOGUE.items() if p.task == "detector"]
+    raise ValueError(
+        f"unknown detector {text!r}: not a preset, URL or existing path. Presets: {', '.join(detectors)}"
+    )
+
+
+class Detector:
+    """A COCO object detector. ``detect(rgb_uint8) -> Detections`` with boxes in the image's pixels.
+
+    Args:
+        model: a callable taking uint8 ``[1, H, W, 3]`` and returning the TF Hub detection outputs.
+        name: the preset, handle or path it was loaded from.
+        min_score: default score threshold of `detect`.
+        nms_iou: IoU for class-aware NMS on the model's outputs (``None`` keeps the raw outputs).
+    """
+
+    def __init__(self, model: Callable[[tf.Tensor], dict], name: str = "custom", *, min_score: float = 0.05,
+                 nms_iou: float | None = 0.5) -> None:
+        self.model = model
+        self.name = name
+        self.min_score = min_score
+        self.nms_iou = nms_iou
+
+    @classmethod
+    def from_preset(cls, preset: str | os.PathLike = zoo.DEFAULT_DETECTOR, **kwargs: Any) -> Detector:
+        """Load a preset (see ``python -m detectcrop.zoo list``), a TF Hub handle or URL, or a local SavedModel."""
+        name, handle = _resolve_handle(preset)
+        logger.info("loading detector %s", name)
+        loaded = load_hub_model(handle, offline_alternative=zoo.OFFLINE_DETECTOR)
+        return cls(_callable(loaded, name), name, **kwargs)
+
+    def __call__(self, image: np.ndarray, **kwargs: Any) -> Detections:
+        return self.detect(image, **kwargs)
+
+    def detect(self, image: np.ndarray, *, min_score: float | None = None) -> Detections:
+        """Detect objects in one RGB uint8 image ``(H, W, 3)``; boxes come back in its pixels."""
+        image = np.asarray(image)
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"detect expects an RGB uint8 array (H, W, 3); got {image.dtype} {image.shape}")
+        if image.shape[0] < 1 or image.shape[1] < 1:
+            raise ValueError(f"empty image {image.shape}")
+        out = self.model(tf.convert_to_tensor(image[None]))
+        n = int(np.asarray(out["num_detections"]).reshape(-1)[0])
+        xyxy = boxes.normalized_to_pixel(boxes.yxyx_to_xyxy(np.asarray(out["detection_boxes"])[0, :n]), image.shape)
+        h, w = image.shape[:2]
+        xyxy = np.clip(xyxy, 0, [w, h, w, h])
+        scores = np.asarray(out["detection_scores"])[0, :n]
+        class_ids = np.rint(np.asarray(out["detection_classes"])[0, :n]).astype(np.int64)
+        keep = scores >= (self.min_score if min_score is None else min_score)
+        xyxy, scores, class_ids = xyxy[keep], scores[keep], class_ids[keep]
+        if self.nms_iou is not None and len(scores):
+            order = boxes.batched_nms(xyxy, scores, class_ids, self.nms_iou)
+            xyxy, scores, class_ids = xyxy[order], scores[order], class_ids[order]
+        return Detections(xyxy, scores, class_ids)
+
+    def __repr__(self) -> str:
+        return f"Detector({self.name!r}, min_score={self.min_score}, nms_iou={self.nms_iou})"
+
+
+def _callable(loaded: Any, name: str) -> Callable[[tf.Tensor], dict]:
+    """The loaded object itself when callable (TF2 OD API exports), else its ``serving_default`` signature."""
+    if callable(loaded):
+        return loaded
+    signatures = getattr(loaded, "signatures", {})
+    if "serving_default" not in signatures:
+        raise ModelUnavailableError(f"{name} is neither callable nor has a serving_default signature")
+    fn = signatures["serving_default"]
+    (arg,) = fn.structured_input_signature[1].keys()
+    return lambda images: fn(**{arg: images})
