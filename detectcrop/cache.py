@@ -1,4 +1,4 @@
-"""The model cache: one directory (``$DETECTCROP_HOME``, default ``~/.cache/detectcrop``), checksums, atomic publication.
+"""The model cache: one directory (``$DETECTCROP_HOME``, default ``~/.cache/detectcrop``), checksums, atomic writes.
 
 Every cached artifact is a directory published by a single ``os.replace`` from a temporary sibling, with a
 ``MANIFEST.json`` (sha256 of every file) written inside before publication. A directory without a manifest, or whose
