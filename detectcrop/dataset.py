@@ -1,0 +1,403 @@
+"""`build_crops`: a photo folder in, a crop dataset out (class folders mirrored, manifests, duplicate groups).
+
+Output layout::
+
+    CROPS/<same subfolders as PHOTOS>/<stem>_<k>.jpg   crops, highest score first (k = 0, 1, ...)
+    CROPS/images.csv      one row per input file: path, status (ok|no_detection|error), n_crops, error
+    CROPS/crops.csv       one row per crop: crop_path, source_path, label, x1, y1, x2, y2, score, phash,
+                          duplicate_group, dropped
+    CROPS/build_crops.json  the settings the dataset was built with (checked on --resume)
+
+Crash safety: each crop is written to a temporary file and renamed; an image's crops.csv rows are appended (one
+write + fsync) only after its crops are on disk, and its images.csv row after that. ``resume=True`` skips images
+already in images.csv, drops crops.csv rows of images that never got their images.csv row, and redoes those
+images: crop names are deterministic, so the result is byte-identical to an uninterrupted run. Duplicate groups
+need every crop, so they are computed at the end from the hashes in crops.csv and crops.csv is rewritten atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from detectcrop import dedupe
+from detectcrop.coco import category_id
+from detectcrop.crops import JPEG_QUALITY, CropPolicy, crop_image, save_jpeg, select_crops
+from detectcrop.detections import Detections
+from detectcrop.images import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    NotAnImageError,
+    discover_images,
+    iter_images,
+    read_image,
+)
+from detectcrop.io import CsvManifest, atomic_write_text, remove_stale_temporaries
+from detectcrop.tiling import SupportsDetect, TileConfig, detect_tiled, run_detector
+
+logger = logging.getLogger(__name__)
+
+IMAGES_CSV = "images.csv"
+CROPS_CSV = "crops.csv"
+CONFIG_JSON = "build_crops.json"
+IMAGES_COLUMNS = ("path", "status", "n_crops", "error")
+CROPS_COLUMNS = ("crop_path", "source_path", "label", "x1", "y1", "x2", "y2", "score", "phash",
+                 "duplicate_group", "dropped")
+FORMAT_VERSION = 1
+
+
+class OutputLocationError(OSError):
+    """The output folder cannot be used (missing parent, not a folder, read-only, inside the input...)."""
+
+
+@dataclass
+class BuildSummary:
+    """What `build_crops` did. Counts cover the whole output folder (resumed runs included)."""
+
+    n_files: int = 0
+    n_ok: int = 0
+    n_no_detection: int = 0
+    n_error: int = 0
+    n_crops: int = 0
+    n_duplicate_groups: int = 0
+    n_duplicates: int = 0
+    n_dropped: int = 0
+    n_processed: int = 0
+    n_resumed: int = 0
+    seconds: float = 0.0
+    images_per_s: float = 0.0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        """A short human summary."""
+        out = [
+            f"files: {self.n_files} (ok {self.n_ok}, no detection {self.n_no_detection}, error {self.n_error}); "
+            f"processed now {self.n_processed}, skipped as done {self.n_resumed}",
+            f"crops: {self.n_crops}; near-duplicate groups: {self.n_duplicate_groups} "
+            f"({self.n_duplicates} crops, {self.n_dropped} dropped)",
+            f"speed: {self.images_per_s:.2f} images/s over {self.seconds:.1f} s",
+        ]
+        if self.errors:
+            out.append("errors: " + ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items())))
+        return out
+
+
+# -- paths -------------------------------------------------------------------------------------------------------
+def check_locations(input_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """Check the input folder and prepare the output folder before any work; clear errors otherwise.
+
+    The output folder is created if its parent exists, and must be writable (checked by writing a probe file).
+    """
+    src, dst = Path(input_dir).resolve(), Path(output_dir).resolve()
+    if not src.is_dir():
+        raise FileNotFoundError(f"input folder does not exist or is not a folder: {input_dir}")
+    if dst == src or src in dst.parents:
+        raise OutputLocationError(f"the output folder {output_dir} must not be inside the input folder {input_dir}")
+    if dst.exists() and not dst.is_dir():
+        raise OutputLocationError(f"the output location {output_dir} exists and is not a folder")
+    if not dst.exists():
+        if not dst.parent.is_dir():
+            raise OutputLocationError(f"cannot create {output_dir}: its parent folder {dst.parent} does not exist")
+        try:
+            dst.mkdir()
+        except OSError as exc:
+            raise OutputLocationError(f"cannot create the output folder {output_dir}: {exc.strerror or exc}") from exc
+    probe = dst / f".write-probe-{os.getpid()}.tmp"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputLocationError(f"the output folder {output_dir} is not writable: {exc.strerror or exc}") from exc
+    return src, dst
+
+
+def crop_basenames(rel_paths: Sequence[str]) -> dict[str, str]:
+    """Deterministic crop base names: the source's stem, plus a short hash of its relative path when two sources
+    in one folder would share a stem (``a.jpg`` and ``a.png``, or ``A.jpg`` on a case-insensitive disk)."""
+    keys = Counter((str(Path(r).parent), Path(r).stem.casefold()) for r in rel_paths)
+    out = {}
+    for r in rel_paths:
+        stem = Path(r).stem
+        if keys[(str(Path(r).parent), stem.casefold())] > 1:
+            stem = f"{stem}_{hashlib.sha1(r.encode('utf-8')).hexdigest()[:8]}"
+        out[r] = stem
+    return out
+
+
+def _label(rel_path: str) -> str:
+    parent = Path(rel_path).parent.as_posix()
+    return "" if parent == "." else parent
+
+
+def _read_any(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise NotAnImageError(path, f"not an image file type ({path.suffix or 'no extension'})")
+    return read_image(path, max_pixels=max_pixels)
+
+
+def _one_line(text: str, limit: int = 500) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# -- the work ----------------------------------------------------------------------------------------------------
+@dataclass
+class _Job:
+    rel: str
+    image: np.ndarray | None = None
+    detections: Detections | None = None
+    boxes: np.ndarray | None = None
+    error: str = ""
+
+
+class _Writer(threading.Thread):
+    """Writes crops and manifest rows in input order, off the detection thread."""
+
+    def __init__(self, out: Path, names: dict[str, str], images: CsvManifest, crops: CsvManifest, depth: int) -> None:
+        super().__init__(name="detectcrop-writer", daemon=True)
+        self.out, self.names, self.images, self.crops = out, names, images, crops
+        self.jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=max(1, depth))
+        self.failure: BaseException | None = None
+        self.stop_now = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stop_now.is_set():
+                job = self.jobs.get()
+                if job is None:
+                    return
+                self._write(job)
+        except BaseException as exc:  # handed to the main thread
+            self.failure = exc
+
+    def _write(self, job: _Job) -> None:
+        if job.error or job.image is None or job.detections is None or job.boxes is None:
+            self.images.append([[job.rel, "error", 0, job.error]])
+            return
+        label = _label(job.rel)
+        rows = []
+        for k, box in enumerate(job.boxes):
+            crop_rel = (Path(label) / f"{self.names[job.rel]}_{k}.jpg").as_posix()
+            pixels = crop_image(job.image, box)
+            save_jpeg(self.out / crop_rel, pixels, JPEG_QUALITY)
+            x1, y1, x2, y2 = (int(v) for v in box)
+            rows.append([crop_rel, job.rel, label, x1, y1, x2, y2, f"{float(job.detections.scores[k]):.4f}",
+                         dedupe.hash_to_hex(dedupe.phash(pixels)), "", 0])
+        self.crops.append(rows)
+        status = "ok" if rows else "no_detection"
+        self.images.append([[job.rel, status, len(rows), ""]])
+
+    def put(self, job: _Job | None) -> None:
+        while True:
+            if self.failure is not None:
+                raise RuntimeError(f"writing the outputs failed: {self.failure}") from self.failure
+            try:
+                self.jobs.put(job, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+
+def _config(
+    input_dir: Path, detector: Any, categories: list[int], min_score: float, policy: CropPolicy,
+    tile: TileConfig | None, max_pixels: int | None, drop_duplicates: bool, max_distance: int,
+) -> dict[str, Any]:
+    return {
+        "format_version": FORMAT_VERSION,
+        "input": str(input_dir),
+        "detector": getattr(detector, "name", type(detector).__name__),
+        "categories": categories,
+        "min_score": min_score,
+        "policy": policy.to_dict(),
+        "tile": tile.to_dict() if tile else None,
+        "max_pixels": max_pixels,
+        "jpeg_quality": JPEG_QUALITY,
+        "dedupe": {"max_distance": max_distance, "drop_duplicates": drop_duplicates},
+    }
+
+
+def _prepare_resume(out: Path, config: dict[str, Any], resume: bool) -> set[str]:
+    """Check a previous run's settings and return the images it finished; clean up what a crash left."""
+    images_csv, config_json = out / IMAGES_CSV, out / CONFIG_JSON
+    if not resume:
+        if images_csv.exists() or (out / CROPS_CSV).exists():
+            raise OutputLocationError(
+                f"{out} already holds a crop dataset; pass resume=True (--resume) to continue it, or use a new folder"
+            )
+        return set()
+    if config_json.exists():
+        previous = json.loads(config_json.read_text(encoding="utf-8"))
+        changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
+        if changed:
+            raise ValueError(f"cannot resume {out}: settings differ from the previous run ({', '.join(changed)})")
+    n_tmp = remove_stale_temporaries(out)
+    if n_tmp:
+        logger.info("removed %d temporary files left by an interrupted run", n_tmp)
+    done = {row["path"] for row in CsvManifest(images_csv, IMAGES_COLUMNS).rows()}
+    crops = CsvManifest(out / CROPS_CSV, CROPS_COLUMNS)
+    if crops.path.exists():
+        crops.open()
+        rows = crops.rows()
+        kept = [r for r in rows if r["source_path"] in done]
+        if len(kept) != len(rows):
+            logger.info("dropping %d crops.csv rows of unfinished images", len(rows) - len(kept))
+            crops.rewrite([[r[c] for c in CROPS_COLUMNS] for r in kept])
+    return done
+
+
+def _finish_duplicates(out: Path, drop: bool, max_distance: int) -> tuple[int, int, int]:
+    """Group near-duplicate crops, rewrite crops.csv with the groups, delete dropped crops when ``drop``."""
+    manifest = CsvManifest(out / CROPS_CSV, CROPS_COLUMNS)
+    rows = manifest.rows()
+    groups = dedupe.duplicate_groups([dedupe.hex_to_hash(r["phash"]) for r in rows], max_distance)
+    keep = dedupe.keep_mask(groups) if drop else np.ones(len(rows), dtype=bool)
+    new_rows = []
+    for r, g, k in zip(rows, groups, keep, strict=True):
+        r["duplicate_group"] = "" if g < 0 else str(int(g))
+        r["dropped"] = "0" if k else "1"
+        if not k:
+            (out / r["crop_path"]).unlink(missing_ok=True)
+        new_rows.append([r[c] for c in CROPS_COLUMNS])
+    manifest.rewrite(new_rows)
+    n_groups = int(groups.max()) + 1 if len(groups) and groups.max() >= 0 else 0
+    return n_groups, int((groups >= 0).sum()), int((~keep).sum())
+
+
+def build_crops(
+    input_dir: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    detector: SupportsDetect,
+    *,
+    category: str | int | Sequence[str | int] = "clock",
+    min_score: float = 0.3,
+    policy: CropPolicy | None = None,
+    tile: TileConfig | None = None,
+    resume: bool = False,
+    drop_duplicates: bool = False,
+    max_distance: int = dedupe.DEFAULT_MAX_DISTANCE,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    workers: int = 2,
+    prefetch: int = 8,
+    show_progress: bool = False,
+) -> BuildSummary:
+    """Detect ``category`` in every photo under ``input_dir`` and save the crops under ``output_dir``.
+
+    Args:
+        input_dir: photo folder; its subfolders (class labels) are mirrored in ``output_dir``.
+        output_dir: the crop dataset (created if its parent exists).
+        detector: anything with ``detect(rgb_uint8) -> Detections`` in pixels (e.g. `detectcrop.Detector`).
+        category: COCO name(s) or id(s) to crop.
+        min_score: minimum detection score.
+        policy: padding, squaring, minimum size and crops per image (`CropPolicy`).
+        tile: detect on overlapping tiles too (`TileConfig`), for small objects.
+        resume: continue an interrupted run in ``output_dir``.
+        drop_duplicates: delete all but the first crop of each near-duplicate group (rows stay, ``dropped=1``).
+        max_distance: Hamming radius (of 64 bits) for near-duplicates.
+        max_pixels: refuse larger images (decompression bombs); ``None``: no limit.
+        workers, prefetch: decoding threads and how many images they may decode ahead.
+        show_progress: a progress bar (images/s).
+    """
+    started = time.perf_counter()
+    policy = policy or CropPolicy()
+    categories = [category] if isinstance(category, str | int) else list(category)
+    category_ids = sorted({category_id(c) for c in categories})
+    src, out = check_locations(input_dir, output_dir)
+    config = _config(src, detector, category_ids, min_score, policy, tile, max_pixels, drop_duplicates, max_distance)
+    done = _prepare_resume(out, config, resume)
+    atomic_write_text(out / CONFIG_JSON, json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+    files = discover_images(src, extensions=None)
+    rels = [p.relative_to(src).as_posix() for p in files]
+    names = crop_basenames(rels)
+    todo = [(p, r) for p, r in zip(files, rels, strict=True) if r not in done]
+    logger.info("%d files under %s, %d already done, %d to process", len(files), src, len(files) - len(todo),
+                len(todo))
+
+    images = CsvManifest(out / IMAGES_CSV, IMAGES_COLUMNS).open()
+    crops = CsvManifest(out / CROPS_CSV, CROPS_COLUMNS).open()
+    writer = _Writer(out, names, images, crops, depth=prefetch)
+    writer.start()
+    rel_of = {p: r for p, r in todo}
+    loop_start = time.perf_counter()
+    reader = iter_images([p for p, _ in todo], workers=workers, prefetch=prefetch, max_pixels=max_pixels,
+                         reader=_read_any)
+    try:
+        with tqdm(total=len(todo), unit="img", desc="build_crops", disable=not show_progress) as bar:
+            for path, result in reader:
+                writer.put(_detect_job(rel_of[path], result, detector, category_ids, min_score, policy, tile))
+                bar.update(1)
+        writer.put(None)
+    except BaseException:
+        writer.stop_now.set()
+        with contextlib.suppress(queue.Full):
+            writer.jobs.put_nowait(None)
+        raise
+    finally:
+        reader.close()
+        writer.join()
+    if writer.failure is not None:
+        raise RuntimeError(f"writing the outputs failed: {writer.failure}") from writer.failure
+    loop_seconds = time.perf_counter() - loop_start
+
+    n_groups, n_dups, n_dropped = _finish_duplicates(out, drop_duplicates, max_distance)
+    summary = _summarize(out, len(files), len(todo), loop_seconds, time.perf_counter() - started)
+    summary.n_duplicate_groups, summary.n_duplicates, summary.n_dropped = n_groups, n_dups, n_dropped
+    for line in summary.lines():
+        logger.info(line)
+    return summary
+
+
+def _detect_job(
+    rel: str, result: np.ndarray | ImageReadError, detector: SupportsDetect, category_ids: list[int],
+    min_score: float, policy: CropPolicy, tile: TileConfig | None,
+) -> _Job:
+    if isinstance(result, ImageReadError):
+        logger.warning("%s: %s", rel, result)
+        return _Job(rel, error=_one_line(str(result)))
+    try:
+        if tile is not None:
+            dets = detect_tiled(detector, result, tile, min_score=min_score)
+        else:
+            dets = run_detector(detector, result, min_score)
+        dets = dets.filter(category=category_ids, min_score=min_score)
+        kept, boxes = select_crops(dets, result.shape[:2], policy)
+    except Exception as exc:  # one bad image must not stop a folder
+        logger.warning("%s: detection failed: %s", rel, exc)
+        return _Job(rel, error=_one_line(f"DetectionError: {type(exc).__name__}: {exc}"))
+    return _Job(rel, image=result, detections=kept, boxes=boxes)
+
+
+def _summarize(out: Path, n_files: int, n_processed: int, loop_seconds: float, seconds: float) -> BuildSummary:
+    rows = CsvManifest(out / IMAGES_CSV, IMAGES_COLUMNS).rows()
+    status = Counter(r["status"] for r in rows)
+    errors = Counter(r["error"].split(":", 1)[0] for r in rows if r["status"] == "error")
+    return BuildSummary(
+        n_files=n_files,
+        n_ok=status["ok"],
+        n_no_detection=status["no_detection"],
+        n_error=status["error"],
+        n_crops=sum(int(r["n_crops"]) for r in rows),
+        n_processed=n_processed,
+        n_resumed=n_files - n_processed,
+        seconds=round(seconds, 3),
+        images_per_s=round(n_processed / loop_seconds, 3) if loop_seconds > 0 and n_processed else 0.0,
+        errors=dict(errors),
+    )
