@@ -1,0 +1,85 @@
+"""Augmentation declared as data: albumentations pipelines built from, and saved as, plain dicts (``A.to_dict``).
+
+Presets are named dicts. The seed is not part of the saved form (albumentations does not serialise it); it is applied
+with `seeded` when training, so runs are repeatable.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import albumentations as A
+
+from detectcrop.io import atomic_write_text
+
+AugmentationSpec = str | dict | A.BaseCompose | None
+
+
+def _light() -> A.Compose:
+    return A.Compose(
+        [
+            A.Affine(scale=(0.92, 1.08), translate_percent=(-0.04, 0.04), rotate=(-8, 8), p=0.7),
+            A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
+        ]
+    )
+
+
+def _default() -> A.Compose:
+    # No flips: brand cues (logo text, numerals, crown side) are not mirror-symmetric. Colour jitter stays small
+    # because dial colour is itself a brand cue.
+    return A.Compose(
+        [
+            A.Affine(scale=(0.85, 1.1), translate_percent=(-0.06, 0.06), rotate=(-12, 12), p=0.8),
+            A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.6),
+            A.HueSaturationValue(hue_shift_limit=4, sat_shift_limit=12, val_shift_limit=8, p=0.3),
+            A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.MotionBlur(blur_limit=(3, 5))], p=0.25),
+            A.GaussNoise(std_range=(0.01, 0.04), p=0.2),
+            A.ImageCompression(quality_range=(50, 95), p=0.3),
+        ]
+    )
+
+
+PRESETS = {"light": _light, "default": _default}
+
+
+def build_augmentation(spec: AugmentationSpec) -> A.BaseCompose | None:
+    """An albumentations pipeline from a preset name (``"default"``, ``"light"``, ``"none"``), a dict made by
+    `augmentation_to_dict` / ``A.to_dict``, a path to such a JSON file, or a ready pipeline (returned as is)."""
+    if spec is None or (isinstance(spec, str) and spec.lower() in ("", "none")):
+        return None
+    if isinstance(spec, A.BaseCompose):
+        return spec
+    if isinstance(spec, dict):
+        return A.from_dict(copy.deepcopy(spec))
+    if isinstance(spec, str) and spec in PRESETS:
+        return PRESETS[spec]()
+    if isinstance(spec, str | Path) and Path(spec).is_file():
+        return load_augmentation(spec)
+    raise ValueError(f"unknown augmentation {spec!r}: use one of {[*PRESETS, 'none']}, a dict or a JSON file path")
+
+
+def augmentation_to_dict(spec: AugmentationSpec) -> dict | None:
+    """The serialisable form of an augmentation (``None`` for no augmentation)."""
+    transform = build_augmentation(spec)
+    return None if transform is None else A.to_dict(transform)
+
+
+def seeded(spec: AugmentationSpec, seed: int | None) -> A.BaseCompose | None:
+    """A fresh pipeline from ``spec`` with its random state set from ``seed`` (``None``: unseeded)."""
+    transform = build_augmentation(augmentation_to_dict(spec))
+    if transform is not None and seed is not None:
+        transform.set_random_seed(seed)
+    return transform
+
+
+def save_augmentation(spec: AugmentationSpec, path: str | Path) -> Path:
+    """Write the augmentation as JSON, atomically (``null`` for none)."""
+    return atomic_write_text(path, json.dumps(augmentation_to_dict(spec), indent=2) + "\n")
+
+
+def load_augmentation(path: str | Path) -> A.BaseCompose | None:
+    """Read a pipeline saved by `save_augmentation`."""
+    data = json.loads(Path(path).read_text())
+    return None if data is None else A.from_dict(data)

@@ -1,0 +1,149 @@
+"""TFLite export of a fitted `FineClassifier` (float32, or dynamic-range quantised weights), a small runner, and an
+agreement check against the Keras model.
+
+The exported model keeps the Keras model's contract: ``(N, H, W, 3)`` float32 RGB in ``[0, 255]`` in, class
+probabilities out (preprocessing inside). Label names and the input size go to a JSON sidecar,
+``<file>.tflite.json``, which `TFLiteClassifier` reads.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import tensorflow as tf
+
+from classify.features import ImageItem, iter_items, load_batch
+from classify.model import FineClassifier
+from classify.report import write_json
+from detectcrop.io import atomic_write_bytes
+
+logger = logging.getLogger(__name__)
+
+Quantization = Literal["float", "dynamic"]
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def export_tflite(clf: FineClassifier, path: str | Path, quantization: Quantization = "float") -> Path:
+    """Convert ``clf``'s Keras model to a ``.tflite`` file (written atomically) plus its JSON sidecar.
+
+    ``quantization``: ``"float"`` keeps float32 weights; ``"dynamic"`` stores weights as int8 (dynamic-range
+    quantisation: about 4x smaller, activations stay float).
+    """
+    if quantization not in ("float", "dynamic"):
+        raise ValueError(f"quantization must be 'float' or 'dynamic', got {quantization!r}")
+    path = Path(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = Path(tmp) / "saved_model"
+        clf.model_.export(str(saved), format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+        if quantization == "dynamic":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        flatbuffer = converter.convert()
+    atomic_write_bytes(path, flatbuffer, fsync=False)
+    write_json(
+        _sidecar(path),
+        {
+            "class_names": [str(c) for c in clf.classes_],
+            "input_size": list(clf.input_size_),
+            "input": "RGB float32 in [0, 255]",
+            "quantization": quantization,
+            "unknown_below": clf.unknown_below,
+            "unknown_label": clf.unknown_label,
+        },
+    )
+    logger.info("exported %s (%s, %.1f MB)", path, quantization, len(flatbuffer) / 1e6)
+    return path
+
+
+def _interpreter(model_path: str, num_threads: int | None) -> Any:
+    with warnings.catch_warnings():  # tf.lite.Interpreter announces its move to the ai-edge-litert package
+        warnings.simplefilter("ignore", UserWarning)
+        return tf.lite.Interpreter(model_path=model_path, num_threads=num_threads)
+
+
+class TFLiteClassifier:
+    """Runs an exported ``.tflite`` classifier on images (paths or RGB arrays), like `FineClassifier`."""
+
+    def __init__(self, path: str | Path, num_threads: int | None = None) -> None:
+        self.path = Path(path)
+        meta = json.loads(_sidecar(self.path).read_text())
+        self.classes_ = np.asarray(meta["class_names"], dtype=object)
+        self.input_size_ = tuple(meta["input_size"])
+        self.unknown_below = meta.get("unknown_below")
+        self.unknown_label = meta.get("unknown_label", "unknown")
+        self._interp = _interpreter(str(self.path), num_threads)
+        self._input = self._interp.get_input_details()[0]["index"]
+        self._output = self._interp.get_output_details()[0]["index"]
+        self._batch = -1
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        if len(batch) != self._batch:
+            self._interp.resize_tensor_input(self._input, list(batch.shape))
+            self._interp.allocate_tensors()
+            self._batch = len(batch)
+        self._interp.set_tensor(self._input, batch)
+        self._interp.invoke()
+        return np.array(self._interp.get_tensor(self._output), dtype=np.float32)
+
+    def predict_proba(self, X: Sequence[ImageItem] | np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Class probabilities ``(N, n_classes)`` in the order of ``classes_``."""
+        items = iter_items(X)
+        outs = [
+            self._run(load_batch(items[i : i + batch_size], self.input_size_).astype(np.float32))
+            for i in range(0, len(items), batch_size)
+        ]
+        return np.concatenate(outs) if outs else np.zeros((0, len(self.classes_)), np.float32)
+
+    def predict(self, X: Sequence[ImageItem] | np.ndarray) -> np.ndarray:
+        """The most probable label per image (``unknown_label`` below ``unknown_below``)."""
+        proba = self.predict_proba(X)
+        labels = self.classes_[proba.argmax(axis=1)] if len(proba) else np.zeros(0, object)
+        if self.unknown_below is not None and len(proba):
+            labels = labels.copy()
+            labels[proba.max(axis=1) < self.unknown_below] = self.unknown_label
+        return labels
+
+
+def agreement(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
+    """How closely two probability matrices agree: top-1 agreement and the largest absolute difference."""
+    reference, other = np.asarray(reference), np.asarray(other)
+    if reference.shape != other.shape:
+        raise ValueError(f"shapes differ: {reference.shape} vs {other.shape}")
+    return {
+        "n": len(reference),
+        "argmax_agreement": float(np.mean(reference.argmax(axis=1) == other.argmax(axis=1))) if len(reference) else 1.0,
+        "max_abs_diff": float(np.max(np.abs(reference - other))) if len(reference) else 0.0,
+    }
+
+
+def export_and_check(
+    clf: FineClassifier,
+    out_dir: str | Path,
+    images: Sequence[ImageItem] | np.ndarray,
+    *,
+    stem: str = "model",
+    quantizations: Sequence[Quantization] = ("float", "dynamic"),
+) -> dict[str, dict[str, Any]]:
+    """Export each quantisation to ``out_dir/<stem>[_<q>].tflite`` and compare its predictions on ``images`` with the
+    Keras model's; returns ``{quantization: {"path", "size_bytes", "argmax_agreement", "max_abs_diff", "n"}}``."""
+    out_dir = Path(out_dir)
+    images = iter_items(images)
+    reference = clf.predict_proba(images)
+    results = {}
+    for q in quantizations:
+        path = export_tflite(clf, out_dir / (f"{stem}.tflite" if q == "float" else f"{stem}_{q}.tflite"), q)
+        probs = TFLiteClassifier(path).predict_proba(images)
+        results[q] = {"path": str(path), "size_bytes": path.stat().st_size, **agreement(reference, probs)}
+        logger.info("tflite %s: argmax agreement %.4f, max |dp| %.2e", q, results[q]["argmax_agreement"],
+                    results[q]["max_abs_diff"])
+    return results
