@@ -10,11 +10,6 @@ from skimage import data
 from detectcrop import Detector, ModelUnavailableError, boxes, zoo
 
 
-@pytest.fixture(scope="module")
-def offline_detector() -> Detector:
-    return Detector.from_preset(zoo.OFFLINE_DETECTOR)
-
-
 def _best(dets, name: str):
     mask = dets.class_names == name
     assert mask.any(), f"no {name} among {sorted(set(dets.class_names))}"
@@ -22,18 +17,18 @@ def _best(dets, name: str):
     return dets.xyxy[i], float(dets.scores[i])
 
 
-def test_offline_detector_finds_the_astronaut(offline_detector):
+def test_detector_finds_the_astronaut(detector):
     image = data.astronaut()  # 512x512; the astronaut fills the left two thirds, head to bottom edge
-    dets = offline_detector.detect(image)
+    dets = detector.detect(image)
     box, score = _best(dets, "person")
     assert score >= 0.5
     expected = np.array([[0, 0, 380, 512]], np.float64)
     assert boxes.iou(box[None], expected)[0, 0] > 0.7, box
 
 
-def test_offline_detector_finds_the_cup(offline_detector):
+def test_detector_finds_the_cup(detector):
     image = data.coffee()  # 400x600; the cup and saucer sit left of centre in the upper two thirds
-    dets = offline_detector.detect(image)
+    dets = detector.detect(image)
     box, score = _best(dets, "cup")
     assert score >= 0.3
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
@@ -41,11 +36,11 @@ def test_offline_detector_finds_the_cup(offline_detector):
     assert dets.class_ids[dets.class_names == "cup"][0] == 47  # COCO 90-id map, not the 80-class index
 
 
-def test_detector_rejects_non_rgb_uint8(offline_detector):
+def test_detector_rejects_non_rgb_uint8(detector):
     with pytest.raises(ValueError, match="RGB uint8"):
-        offline_detector.detect(np.zeros((10, 10), np.uint8))
+        detector.detect(np.zeros((10, 10), np.uint8))
     with pytest.raises(ValueError, match="RGB uint8"):
-        offline_detector.detect(np.zeros((10, 10, 3), np.float32))
+        detector.detect(np.zeros((10, 10, 3), np.float32))
 
 
 class _SignatureOnlyDetector(tf.Module):
