@@ -20,10 +20,10 @@ DEFAULT_MAX_DISTANCE = 6
 def phash(image: np.ndarray) -> int:
     """64-bit DCT perceptual hash of an RGB or grayscale uint8 image."""
     img = np.asarray(image)
-    if img.ndim == 3:
-        img = cv2.cvtColor(np.ascontiguousarray(img[..., :3]), cv2.COLOR_RGB2GRAY)
     if img.size == 0:
         raise ValueError("cannot hash an empty image")
+    if img.ndim == 3:
+        img = cv2.cvtColor(np.ascontiguousarray(img[..., :3]), cv2.COLOR_RGB2GRAY)
     small = cv2.resize(img.astype(np.float32), (32, 32), interpolation=cv2.INTER_AREA)
     low = cv2.dct(small)[:8, :8].reshape(-1)
     bits = low > np.median(low[1:])  # the DC term would dominate the median
