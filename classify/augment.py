@@ -61,9 +61,9 @@ def build_augmentation(spec: AugmentationSpec) -> A.BaseCompose | None:
 
 
 def augmentation_to_dict(spec: AugmentationSpec) -> dict | None:
-    """The serialisable form of an augmentation (``None`` for no augmentation)."""
+    """The serialisable form of an augmentation, JSON-normalised (lists, not tuples); ``None`` for none."""
     transform = build_augmentation(spec)
-    return None if transform is None else A.to_dict(transform)
+    return None if transform is None else json.loads(json.dumps(A.to_dict(transform)))
 
 
 def seeded(spec: AugmentationSpec, seed: int | None) -> A.BaseCompose | None:

@@ -570,9 +570,10 @@ class FineClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: Sequence[ImageItem] | np.ndarray) -> np.ndarray:
         """The most probable label per image; ``unknown_label`` where its probability is below ``unknown_below``."""
-        return self._labels_from_proba(self.predict_proba(X))
+        return self.labels_from_proba(self.predict_proba(X))
 
-    def _labels_from_proba(self, proba: np.ndarray) -> np.ndarray:
+    def labels_from_proba(self, proba: np.ndarray) -> np.ndarray:
+        """Labels for probabilities from `predict_proba` (``unknown_label`` below ``unknown_below``)."""
         labels = np.asarray(self.classes_, dtype=object)[proba.argmax(axis=1)] if len(proba) else np.zeros(0, object)
         if self.unknown_below is not None and len(proba):
             labels = labels.copy()

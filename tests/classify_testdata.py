@@ -1,0 +1,92 @@
+"""Small real-pixel data and shared, built-once objects for the stage-2 (classify) tests.
+
+Each class is one real photograph from scikit-image; a "source photo" is a random window of it and its crops are
+sub-windows, so crops of one photo overlap and must never straddle a train/validation split. ``crops.csv`` follows
+`detectcrop.dataset.CROPS_COLUMNS`; pairs of photos are linked by a ``duplicate_group`` like near-duplicate shots.
+Objects are cached per process (functools.cache) so every test module shares one backbone and one fitted model.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+from skimage import data as skdata
+
+if TYPE_CHECKING:
+    from classify import Backbone, FineClassifier, ImageFolder
+
+SOURCES = {"astronaut": "astronaut", "cat": "chelsea", "coffee": "coffee", "rocket": "rocket"}
+CROP_SIDE = 112
+
+
+def write_crops(
+    root: Path, *, photos_per_class: int, crops_per_photo: int, seed: int, manifest: bool = True
+) -> Path:
+    """Write ``root/<class>/*.jpg`` (+ ``root/crops.csv``); returns ``root``."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label, name in SOURCES.items():
+        image = getattr(skdata, name)()
+        h, w = image.shape[:2]
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for p in range(photos_per_class):
+            ph, pw = int(h * rng.uniform(0.55, 0.8)), int(w * rng.uniform(0.55, 0.8))
+            py, px = rng.integers(0, h - ph + 1), rng.integers(0, w - pw + 1)
+            for c in range(crops_per_photo):
+                side = int(min(ph, pw) * rng.uniform(0.5, 0.8))
+                y0, x0 = py + rng.integers(0, ph - side + 1), px + rng.integers(0, pw - side + 1)
+                crop = Image.fromarray(image[y0 : y0 + side, x0 : x0 + side]).resize((CROP_SIDE, CROP_SIDE))
+                rel = f"{label}/{label}_{p:03d}_{c}.jpg"
+                crop.save(root / rel, quality=92)
+                dup = f"{label}-{p // 2}" if p % 4 < 2 else ""  # photos 0+1, 4+5, ... are "near-duplicates"
+                rows.append({"crop_path": rel, "source_path": f"photos/{label}/{label}_{p:03d}.jpg", "label": label,
+                             "x1": x0, "y1": y0, "x2": x0 + side, "y2": y0 + side, "score": 0.9,
+                             "duplicate_group": dup, "dropped": 0})
+    if manifest:
+        with open(root / "crops.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    (root / "images.csv").write_text("path,status,n_crops,error\n")  # a manifest the reader must ignore
+    return root
+
+
+@functools.cache
+def workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="classify_tests_"))
+
+
+@functools.cache
+def train_dir() -> Path:
+    return write_crops(workdir() / "train", photos_per_class=6, crops_per_photo=2, seed=0)
+
+
+@functools.cache
+def heldout_dir() -> Path:
+    return write_crops(workdir() / "test", photos_per_class=3, crops_per_photo=2, seed=123, manifest=False)
+
+
+@functools.cache
+def backbone() -> Backbone:
+    """The real offline backbone (torchvision ImageNet MobileNetV2, 224x224), built once."""
+    from classify.backbones import Backbone
+
+    return Backbone.from_preset("mobilenet_v2_torchvision")
+
+
+@functools.cache
+def fitted() -> tuple[FineClassifier, ImageFolder, ImageFolder]:
+    """A classifier trained once on `train_dir` (grouped split), with the test folder it is judged on."""
+    from classify import FineClassifier, load_image_folder
+
+    train = load_image_folder(train_dir(), min_per_class=2)
+    test = load_image_folder(heldout_dir(), class_names=train.class_names)
+    clf = FineClassifier(backbone(), epochs=15, augment_views=1, seed=0, cache_dir=workdir() / "cache")
+    clf.fit(train.paths, train.label_names, groups=train.groups)
+    return clf, train, test

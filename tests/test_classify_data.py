@@ -1,0 +1,97 @@
+"""classify.data: folder reading, manifest groups and the grouped stratified split (no backbone needed)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from classify_testdata import SOURCES, train_dir, write_crops
+
+from classify.data import grouped_split, load_image_folder, split_image_folder
+
+
+def _source_of(dataset) -> dict[Path, str]:
+    with open(dataset.root / "crops.csv", newline="") as f:
+        return {(dataset.root / r["crop_path"]).resolve(): r["source_path"] for r in csv.DictReader(f)}
+
+
+def test_reads_class_folders_and_ignores_manifests():
+    ds = load_image_folder(train_dir())
+    assert ds.class_names == sorted(SOURCES)
+    assert len(ds) == len(SOURCES) * 6 * 2
+    assert all(p.suffix == ".jpg" for p in ds.paths)
+    assert set(ds.class_counts().values()) == {12}
+    assert all(p.parent.name == name for p, name in zip(ds.paths, ds.label_names, strict=True))
+
+
+def test_groups_follow_source_photo_and_duplicate_group():
+    ds = load_image_folder(train_dir())
+    source = _source_of(ds)
+    group_of = dict(zip([p.resolve() for p in ds.paths], ds.groups, strict=True))
+    by_source: dict[str, set] = {}
+    for path, src in source.items():
+        by_source.setdefault(src, set()).add(group_of[path])
+    assert all(len(g) == 1 for g in by_source.values()), "crops of one photo must share a group"
+    # photos 0 and 1 of a class are linked by a duplicate group, photos 2 and 3 are not
+    g = {src: next(iter(gs)) for src, gs in by_source.items()}
+    assert g["photos/cat/cat_000.jpg"] == g["photos/cat/cat_001.jpg"]
+    assert g["photos/cat/cat_002.jpg"] != g["photos/cat/cat_003.jpg"]
+    assert len(set(ds.groups.tolist())) == len(SOURCES) * 4  # 6 photos -> pairs {0,1}, {4,5} merged
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_grouped_split_never_puts_a_photo_on_both_sides(seed):
+    ds = load_image_folder(train_dir())
+    train, val = split_image_folder(ds, val_fraction=0.25, seed=seed)
+    source = _source_of(ds)
+    train_src = {source[p.resolve()] for p in train.paths}
+    val_src = {source[p.resolve()] for p in val.paths}
+    assert train_src and val_src and not train_src & val_src
+    assert not set(train.groups.tolist()) & set(val.groups.tolist())
+    assert set(train.label_names) == set(val.label_names) == set(SOURCES)  # stratified: every class on both sides
+    assert len(train) + len(val) == len(ds)
+
+
+def test_split_is_repeatable_for_a_seed():
+    ds = load_image_folder(train_dir())
+    a = grouped_split(ds.labels, ds.groups, seed=3)
+    b = grouped_split(ds.labels, ds.groups, seed=3)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_without_manifest_each_crop_is_its_own_group(tmp_path):
+    root = write_crops(tmp_path / "d", photos_per_class=2, crops_per_photo=2, seed=1, manifest=False)
+    ds = load_image_folder(root)
+    assert len(set(ds.groups.tolist())) == len(ds)
+
+
+def test_too_few_images_is_a_clear_error(tmp_path):
+    root = write_crops(tmp_path / "d", photos_per_class=2, crops_per_photo=1, seed=1)
+    with pytest.raises(ValueError, match=r"too few images.*'astronaut': 2.*at least 5"):
+        load_image_folder(root, min_per_class=5)
+    (root / "empty").mkdir()
+    with pytest.raises(ValueError, match="'empty': 0"):
+        load_image_folder(root, min_per_class=1)
+
+
+def test_a_class_from_one_photo_cannot_be_split(tmp_path):
+    root = write_crops(tmp_path / "d", photos_per_class=1, crops_per_photo=3, seed=1)
+    ds = load_image_folder(root)
+    with pytest.raises(ValueError, match="fewer than 2 source photos"):
+        split_image_folder(ds)
+
+
+def test_test_folder_maps_onto_known_classes(tmp_path):
+    root = write_crops(tmp_path / "d", photos_per_class=1, crops_per_photo=1, seed=1, manifest=False)
+    ds = load_image_folder(root, class_names=["astronaut", "cat", "coffee", "rocket", "zebra"])
+    assert ds.class_names[-1] == "zebra" and ds.class_counts()["zebra"] == 0
+    with pytest.raises(ValueError, match="does not know"):
+        load_image_folder(root, class_names=["cat", "coffee"])
+
+
+def test_missing_folder():
+    with pytest.raises(FileNotFoundError):
+        load_image_folder("/nonexistent/crops")

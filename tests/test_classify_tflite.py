@@ -1,0 +1,40 @@
+"""TFLite export of the trained classifier: float and dynamic-range quantised, checked against the Keras model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from classify_testdata import fitted
+
+from classify.tflite import TFLiteClassifier, agreement, export_and_check
+
+
+def test_float_and_dynamic_exports_agree_with_keras(tmp_path):
+    clf, _, test = fitted()
+    results = export_and_check(clf, tmp_path, test.paths)
+    reference = clf.predict_proba(test.paths)
+
+    float_model = TFLiteClassifier(results["float"]["path"])
+    probs = float_model.predict_proba(test.paths, batch_size=5)  # odd batch size: tensors are resized
+    assert (probs.argmax(1) == reference.argmax(1)).all()
+    np.testing.assert_allclose(probs, reference, atol=1e-4)
+    assert results["float"]["argmax_agreement"] == 1.0 and results["float"]["max_abs_diff"] < 1e-4
+    assert (float_model.predict(test.paths) == clf.predict(test.paths)).all()
+    assert float_model.classes_.tolist() == clf.classes_.tolist()
+
+    # int8 weights: about 4x smaller; top-1 answers may move only where the Keras model is unsure
+    dynamic = results["dynamic"]
+    assert dynamic["size_bytes"] < 0.4 * results["float"]["size_bytes"]
+    assert dynamic["argmax_agreement"] >= 0.9, dynamic
+    assert dynamic["max_abs_diff"] < 0.25, dynamic
+    meta = json.loads((tmp_path / "model_dynamic.tflite.json").read_text())
+    assert meta["class_names"] == clf.classes_.tolist() and meta["quantization"] == "dynamic"
+
+
+def test_agreement_summary():
+    a = np.array([[0.9, 0.1], [0.4, 0.6]])
+    assert agreement(a, a) == {"n": 2, "argmax_agreement": 1.0, "max_abs_diff": 0.0}
+    b = np.array([[0.8, 0.2], [0.6, 0.4]])
+    r = agreement(a, b)
+    assert r["argmax_agreement"] == 0.5 and np.isclose(r["max_abs_diff"], 0.2)
