@@ -1,0 +1,59 @@
+"""What the command-line entry points share: the detection flags, their parsing, logging set-up."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from detectcrop.coco import category_id
+from detectcrop.crops import CropPolicy
+from detectcrop.images import DEFAULT_MAX_PIXELS
+from detectcrop.tiling import TileConfig
+from detectcrop.zoo import DEFAULT_DETECTOR, OFFLINE_DETECTOR
+
+
+def add_detection_args(p: argparse.ArgumentParser, what: str = "crop") -> None:
+    """The detection and crop flags of build_crops and label (same names, same defaults)."""
+    p.add_argument("--category", default="clock",
+                   help=f"COCO category name or id to {what} (comma-separated for several)")
+    p.add_argument("--detector", default=DEFAULT_DETECTOR,
+                   help=f"detector preset, TF Hub handle or SavedModel path (offline: {OFFLINE_DETECTOR})")
+    p.add_argument("--min-score", type=float, default=0.3, help="minimum detection score")
+    p.add_argument("--pad", type=float, default=0.1, help="padding around each box, as a fraction of its size")
+    p.add_argument("--square", action="store_true", help="square crops")
+    p.add_argument("--min-size", type=int, default=32, help="skip boxes whose shorter side is under this (pixels)")
+    p.add_argument("--max-crops", type=int, default=None, help="at most this many crops per image (best first)")
+    p.add_argument("--tile", action="store_true", help="also detect on overlapping tiles (small objects; slower)")
+    p.add_argument("--tile-fraction", type=float, default=TileConfig.tile_fraction,
+                   help="tile side as a fraction of the image's shorter side")
+    p.add_argument("--tile-overlap", type=float, default=TileConfig.overlap, help="overlap between tiles")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help="refuse images with more pixels (decompression bomb guard); 0 = no limit")
+    p.add_argument("--workers", type=int, default=2, help="image decoding threads")
+    p.add_argument("--prefetch", type=int, default=8, help="images decoded ahead of the detector")
+
+
+def add_common_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--log-level", default="INFO", help="logging level")
+
+
+def detection_settings(args: argparse.Namespace) -> tuple[list[int], CropPolicy, TileConfig | None]:
+    """``(category ids, crop policy, tile config or None)`` from parsed flags; ValueError on bad values."""
+    categories = [category_id(c) for c in str(args.category).split(",") if c.strip()]
+    if not categories:
+        raise ValueError("--category names no category")
+    policy = CropPolicy(pad=args.pad, square=args.square, min_size=args.min_size, max_crops=args.max_crops)
+    tile = TileConfig(tile_fraction=args.tile_fraction, overlap=args.tile_overlap) if args.tile else None
+    return categories, policy, tile
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
+
+
+def fail(message: object) -> int:
+    """Report a usage or input error on stderr; the exit status for it."""
+    print(f"error: {message}", file=sys.stderr)
+    return 2

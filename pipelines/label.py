@@ -1,0 +1,79 @@
+"""Label whole folders of photos: detect the parent category, classify each crop, account for every file.
+
+    python -m pipelines.label --input PHOTOS --model RUN --output OUT --detector centernet_mobilenetv3_512 \\
+        [--category clock] [--tile] [--top-k 3] [--unknown-below 0.5] [--annotate] [--resume]
+
+Writes OUT/predictions.csv (one row per object; one row per image with no detection or an error),
+OUT/results.coco.json (COCO format with scores), OUT/summary.json and, with --annotate, OUT/annotated/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipelines.cli import add_common_args, add_detection_args, detection_settings, fail, setup_logging
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pipelines.label", description="Detect and classify objects in every photo of a folder.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--input", required=True, help="a photo folder (searched recursively) or one photo")
+    p.add_argument("--model", required=True, help="a train_fine run folder (holding model.keras) or a .keras file")
+    p.add_argument("--output", required=True, help="output folder (created if its parent exists)")
+    add_detection_args(p, what="classify")
+    p.add_argument("--top-k", type=int, default=3, help="labels with probabilities kept per object")
+    p.add_argument("--unknown-below", type=float, default=None,
+                   help="answer 'unknown' when the top probability is below this")
+    p.add_argument("--batch-size", type=int, default=32, help="crops classified per batch")
+    p.add_argument("--annotate", action="store_true", help="also save copies with boxes and labels drawn")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --output")
+    add_common_args(p)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    from pipelines.compose import DetectThenClassify
+    from pipelines.labeling import LabelOutputError, label_folder, prepare_output
+
+    model = Path(args.model)
+    try:
+        categories, policy, tile = detection_settings(args)
+        if not Path(args.input).exists():
+            raise FileNotFoundError(f"--input does not exist: {args.input}")
+        if not (model / "model.keras").is_file() and not (model.suffix == ".keras" and model.is_file()):
+            raise FileNotFoundError(f"--model must be a train_fine run folder or a .keras file: {model}")
+        if args.top_k < 1:
+            raise ValueError("--top-k must be >= 1")
+        prepare_output(args.output)  # before loading any model
+    except (ValueError, OSError) as exc:
+        return fail(exc)
+
+    from detectcrop.detector import ModelUnavailableError
+
+    pipe = DetectThenClassify(
+        args.detector, str(model), category=categories, min_score=args.min_score, crop_policy=policy, tile=tile,
+        top_k=args.top_k, unknown_below=args.unknown_below, batch_size=args.batch_size,
+        max_pixels=args.max_pixels or None,
+    )
+    try:
+        pipe.detector_, pipe.classifier_  # load both models once, up front  # noqa: B018
+        summary = label_folder(pipe, args.input, args.output, resume=args.resume, annotate=args.annotate,
+                               workers=args.workers, prefetch=args.prefetch, show_progress=not args.no_progress,
+                               run_config=pipe.to_config())
+    except (ModelUnavailableError, LabelOutputError, ValueError) as exc:
+        return fail(exc)
+    for line in summary.lines():
+        print(line)
+    print(f"predictions: {Path(args.output) / 'predictions.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
