@@ -7,7 +7,8 @@
    counts as found when a "clock" box with ``score >= --min-score`` overlaps it with IoU >= 0.5. Buckets are the
    watch's longer side over the image's shorter side (``rel_size``). Cost: images/s of each mode.
 2. Throughput: ``build_crops`` images/s (decode + detect + crop + JPEG + manifests, fsynced) against the detector
-   alone on the same images already decoded in memory, measured alternately, ``--repeats`` times each.
+   alone on the same images already decoded in memory, measured alternately, ``--repeats`` times each; also the
+   process CPU seconds per image of each (the overhead in CPU terms, less sensitive to a busy machine).
 """
 
 from __future__ import annotations
@@ -96,17 +97,19 @@ def throughput_benchmark(detector: Any, data: Path, work: Path, min_score: float
     paths = sorted(photos.rglob("*.jpg"))
     decoded = [read_image(p) for p in paths]
     run_detector(detector, decoded[0], min_score)  # warm-up
-    detector_rates, build_rates, build_wall = [], [], []
+    detector_rates, build_rates, build_wall, detector_cpu, build_cpu = [], [], [], [], []
     for r in range(repeats):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for img in decoded:
             run_detector(detector, img, min_score)
         detector_rates.append(len(decoded) / (time.perf_counter() - start))
+        detector_cpu.append((time.process_time() - cpu) / len(decoded))
         out = work / f"crops_{r}"
         shutil.rmtree(out, ignore_errors=True)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         summary = build_crops(photos, out, detector, min_score=min_score, workers=workers, show_progress=False)
         build_wall.append(len(paths) / (time.perf_counter() - start))
+        build_cpu.append((time.process_time() - cpu) / len(paths))
         build_rates.append(summary.images_per_s)
         logger.info("repeat %d: detector-only %.2f images/s, build_crops %.2f images/s (%.2f incl. setup+dedupe)",
                     r, detector_rates[-1], build_rates[-1], build_wall[-1])
@@ -118,6 +121,9 @@ def throughput_benchmark(detector: Any, data: Path, work: Path, min_score: float
         "build_crops_images_per_s": [round(v, 3) for v in build_rates],
         "build_crops_wall_images_per_s": [round(v, 3) for v in build_wall],
         "median_ratio": round(build / det, 3),
+        "cpu_s_per_image_detector_only": [round(v, 4) for v in detector_cpu],
+        "cpu_s_per_image_build_crops": [round(v, 4) for v in build_cpu],
+        "median_cpu_ratio": round(statistics.median(build_cpu) / statistics.median(detector_cpu), 3),
         "ratios": [round(b / d, 3) for b, d in zip(build_rates, detector_rates, strict=True)],
     }
 
@@ -152,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "date": date.today().isoformat(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
+        "load_average_1min_at_start": round(os.getloadavg()[0], 2),
         "python": sys.version.split()[0], "detector": args.detector, "min_score": args.min_score,
         "data": {"brands": args.brands, "photos_per_brand": args.photos_per_brand, "scenes": args.scenes,
                  "small_photos_per_brand": args.small_photos_per_brand, "seed": args.seed},
@@ -165,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         data = make_data(work, args.brands, args.photos_per_brand, 0, args.seed)
         results["throughput"] = throughput_benchmark(detector, data, work, args.min_score, args.repeats,
                                                      args.workers)  # fmt: skip
+    results["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     text = json.dumps(results, indent=2)
     if args.json:
         Path(args.json).write_text(text + "\n")
