@@ -73,7 +73,7 @@ def _starts(length: int, tile: int, overlap: float) -> list[int]:
     return sorted({round(v) for v in np.linspace(0, length - tile, n)})
 
 
-def tile_grid(image_shape: tuple[int, ...], tile_fraction: float = 0.5, overlap: float = 0.25) -> np.ndarray:
+def tile_grid(image_shape: tuple[int, ...], tile_fraction: float = 0.6, overlap: float = 0.2) -> np.ndarray:
     """Square, evenly spaced tiles covering the image: ``(T, 4)`` int64 ``x1, y1, x2, y2``, row by row.
 
     Neighbouring tiles overlap by at least ``overlap`` of a tile; the last row and column touch the image's edges.
