@@ -360,8 +360,10 @@ def build_crops(
     n_groups, n_dups, n_dropped = _finish_duplicates(out, drop_duplicates, max_distance)
     summary = _summarize(out, len(files), len(todo), loop_seconds, time.perf_counter() - started)
     summary.n_duplicate_groups, summary.n_duplicates, summary.n_dropped = n_groups, n_dups, n_dropped
+    logger.info("build_crops finished: %d files, %d crops, %d errors, %.2f images/s", summary.n_files,
+                summary.n_crops, summary.n_error, summary.images_per_s)
     for line in summary.lines():
-        logger.info(line)
+        logger.debug(line)
     return summary
 
 
