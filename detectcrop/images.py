@@ -24,7 +24,7 @@ from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 logger = logging.getLogger(__name__)
 
-#: Extensions `discover_images` picks up (lower case). HEIC/HEIF decode only when ``pillow-heif`` is installed.
+#: Extensions `discover_images` picks up (lower case). HEIC/HEIF decode through ``pillow-heif``.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".gif", ".heic", ".heif"}
 )

@@ -139,6 +139,18 @@ def test_pixel_limit_is_ours_not_pillows(tmp_path, photo, monkeypatch):
     assert Image.MAX_IMAGE_PIXELS == 1_000  # restored
 
 
+def test_heic_photo_is_read_with_exif_rotation(tmp_path):
+    assert im._heif_available()  # pillow-heif is a dependency
+    pixels = np.zeros((40, 60, 3), np.uint8)
+    pixels[:, :30] = (200, 30, 30)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    Image.fromarray(pixels).save(tmp_path / "phone photo.HEIC", quality=95, exif=exif.tobytes())
+    out = read_image(tmp_path / "phone photo.HEIC")
+    assert out.shape == (60, 40, 3) and out.dtype == np.uint8
+    assert out[:30, :, 0].mean() > 150 and out[30:, :, 0].mean() < 60  # the red half is now on top
+
+
 def test_heic_without_plugin_is_reported(tmp_path, monkeypatch):
     monkeypatch.setitem(im._HEIF_STATE, "ok", False)
     (tmp_path / "x.heic").write_bytes(b"\x00\x00\x00\x18ftypheic")
