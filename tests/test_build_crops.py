@@ -358,3 +358,27 @@ def test_tiled_build_runs_the_real_detector(photos, detector, tmp_path):
     summary = build_crops(src, tmp_path / "out", detector, min_score=MIN_SCORE, tile=TileConfig())
     assert summary.n_ok == 1 and summary.n_crops >= 1
     assert _rows(tmp_path / "out" / "images.csv")[0]["error"] == ""
+
+
+class _WatchAndDialDetector:
+    """Boxes the red 'watch' (score 0.9) and, separately, the blue 'dial' inside it (score 0.5), as a detector that
+    sometimes sees only part of an object does."""
+
+    def detect(self, image):
+        out = []
+        for channel, score in ((0, 0.9), (2, 0.5)):
+            ys, xs = np.nonzero(image[..., channel] > 200)
+            if len(xs):
+                out.append(([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], score))
+        return Detections([b for b, _ in out], [s for _, s in out], [85] * len(out))
+
+
+def test_tiles_drop_boxes_nested_in_a_better_box():
+    img = np.zeros((480, 640, 3), np.uint8)
+    img[100:300, 200:400, 0] = 255  # the watch
+    img[150:250, 250:350] = (0, 0, 255)  # its dial
+    nested = detect_tiled(_WatchAndDialDetector(), img, TileConfig(containment_threshold=None))
+    assert len(nested) == 2
+    merged = detect_tiled(_WatchAndDialDetector(), img, TileConfig())
+    assert len(merged) == 1 and merged.scores[0] == pytest.approx(0.9)
+    np.testing.assert_allclose(merged.xyxy[0], [200, 100, 400, 300])
