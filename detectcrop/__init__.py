@@ -1,15 +1,37 @@
 """detectcrop: stage 1 of detect-then-classify. Images in -> `Detections` -> crops + manifests.
 
-Also the base layer both stages share: robust image reading, the model cache and the model zoo.
+Also the base layer both stages share: robust image reading, the model cache and the model zoo. Names that need
+TensorFlow or the image libraries load on first use, so ``python -m detectcrop.zoo`` and light imports stay fast.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from detectcrop.coco import COCO_NAMES, category_id, category_name
-from detectcrop.crops import CropPolicy
-from detectcrop.dataset import BuildSummary, build_crops
 from detectcrop.detections import Detections
-from detectcrop.detector import Detector, ModelUnavailableError
-from detectcrop.images import ImageReadError, discover_images, iter_images, read_image
-from detectcrop.tiling import TileConfig, detect_tiled
+
+if TYPE_CHECKING:
+    from detectcrop.crops import CropPolicy
+    from detectcrop.dataset import BuildSummary, build_crops
+    from detectcrop.detector import Detector, ModelUnavailableError
+    from detectcrop.images import ImageReadError, discover_images, iter_images, read_image
+    from detectcrop.tiling import TileConfig, detect_tiled
+
+_LAZY = {
+    "CropPolicy": "detectcrop.crops",
+    "BuildSummary": "detectcrop.dataset",
+    "build_crops": "detectcrop.dataset",
+    "Detector": "detectcrop.detector",
+    "ModelUnavailableError": "detectcrop.detector",
+    "ImageReadError": "detectcrop.images",
+    "discover_images": "detectcrop.images",
+    "iter_images": "detectcrop.images",
+    "read_image": "detectcrop.images",
+    "TileConfig": "detectcrop.tiling",
+    "detect_tiled": "detectcrop.tiling",
+}
 
 __all__ = [
     "COCO_NAMES",
@@ -28,3 +50,15 @@ __all__ = [
     "iter_images",
     "read_image",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'detectcrop' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
