@@ -41,11 +41,13 @@ BRAND_NAMES: tuple[str, ...] = (
     "yaris", "zenta",
 )  # fmt: skip
 
-#: Dial colours (RGB), shared across brands: every brand offers several, every colour is offered by several brands.
-DIAL_COLOURS: dict[str, RGB] = {
-    "black": (24, 24, 27), "white": (236, 235, 228), "silver": (186, 189, 194), "navy": (26, 42, 94),
-    "green": (30, 82, 56), "cream": (230, 218, 186), "grey": (98, 102, 108), "blue": (44, 92, 168),
+#: Dial colours (RGB), shared across brands: every brand offers two light and two dark ones, every colour is offered
+#: by several brands.
+LIGHT_DIALS: dict[str, RGB] = {
+    "white": (236, 235, 228), "silver": (186, 189, 194), "cream": (230, 218, 186), "champagne": (214, 196, 150),
 }  # fmt: skip
+DARK_DIALS: dict[str, RGB] = {"black": (24, 24, 27), "navy": (26, 42, 94), "green": (30, 82, 56), "blue": (44, 92, 168)}
+DIAL_COLOURS: dict[str, RGB] = LIGHT_DIALS | DARK_DIALS
 METALS: dict[str, RGB] = {
     "steel": (196, 199, 204),
     "gold": (212, 175, 92),
@@ -88,8 +90,8 @@ _DATE_HOUR = {"3": 3, "6": 6}
 _ROMAN = ("XII", "I", "II", "III", "IIII", "V", "VI", "VII", "VIII", "IX", "X", "XI")
 _SHIFT = 4  # sub-pixel bits for cv2 drawing
 _AA = cv2.LINE_AA
-_CASE_R, _BEZEL_OUT, _DIAL_R = 1.0, 0.95, 0.78  # radii relative to the case radius
-_STUB_END = 1.58  # strap stubs end this many case radii from the centre
+_CASE_R, _BEZEL_OUT, _DIAL_R = 1.0, 0.95, 0.82  # radii relative to the case radius
+_STUB_END = 1.15  # strap stubs end this many case radii from the centre
 
 # Photo / scene composition parameters (sizes are the head box's longer side / the image's shorter side).
 PHOTO_LARGE = (0.25, 0.70)
@@ -191,7 +193,8 @@ def make_brands(n: int, seed: int = 0, min_differences: int = 5) -> list[BrandSp
             best = draw
         if _min_differences(best) >= min_differences:
             break
-    dials = _shared_subsets(n, 4, list(DIAL_COLOURS), rng)
+    light, dark = _shared_subsets(n, 2, list(LIGHT_DIALS), rng), _shared_subsets(n, 2, list(DARK_DIALS), rng)
+    dials = [tuple(sorted(a + b)) for a, b in zip(light, dark, strict=True)]
     metals = _shared_subsets(n, 3, list(METALS), rng)
     return [BrandSpec(name=BRAND_NAMES[i], dial_colours=dials[i], metals=metals[i], **best[i]) for i in range(n)]
 
@@ -326,8 +329,7 @@ class _Painter:
         return self.c + r * _hour_dir(hour)
 
     def dial_outline(self, scale: float = 1.0) -> np.ndarray:
-        shape = "cushion" if self.spec.case == "cushion" else "round"
-        return _outline(shape, self.c, self.rd * scale)
+        return _outline("round", self.c, self.rd * scale)
 
     # -- silhouette ----------------------------------------------------------------------------------------------
     def straps(self) -> None:
@@ -426,8 +428,7 @@ class _Painter:
     def _ring(self, hour: float) -> tuple[float, float]:
         """Inner and outer bezel radius along ``hour``."""
         theta = (hour / 12) * 2 * math.pi - math.pi / 2
-        dial_shape = "cushion" if self.spec.case == "cushion" else "round"
-        r_in = self.rd * float(shape_radius(dial_shape, np.array(theta)))
+        r_in = self.rd
         r_out = self.rc * _BEZEL_OUT * float(shape_radius(self.spec.case, np.array(theta)))
         return r_in, r_out
 
@@ -579,14 +580,14 @@ class _Painter:
 
     def subdials(self) -> None:
         rd = self.rd
-        sub_colour = _shade(self.dial, 0.78) if _lum(self.dial) > 60 else _shade(self.dial, 1.6)
+        sub_colour = _shade(self.dial, 0.95) if _lum(self.dial) > 60 else _shade(self.dial, 1.15)
         for hour in _SUBDIAL_HOURS[self.spec.subdials]:
-            centre, r = self.at(hour, 0.47 * rd), 0.2 * rd
+            centre, r = self.at(hour, 0.46 * rd), 0.17 * rd
             _circle(self.rgb, centre, r, sub_colour)
-            _circle(self.rgb, centre, r, self.ink, self.thick)
+            _circle(self.rgb, centre, r, self.ink, 1)
             for k in range(12):
                 d = _hour_dir(k)
-                _line(self.rgb, centre + d * r * 0.88, centre + d * r * (0.7 if k % 3 == 0 else 0.78), self.ink, 1)
+                _line(self.rgb, centre + d * r * 0.88, centre + d * r * 0.74, self.ink, 1)
             angle = self.rng.uniform(0, 12)
             _line(self.rgb, centre, centre + _hour_dir(angle) * r * 0.8, self.ink, self.thick)
 
@@ -707,6 +708,7 @@ class _Painter:
         self.rgb[:] = np.clip(mixed * (1 - g) + 255 * g, 0, 255).astype(np.uint8)
 
     def sprite(self, outline: np.ndarray) -> Sprite:
+        cv2.polylines(self.rgb, [_fix(outline)], True, _shade(self.metal, 0.25), 3 * self.thick, _AA, _SHIFT)
         rgb = np.minimum(self.rgb, self.alpha[..., None])  # keep it premultiplied
         return Sprite(np.dstack([rgb, self.alpha]), self.c.copy(), self.rc, outline, self.v)
 
@@ -767,13 +769,22 @@ def background_sources() -> tuple[np.ndarray, ...]:
     return tuple(np.ascontiguousarray(img, dtype=np.uint8) for img in images)
 
 
-def make_background(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
-    """A random crop of a real photo (flipped, recoloured, sometimes defocused), or now and then a studio backdrop."""
+def background_names() -> tuple[str, ...]:
+    """Names of `background_sources`, in order."""
+    return (*_SKIMAGE_BACKGROUNDS, "china", "flower")
+
+
+def make_background(rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.ndarray, str]:
+    """A random crop of a real photo (flipped, recoloured, sometimes defocused), or now and then a studio backdrop.
+
+    Returns the image and the name of its source.
+    """
     width, height = size
     if rng.random() < 0.1:
-        return _studio_backdrop(rng, size)
+        return _studio_backdrop(rng, size), "studio"
     sources = background_sources()
-    src = sources[int(rng.integers(len(sources)))]
+    which = int(rng.integers(len(sources)))
+    src = sources[which]
     sh, sw = src.shape[:2]
     aspect = width / height
     ch = min(sh, sw / aspect) * rng.uniform(0.45, 1.0)
@@ -784,9 +795,12 @@ def make_background(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarr
     if rng.random() < 0.5:
         img = img[:, ::-1]
     img = _recolour(np.ascontiguousarray(img), rng)
+    if rng.random() < 0.5:  # hazy or muted backdrop
+        mean = img.reshape(-1, 3).mean(0)
+        img = np.clip(mean + (img - mean) * rng.uniform(0.5, 0.9), 0, 255).astype(np.uint8)
     if rng.random() < 0.3:
         img = cv2.GaussianBlur(img, (0, 0), rng.uniform(1.5, 4.0))
-    return img
+    return img, background_names()[which]
 
 
 def _studio_backdrop(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
@@ -850,6 +864,7 @@ class Pose:
     head: np.ndarray
     full: np.ndarray
     scale: float  # image pixels per canvas pixel, roughly
+    angle: float  # rotation in degrees, clockwise on screen
 
 
 def _pose(
@@ -861,7 +876,7 @@ def _pose(
 ) -> Pose:
     """Rotation + mild perspective, scaled so that the head box's longer side is ``side`` px, fully inside the image."""
     width, height = image_size
-    angle = rng.uniform(-35, 35) if rng.random() < 0.85 else rng.uniform(-180, 180)
+    angle = rng.uniform(-20, 20) if rng.random() < 0.9 else rng.uniform(-60, 60)
     a = math.radians(angle)
     norm = np.array(
         [
@@ -889,7 +904,7 @@ def _pose(
     h, w = sprite.rgba.shape[:2]
     corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64).reshape(-1, 1, 2)
     cpts = cv2.perspectiveTransform(corners, matrix).reshape(-1, 2)
-    return Pose(matrix, head, np.concatenate([cpts.min(0), cpts.max(0)]), k / sprite.radius)
+    return Pose(matrix, head, np.concatenate([cpts.min(0), cpts.max(0)]), k / sprite.radius, angle)
 
 
 def composite(img: np.ndarray, sprite: Sprite, pose: Pose, rng: np.random.Generator) -> None:
@@ -965,34 +980,39 @@ def _object(sprite: Sprite, pose: Pose, brand: int, image_size: tuple[int, int])
         "brand": brand,
         "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
         "rel_size": round(max(x2 - x1, y2 - y1) / min(width, height), 4),
-        "attributes": {"dial": v.dial, "metal": v.metal, "strap": v.strap},
+        "attributes": {"dial": v.dial, "metal": v.metal, "strap": v.strap, "rotation": round(pose.angle, 1)},
     }
 
 
-def render_photo(
-    specs: Sequence[BrandSpec], brand: int, index: int, seed: int, size: tuple[int, int]
-) -> tuple[bytes, list[dict[str, Any]]]:
-    """One product photo of brand ``brand``: JPEG bytes and its one object."""
+@dataclass
+class Rendered:
+    """One synthetic image: its JPEG bytes, its watches (brand index, COCO bbox, rel_size, attributes), its backdrop."""
+
+    jpeg: bytes
+    objects: list[dict[str, Any]]
+    background: str
+
+
+def render_photo(specs: Sequence[BrandSpec], brand: int, index: int, seed: int, size: tuple[int, int]) -> Rendered:
+    """Product photo ``index`` of brand ``brand``: one watch; depends only on (seed, brand, index)."""
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, brand, index)))
-    img = make_background(rng, size)
+    img, background = make_background(rng, size)
     if rng.random() < 0.3:
         draw_distractors(img, rng, int(rng.integers(1, 4)))
     sprite = render_watch(specs[brand], rng)
     pose = _pose(sprite, rng, sample_photo_size(rng) * min(size), size)
     composite(img, sprite, pose, rng)
-    return finish_photo(img, rng), [_object(sprite, pose, brand, size)]
+    return Rendered(finish_photo(img, rng), [_object(sprite, pose, brand, size)], background)
 
 
 def _overlaps(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])
 
 
-def render_scene(
-    specs: Sequence[BrandSpec], index: int, seed: int, size: tuple[int, int]
-) -> tuple[bytes, list[dict[str, Any]]]:
-    """A scene for batch labeling: 2-4 watches of different brands (or, now and then, none)."""
+def render_scene(specs: Sequence[BrandSpec], index: int, seed: int, size: tuple[int, int]) -> Rendered:
+    """Scene ``index`` for batch labeling: 2-4 watches of different brands (or, now and then, none)."""
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2, index)))
-    img = make_background(rng, size)
+    img, background = make_background(rng, size)
     if rng.random() < 0.5:
         draw_distractors(img, rng, int(rng.integers(1, 4)))
     count = 0 if rng.random() < SCENE_EMPTY_P else int(rng.integers(2, 5))
@@ -1007,7 +1027,7 @@ def render_scene(
                 break
     for sprite, pose, _ in placed:
         composite(img, sprite, pose, rng)
-    return finish_photo(img, rng), [_object(s, p, b, size) for s, p, b in placed]
+    return Rendered(finish_photo(img, rng), [_object(s, p, b, size) for s, p, b in placed], background)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -1016,14 +1036,15 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _run_job(args: tuple[_Job, Sequence[BrandSpec], int, tuple[int, int], str]) -> tuple[_Job, list[dict[str, Any]]]:
+def _run_job(args: tuple[_Job, Sequence[BrandSpec], int, tuple[int, int], str]) -> tuple[_Job, Rendered]:
     job, specs, seed, size, out_dir = args
     if job.kind == 1:
-        data, objects = render_photo(specs, job.brand, job.index, seed, size)
+        rendered = render_photo(specs, job.brand, job.index, seed, size)
     else:
-        data, objects = render_scene(specs, job.index, seed, size)
-    _write_atomic(Path(out_dir) / job.file_name, data)
-    return job, objects
+        rendered = render_scene(specs, job.index, seed, size)
+    _write_atomic(Path(out_dir) / job.file_name, rendered.jpeg)
+    rendered.jpeg = b""  # written; do not ship it back between processes
+    return job, rendered
 
 
 def _jobs(specs: Sequence[BrandSpec], photos_per_brand: int, scenes: int) -> list[_Job]:
@@ -1037,20 +1058,21 @@ def _jobs(specs: Sequence[BrandSpec], photos_per_brand: int, scenes: int) -> lis
 
 
 def _coco(
-    specs: Sequence[BrandSpec], results: Sequence[tuple[_Job, list[dict[str, Any]]]], size: tuple[int, int], seed: int
+    specs: Sequence[BrandSpec], results: Sequence[tuple[_Job, Rendered]], size: tuple[int, int], seed: int
 ) -> dict[str, Any]:
     width, height = size
     images, annotations = [], []
-    for image_id, (job, objects) in enumerate(results, start=1):
+    for image_id, (job, rendered) in enumerate(results, start=1):
         entry = {
             "id": image_id,
             "file_name": job.file_name,
             "width": width,
             "height": height,
             "split": "photos" if job.kind == 1 else "scenes",
+            "background": rendered.background,
         }
         images.append(entry)
-        for obj in objects:
+        for obj in rendered.objects:
             w, h = obj["bbox"][2:]
             annotations.append(
                 {
@@ -1086,7 +1108,7 @@ def _prepare(out: Path, overwrite: bool) -> None:
         (out / "annotations.json").unlink(missing_ok=True)
 
 
-def _execute(tasks: list[tuple], workers: int, show_progress: bool) -> Iterator[tuple[_Job, list[dict[str, Any]]]]:
+def _execute(tasks: list[tuple], workers: int, show_progress: bool) -> Iterator[tuple[_Job, Rendered]]:
     bar = tqdm(total=len(tasks), desc="watches", unit="img", disable=not show_progress)
     try:
         if workers <= 1:

@@ -53,9 +53,9 @@ def test_same_seed_same_bytes_other_seed_differs(dataset: tuple[Path, dict], tmp
 def test_photo_bytes_do_not_depend_on_generation_order(dataset: tuple[Path, dict]) -> None:
     root, _ = dataset
     specs = make_brands(BRANDS, seed=0)
-    data, objects = render_photo(specs, brand=2, index=3, seed=0, size=SIZE)
-    assert data == (root / "photos" / specs[2].name / f"{specs[2].name}_0003.jpg").read_bytes()
-    assert len(objects) == 1 and objects[0]["brand"] == 2
+    rendered = render_photo(specs, brand=2, index=3, seed=0, size=SIZE)
+    assert rendered.jpeg == (root / "photos" / specs[2].name / f"{specs[2].name}_0003.jpg").read_bytes()
+    assert len(rendered.objects) == 1 and rendered.objects[0]["brand"] == 2
 
 
 def test_every_file_annotated_and_boxes_inside(dataset: tuple[Path, dict]) -> None:
