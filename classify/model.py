@@ -400,6 +400,8 @@ class FineClassifier(ClassifierMixin, BaseEstimator):
             weights = np.ones(len(y_train), np.float32)
 
         self.backbone_ = resolve_backbone(self.backbone)
+        if self.fine_tune_blocks > 0 and not getattr(self.backbone_, "fine_tunable", True):
+            raise ValueError(f"backbone {_backbone_name(self.backbone_)} cannot be fine-tuned; use fine_tune_blocks=0")
         self.input_size_ = _input_size(self.backbone_)
         backbone_model = self.backbone_.model
         backbone_model.trainable = False
@@ -533,8 +535,6 @@ class FineClassifier(ClassifierMixin, BaseEstimator):
         y_val: np.ndarray,
         n_classes: int,
     ) -> None:
-        if not getattr(self.backbone_, "fine_tunable", True):
-            raise ValueError(f"backbone {_backbone_name(self.backbone_)} cannot be fine-tuned (fine_tune_blocks=0)")
         blocks = set_fine_tunable(self.backbone_.model, self.fine_tune_blocks)
         logger.info("fine-tuning the top %d backbone blocks: %s", len(blocks), ", ".join(blocks))
         model = self.model_
