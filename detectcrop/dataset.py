@@ -47,7 +47,13 @@ from detectcrop.images import (
     iter_images,
     read_image,
 )
-from detectcrop.io import CsvManifest, atomic_write_text, remove_stale_temporaries
+from detectcrop.io import (
+    CsvManifest,
+    OutputLocationError,
+    atomic_write_text,
+    prepare_output_dir,
+    remove_stale_temporaries,
+)
 from detectcrop.tiling import SupportsDetect, TileConfig, detect_tiled, run_detector
 
 logger = logging.getLogger(__name__)
@@ -59,10 +65,6 @@ IMAGES_COLUMNS = ("path", "status", "n_crops", "error")
 CROPS_COLUMNS = ("crop_path", "source_path", "label", "x1", "y1", "x2", "y2", "score", "phash",
                  "duplicate_group", "dropped")
 FORMAT_VERSION = 1
-
-
-class OutputLocationError(OSError):
-    """The output folder cannot be used (missing parent, not a folder, read-only, inside the input...)."""
 
 
 @dataclass
@@ -111,21 +113,7 @@ def check_locations(input_dir: str | os.PathLike[str], output_dir: str | os.Path
         raise FileNotFoundError(f"input folder does not exist or is not a folder: {input_dir}")
     if dst == src or src in dst.parents:
         raise OutputLocationError(f"the output folder {output_dir} must not be inside the input folder {input_dir}")
-    if dst.exists() and not dst.is_dir():
-        raise OutputLocationError(f"the output location {output_dir} exists and is not a folder")
-    if not dst.exists():
-        if not dst.parent.is_dir():
-            raise OutputLocationError(f"cannot create {output_dir}: its parent folder {dst.parent} does not exist")
-        try:
-            dst.mkdir()
-        except OSError as exc:
-            raise OutputLocationError(f"cannot create the output folder {output_dir}: {exc.strerror or exc}") from exc
-    probe = dst / f".write-probe-{os.getpid()}.tmp"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise OutputLocationError(f"the output folder {output_dir} is not writable: {exc.strerror or exc}") from exc
+    prepare_output_dir(dst)
     return src, dst
 
 

@@ -18,6 +18,34 @@ from pathlib import Path
 TMP_SUFFIX = ".tmp"
 
 
+class OutputLocationError(OSError):
+    """The output folder cannot be used (missing parent, not a folder, read-only, inside the input...)."""
+
+
+def prepare_output_dir(output_dir: str | os.PathLike[str]) -> Path:
+    """Create ``output_dir`` if its parent exists and check that it is writable (by writing a probe file).
+
+    Called before any work, so a bad location is a clear error and not a crash after an hour of detection.
+    """
+    dst = Path(output_dir).resolve()
+    if dst.exists() and not dst.is_dir():
+        raise OutputLocationError(f"the output location {output_dir} exists and is not a folder")
+    if not dst.exists():
+        if not dst.parent.is_dir():
+            raise OutputLocationError(f"cannot create {output_dir}: its parent folder {dst.parent} does not exist")
+        try:
+            dst.mkdir()
+        except OSError as exc:
+            raise OutputLocationError(f"cannot create the output folder {output_dir}: {exc.strerror or exc}") from exc
+    probe = dst / f".write-probe-{os.getpid()}.tmp"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputLocationError(f"the output folder {output_dir} is not writable: {exc.strerror or exc}") from exc
+    return dst
+
+
 def _fsync_dir(directory: Path) -> None:
     with contextlib.suppress(OSError):  # not supported on every platform / filesystem
         fd = os.open(directory, os.O_RDONLY)

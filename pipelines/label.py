@@ -39,19 +39,18 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     setup_logging(args.log_level)
+    from detectcrop.io import OutputLocationError
     from pipelines.compose import DetectThenClassify
-    from pipelines.labeling import LabelOutputError, label_folder, prepare_output
+    from pipelines.labeling import label_folder, prepare_output
 
     model = Path(args.model)
     try:
         categories, policy, tile = detection_settings(args)
-        if not Path(args.input).exists():
-            raise FileNotFoundError(f"--input does not exist: {args.input}")
         if not (model / "model.keras").is_file() and not (model.suffix == ".keras" and model.is_file()):
             raise FileNotFoundError(f"--model must be a train_fine run folder or a .keras file: {model}")
         if args.top_k < 1:
             raise ValueError("--top-k must be >= 1")
-        prepare_output(args.output)  # before loading any model
+        prepare_output(args.input, args.output)  # before loading any model
     except (ValueError, OSError) as exc:
         return fail(exc)
 
@@ -67,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = label_folder(pipe, args.input, args.output, resume=args.resume, annotate=args.annotate,
                                workers=args.workers, prefetch=args.prefetch, show_progress=not args.no_progress,
                                run_config=pipe.to_config())
-    except (ModelUnavailableError, LabelOutputError, ValueError) as exc:
+    except (ModelUnavailableError, OutputLocationError, ValueError) as exc:
         return fail(exc)
     for line in summary.lines():
         print(line)

@@ -22,9 +22,10 @@ from tqdm.auto import tqdm
 
 from detectcrop.coco import category_name
 from detectcrop.crops import save_jpeg
+from detectcrop.dataset import check_locations
 from detectcrop.draw import draw_boxes
 from detectcrop.images import discover_images, read_image
-from detectcrop.io import CsvManifest, atomic_write_text
+from detectcrop.io import CsvManifest, OutputLocationError, atomic_write_text, prepare_output_dir
 from pipelines.compose import DetectThenClassify, ImageResult
 
 logger = logging.getLogger(__name__)
@@ -36,10 +37,6 @@ CONFIG_JSON = "label_config.json"
 ANNOTATED_DIR = "annotated"
 COLUMNS = ["image", "status", "width", "height", "object", "x1", "y1", "x2", "y2", "det_score", "det_class",
            "label", "probability", "top_k", "error"]
-
-
-class LabelOutputError(OSError):
-    """The output folder cannot be used (missing parent, read-only, or holding another run)."""
 
 
 @dataclass
@@ -63,19 +60,14 @@ class LabelSummary:
         ]
 
 
-def prepare_output(output: str | os.PathLike) -> Path:
-    """Create ``output`` (its parent must exist) and check it is writable, before any model is loaded."""
-    out = Path(output)
-    if not out.parent.is_dir():
-        raise LabelOutputError(f"the parent of --output does not exist: {out.parent}")
-    try:
-        out.mkdir(exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise LabelOutputError(f"cannot write to {out}: {exc.strerror or exc}") from exc
-    return out
+def prepare_output(input_path: str | os.PathLike, output: str | os.PathLike) -> Path:
+    """Check the input and prepare a writable output folder (not inside the input), before any model is loaded."""
+    src = Path(input_path)
+    if src.is_dir():
+        return check_locations(src, output)[1]
+    if not src.is_file():
+        raise FileNotFoundError(f"--input does not exist: {input_path}")
+    return prepare_output_dir(output)
 
 
 def _inputs(input_path: Path) -> tuple[list[Path], list[str]]:
@@ -127,17 +119,17 @@ def label_folder(
     ``run_config`` (JSON-able) is recorded in ``label_config.json``; ``resume`` requires the same config.
     """
     src = Path(input_path)
-    out = prepare_output(output)
+    out = prepare_output(src, output)
     paths, rels = _inputs(src)
     config = {"input": str(src.resolve()), "annotate": annotate, **(run_config or {})}
     manifest = CsvManifest(out / PREDICTIONS_CSV, COLUMNS)
     done: set[str] = set()
     if manifest.path.exists() and manifest.rows():
         if not resume:
-            raise LabelOutputError(f"{out} already holds predictions; pass --resume to continue, or a new --output")
+            raise OutputLocationError(f"{out} already holds predictions; pass --resume to continue, or a new output")
         previous = json.loads((out / CONFIG_JSON).read_text()) if (out / CONFIG_JSON).exists() else None
         if previous != config:
-            raise LabelOutputError(f"{out} was labeled with other settings ({out / CONFIG_JSON}); use a new --output")
+            raise OutputLocationError(f"{out} was labeled with other settings ({out / CONFIG_JSON}); use a new output")
         done = {row["image"] for row in manifest.open().rows()}
     atomic_write_text(out / CONFIG_JSON, json.dumps(config, indent=2, sort_keys=True) + "\n")
     manifest.open()

@@ -226,6 +226,11 @@ def test_label_cli_errors_before_loading_models(bench, tmp_path, capsys):
                        str(tmp_path / "o")]) == 2
     assert label.main(["--input", str(bench / "scenes"), "--model", str(tmp_path), "--output",
                        str(tmp_path / "no" / "such" / "dir")]) == 2
+    (tmp_path / "model.keras").write_bytes(b"")
+    assert label.main(["--input", str(bench / "scenes"), "--model", str(tmp_path), "--output",
+                       str(bench / "scenes" / "labels")]) == 2  # inside the input: a rerun would label its own output
+    assert "inside the input" in capsys.readouterr().err
+    assert not (bench / "scenes" / "labels").exists()
 
 
 def test_match_boxes_is_one_to_one():
