@@ -212,7 +212,7 @@ def sample_variant(spec: BrandSpec, rng: np.random.Generator) -> Variant:
         second=float(rng.uniform(0, 60)),
         day=int(rng.integers(1, 32)),
         wear=float(rng.uniform(0, 1)),
-        glare=float(rng.uniform(0.0, 0.22)),
+        glare=float(rng.uniform(0.05, 0.3)),
     )
 
 
@@ -267,8 +267,8 @@ def shape_radius(shape: str, theta: np.ndarray) -> np.ndarray:
     theta = np.asarray(theta, np.float64)
     if shape == "round":
         return np.ones_like(theta)
-    if shape == "cushion":  # rounded square: superellipse |x|^4 + |y|^4 = 0.9^4
-        return 0.9 / (np.abs(np.cos(theta)) ** 4 + np.abs(np.sin(theta)) ** 4) ** 0.25
+    if shape == "cushion":  # rounded square: superellipse |x|^3 + |y|^3 = 0.93^3
+        return 0.93 / (np.abs(np.cos(theta)) ** 3 + np.abs(np.sin(theta)) ** 3) ** (1 / 3)
     if shape == "octagon":  # flats facing 12/3/6/9
         return math.cos(math.pi / 8) / np.cos(np.mod(theta + math.pi / 8, math.pi / 4) - math.pi / 8)
     raise ValueError(f"unknown case shape {shape!r}")
