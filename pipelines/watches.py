@@ -328,8 +328,9 @@ class _Painter:
     def at(self, hour: float, r: float) -> np.ndarray:
         return self.c + r * _hour_dir(hour)
 
-    def dial_outline(self, scale: float = 1.0) -> np.ndarray:
-        return _outline("round", self.c, self.rd * scale)
+    def dial_outline(self) -> np.ndarray:
+        """The dial is round whatever the case shape."""
+        return _outline("round", self.c, self.rd)
 
     # -- silhouette ----------------------------------------------------------------------------------------------
     def straps(self) -> None:
@@ -540,13 +541,10 @@ class _Painter:
     def minute_track(self) -> None:
         for i in range(60):
             h = i / 5
-            r = self._dial_edge(h)
+            r = self.rd
             length = 0.085 if i % 5 == 0 else 0.045
             thick = 2 * self.thick if i % 5 == 0 else self.thick
             _line(self.rgb, self.at(h, r * 0.965), self.at(h, r * (0.965 - length)), self.ink, thick)
-
-    def _dial_edge(self, hour: float) -> float:
-        return self._ring(hour)[0]
 
     def _skipped_hours(self) -> set[int]:
         skip = {h % 12 for h in _SUBDIAL_HOURS[self.spec.subdials]}
@@ -560,7 +558,7 @@ class _Painter:
         for i in range(12):
             if i in skip:
                 continue
-            edge = self._dial_edge(i)
+            edge = self.rd
             if style in ("roman", "arabic") or (style == "quarters" and i % 3 == 0):
                 text = _ROMAN[i] if style == "roman" else str(i or 12)
                 font = cv2.FONT_HERSHEY_COMPLEX if style == "roman" else cv2.FONT_HERSHEY_SIMPLEX
@@ -595,7 +593,7 @@ class _Painter:
         if self.spec.date == "none":
             return
         hour = {"3": 3.0, "6": 6.0, "430": 4.5}[self.spec.date]
-        centre = self.at(hour, self._dial_edge(hour) * 0.72)
+        centre = self.at(hour, self.rd * 0.72)
         w, h = 0.17 * self.rd, 0.13 * self.rd
         box = centre + np.array([[-w, -h], [w, -h], [w, h], [-w, h]]) / 2
         _fill(self.rgb, box, (244, 244, 240))
