@@ -1,0 +1,48 @@
+"""Run every benchmark in turn (what `make bench` does); each prints its Markdown section for BENCHMARKS.md.
+
+    python -m bench.run_all [--work DIR] [--only model_zoo label ...]
+
+Each benchmark runs in its own process, so one's memory and TensorFlow state cannot affect another's timings.
+Expect about an hour on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def commands(work: Path) -> dict[str, list[str]]:
+    return {
+        "model_zoo": ["bench.model_zoo_benchmark"],
+        "watches": ["bench.watches_benchmark", "--data", str(work / "watches")],
+        "build_crops": ["bench.build_crops_benchmark", "--work", str(work / "build_crops"), "--repeats", "5"],
+        "train_fine": ["bench.train_fine_benchmark", "--work", str(work / "train_fine")],
+        "label": ["bench.label_benchmark", "--work", str(work / "label")],
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "detectcrop_bench")
+    parser.add_argument("--only", nargs="*", help="run only these benchmarks")
+    args = parser.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    failed = []
+    for name, cmd in commands(args.work).items():
+        if args.only and name not in args.only:
+            continue
+        print(f"\n## {name}: python -m {' '.join(cmd)}", flush=True)
+        if subprocess.run([sys.executable, "-m", *cmd], check=False).returncode != 0:
+            failed.append(name)
+    if failed:
+        print(f"\nfailed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
