@@ -69,8 +69,20 @@ def _categories(photos: Path) -> list:
 def make_crops(photos: Path, out: Path, mode: str) -> tuple[Path, str]:
     """Crops of ``photos/photos/<brand>/*.jpg``: by build_crops with the offline detector, or from the ground truth."""
     if mode == "detector":
-        cmd = [sys.executable, "-m", "pipelines.build_crops", "--input", str(photos / "photos"), "--output", str(out),
-               "--category", "clock", "--detector", "centernet_mobilenetv3_512", "--no-progress"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pipelines.build_crops",
+            "--input",
+            str(photos / "photos"),
+            "--output",
+            str(out),
+            "--category",
+            "clock",
+            "--detector",
+            "centernet_mobilenetv3_512",
+            "--no-progress",
+        ]
         if not (out / "crops.csv").exists():
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         return out, " ".join(["python", *cmd[1:]])
@@ -87,8 +99,12 @@ def make_crops(photos: Path, out: Path, mode: str) -> tuple[Path, str]:
                 continue
             pixels = read_image(photos / im["file_name"])
             x, y, w, h = a["bbox"]
-            boxes, _ = crop_boxes(np.array([[x, y, x + w, y + h]], np.float32), np.ones(1, np.float32),
-                                  pixels.shape[:2], CropPolicy(pad=0.1, min_size=0))
+            boxes, _ = crop_boxes(
+                np.array([[x, y, x + w, y + h]], np.float32),
+                np.ones(1, np.float32),
+                pixels.shape[:2],
+                CropPolicy(pad=0.1, min_size=0),
+            )
             label = Path(im["file_name"]).parent.name
             rel = f"{label}/{Path(im['file_name']).stem}_{a['id']}.jpg"
             (out / label).mkdir(parents=True, exist_ok=True)
@@ -116,19 +132,31 @@ def seed_recipe(backbone: Any, train: Any, val: Any, epochs: int, batch_size: in
     x = keras.layers.Dropout(0.5)(x)
     outputs = keras.layers.Dense(len(train.class_names), activation="softmax")(x)
     model = keras.Model(inputs, outputs)
-    model.compile(optimizer=keras.optimizers.Adam(0.005), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(optimizer=keras.optimizers.Adam(0.005), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     with tempfile.TemporaryDirectory() as tmp:
         best = str(Path(tmp) / "best.weights.h5")
         callbacks = [
             keras.callbacks.ModelCheckpoint(best, monitor="val_accuracy", save_best_only=True, save_weights_only=True),
             keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.3, patience=4, min_lr=1e-6),
-            keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: logger.info(
-                "seed recipe epoch %d/%d: val_accuracy %.3f (%.0fs)", e + 1, epochs, logs["val_accuracy"],
-                time.perf_counter() - start)),
+            keras.callbacks.LambdaCallback(
+                on_epoch_end=lambda e, logs: logger.info(
+                    "seed recipe epoch %d/%d: val_accuracy %.3f (%.0fs)",
+                    e + 1,
+                    epochs,
+                    logs["val_accuracy"],
+                    time.perf_counter() - start,
+                )
+            ),
         ]
-        model.fit(x_train, train.labels, validation_data=(x_val, val.labels), epochs=epochs, batch_size=batch_size,
-                  verbose=0, callbacks=callbacks)
+        model.fit(
+            x_train,
+            train.labels,
+            validation_data=(x_val, val.labels),
+            epochs=epochs,
+            batch_size=batch_size,
+            verbose=0,
+            callbacks=callbacks,
+        )
         model.load_weights(best)
     return time.perf_counter() - start, model
 
@@ -147,8 +175,12 @@ def speed(args: argparse.Namespace, train_crops: Path, test_crops: Path) -> dict
 
     def record(name: str, seconds: float, predicted: np.ndarray, extra: dict | None = None) -> None:
         m = classification_metrics(test.label_names, predicted, data.class_names)
-        results[name] = {"seconds": seconds, "test_macro_f1": m["macro_f1"], "test_accuracy": m["accuracy"],
-                         **(extra or {})}
+        results[name] = {
+            "seconds": seconds,
+            "test_macro_f1": m["macro_f1"],
+            "test_accuracy": m["accuracy"],
+            **(extra or {}),
+        }
         logger.info("%s: %.1fs, test macro-F1 %.4f", name, seconds, m["macro_f1"])
 
     # Warm-up (not timed): process-wide one-time costs (TF runtime, first graph traces) would otherwise fall on
@@ -156,7 +188,8 @@ def speed(args: argparse.Namespace, train_crops: Path, test_crops: Path) -> dict
     few_train = train.subset(np.linspace(0, len(train) - 1, 16).astype(int))
     few_val = val.subset(np.linspace(0, len(val) - 1, 8).astype(int))
     FineClassifier(backbone, epochs=2, augment_views=1, seed=args.seed).fit(
-        few_train.paths, few_train.label_names, validation_data=(few_val.paths, few_val.label_names))
+        few_train.paths, few_train.label_names, validation_data=(few_val.paths, few_val.label_names)
+    )
     seed_recipe(backbone, few_train, few_val, 1, 32, args.seed)
     for views in (0, args.views):
         clf = FineClassifier(backbone, epochs=args.epochs, augment_views=views, patience=0, seed=args.seed)
@@ -174,8 +207,23 @@ def speed(args: argparse.Namespace, train_crops: Path, test_crops: Path) -> dict
 def acceptance(args: argparse.Namespace, train_crops: Path, test_crops: Path) -> dict[str, Any]:
     run = args.work / "run_acceptance"
     shutil.rmtree(run, ignore_errors=True)
-    cmd = [sys.executable, "-m", "pipelines.train_fine", "--data", str(train_crops), "--test-data", str(test_crops),
-           "--output", str(run), "--backbone", args.backbone, "--seed", str(args.seed), "--tflite", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipelines.train_fine",
+        "--data",
+        str(train_crops),
+        "--test-data",
+        str(test_crops),
+        "--output",
+        str(run),
+        "--backbone",
+        args.backbone,
+        "--seed",
+        str(args.seed),
+        "--tflite",
+        "--no-progress",
+    ]
     start = time.perf_counter()
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     seconds = time.perf_counter() - start
@@ -213,10 +261,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.work.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
-    train_photos = make_photos(args.work / f"photos_s{args.train_seed}", args.brands, args.train_photos,
-                               args.train_seed, args.train_seed)
-    test_photos = make_photos(args.work / f"photos_s{args.test_seed}", args.brands, args.test_photos,
-                              args.test_seed, args.train_seed)
+    train_photos = make_photos(
+        args.work / f"photos_s{args.train_seed}", args.brands, args.train_photos, args.train_seed, args.train_seed
+    )
+    test_photos = make_photos(
+        args.work / f"photos_s{args.test_seed}", args.brands, args.test_photos, args.test_seed, args.train_seed
+    )
     if _categories(train_photos) != _categories(test_photos):
         raise RuntimeError("train and test sets disagree on the brand definitions")
     train_crops, crop_cmd = make_crops(train_photos, args.work / f"crops_{args.crops}_s{args.train_seed}", args.crops)
@@ -227,11 +277,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "date": date.today().isoformat(),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores visible (shared)",
         "python": platform.python_version(),
-        "data": {"brands": args.brands, "train_photos_per_brand": args.train_photos,
-                 "test_photos_per_brand": args.test_photos, "train_seed": args.train_seed,
-                 "test_seed": args.test_seed, "crops": args.crops, "crop_command": crop_cmd,
-                 "train_crops": sum(1 for _ in train_crops.glob("*/*.jpg")),
-                 "test_crops": sum(1 for _ in test_crops.glob("*/*.jpg"))},
+        "data": {
+            "brands": args.brands,
+            "train_photos_per_brand": args.train_photos,
+            "test_photos_per_brand": args.test_photos,
+            "train_seed": args.train_seed,
+            "test_seed": args.test_seed,
+            "crops": args.crops,
+            "crop_command": crop_cmd,
+            "train_crops": sum(1 for _ in train_crops.glob("*/*.jpg")),
+            "test_crops": sum(1 for _ in test_crops.glob("*/*.jpg")),
+        },
     }
     if args.stage in ("all", "speed"):
         result["speed"] = speed(args, train_crops, test_crops)

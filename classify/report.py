@@ -20,9 +20,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 from detectcrop.io import atomic_write_bytes, atomic_write_text
 
 
-def classification_metrics(
-    y_true: Sequence[str], y_pred: Sequence[str], class_names: Sequence[str]
-) -> dict[str, Any]:
+def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], class_names: Sequence[str]) -> dict[str, Any]:
     """Accuracy, macro and weighted F1, per-class precision/recall/F1/support and the confusion matrix.
 
     ``class_names`` fixes the order of rows and columns; predictions outside it (e.g. ``"unknown"``) count as wrong
@@ -33,9 +31,7 @@ def classification_metrics(
     names = [str(c) for c in class_names]
     present = [c for c in names if c in set(y_true.tolist())]
     extra = sorted(set(y_pred.tolist()) - set(names))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=names, zero_division=0
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=names, zero_division=0)
     matrix = confusion_matrix(y_true, y_pred, labels=names + extra)[: len(names)]
     return {
         "n": len(y_true),

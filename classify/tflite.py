@@ -152,6 +152,10 @@ def export_and_check(
             path = export_tflite(clf, out_dir / name, q, saved_model=saved)
             probs = TFLiteClassifier(path).predict_proba(images)
             results[q] = {"path": str(path), "size_bytes": path.stat().st_size, **agreement(reference, probs)}
-            logger.info("tflite %s: argmax agreement %.4f, max |dp| %.2e", q, results[q]["argmax_agreement"],
-                        results[q]["max_abs_diff"])
+            logger.info(
+                "tflite %s: argmax agreement %.4f, max |dp| %.2e",
+                q,
+                results[q]["argmax_agreement"],
+                results[q]["max_abs_diff"],
+            )
     return results

@@ -45,34 +45,59 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", required=True, type=Path, help="training crops: DATA/<class>/*.jpg (+ crops.csv)")
     p.add_argument("--output", required=True, type=Path, help="run folder to write")
-    p.add_argument("--backbone", default="densenet121",
-                   help="backbone preset: densenet121 (default), mobilenet_v2, mobilenet_v2_hub, "
-                        "mobilenet_v2_torchvision (offline)")
+    p.add_argument(
+        "--backbone",
+        default="densenet121",
+        help="backbone preset: densenet121 (default), mobilenet_v2, mobilenet_v2_hub, "
+        "mobilenet_v2_torchvision (offline)",
+    )
     p.add_argument("--test-data", type=Path, default=None, help="held-out test crops: DIR/<class>/*")
     p.add_argument("--epochs", type=int, default=50, help="head-stage epochs (early stopping may end sooner)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=0.005, help="Adam learning rate of the head")
     p.add_argument("--dense-units", type=int, default=128)
     p.add_argument("--dropout", type=float, default=0.5)
-    p.add_argument("--val-fraction", type=float, default=0.2,
-                   help="validation share, split by class and grouped by source photo / duplicate group")
-    p.add_argument("--augment", default="default",
-                   help="augmentation: 'default', 'light', 'none', or a JSON file (albumentations to_dict)")
-    p.add_argument("--augment-views", type=int, default=4,
-                   help="augmented views per training crop, cached for the frozen stage (0: none)")
+    p.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="validation share, split by class and grouped by source photo / duplicate group",
+    )
+    p.add_argument(
+        "--augment",
+        default="default",
+        help="augmentation: 'default', 'light', 'none', or a JSON file (albumentations to_dict)",
+    )
+    p.add_argument(
+        "--augment-views",
+        type=int,
+        default=4,
+        help="augmented views per training crop, cached for the frozen stage (0: none)",
+    )
     p.add_argument("--class-weight", choices=["none", "balanced"], default="none")
     p.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (0: off)")
-    p.add_argument("--fine-tune-blocks", type=int, default=0,
-                   help="after the head stage, unfreeze the top K backbone blocks (BatchNorm stays frozen)")
+    p.add_argument(
+        "--fine-tune-blocks",
+        type=int,
+        default=0,
+        help="after the head stage, unfreeze the top K backbone blocks (BatchNorm stays frozen)",
+    )
     p.add_argument("--fine-tune-epochs", type=int, default=10)
     p.add_argument("--fine-tune-lr", type=float, default=1e-5)
-    p.add_argument("--unknown-below", type=float, default=None,
-                   help="answer 'unknown' when the top probability is below this (saved with the model)")
+    p.add_argument(
+        "--unknown-below",
+        type=float,
+        default=None,
+        help="answer 'unknown' when the top probability is below this (saved with the model)",
+    )
     p.add_argument("--min-per-class", type=int, default=5, help="fewest images a class may have")
     p.add_argument("--seed", type=int, default=0, help="seed for the split, augmentation and training")
     p.add_argument("--cache-dir", type=Path, default=None, help="reuse backbone features across runs from here")
-    p.add_argument("--tflite", action="store_true",
-                   help="also export model.tflite and model_dynamic.tflite and check them against the Keras model")
+    p.add_argument(
+        "--tflite",
+        action="store_true",
+        help="also export model.tflite and model_dynamic.tflite and check them against the Keras model",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--log-level", default="INFO")
     return p
@@ -94,15 +119,17 @@ def _evaluate(clf: FineClassifier, data: ImageFolder, split: str, rows: list) ->
         (split, str(p), t, y, float(q))
         for p, t, y, q in zip(data.paths, data.label_names, predicted, proba.max(axis=1), strict=True)
     )
-    logger.info("%s: accuracy %.4f, macro-F1 %.4f (%d crops)", split, metrics["accuracy"], metrics["macro_f1"],
-                metrics["n"])
+    logger.info(
+        "%s: accuracy %.4f, macro-F1 %.4f (%d crops)", split, metrics["accuracy"], metrics["macro_f1"], metrics["n"]
+    )
     return metrics, proba
 
 
 def main(argv: Sequence[str] | None = None) -> float:
     args = get_args_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     out: Path = args.output
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -115,8 +142,13 @@ def main(argv: Sequence[str] | None = None) -> float:
             test = load_image_folder(args.test_data, class_names=dataset.class_names, min_per_class=0)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"train_fine: error: {exc}") from exc
-    logger.info("split: %d train / %d val crops, %d groups, classes %s", len(train), len(val),
-                len(set(dataset.groups.tolist())), dataset.class_counts())
+    logger.info(
+        "split: %d train / %d val crops, %d groups, classes %s",
+        len(train),
+        len(val),
+        len(set(dataset.groups.tolist())),
+        dataset.class_counts(),
+    )
 
     clf = FineClassifier(
         args.backbone,
@@ -142,8 +174,13 @@ def main(argv: Sequence[str] | None = None) -> float:
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "classifier": {k: v for k, v in clf.get_params().items() if k != "cache_dir"},
         "classes": dataset.class_names,
-        "split": {"train": len(train), "val": len(val), "test": len(test) if test is not None else 0,
-                  "groups": len(set(dataset.groups.tolist())), "class_counts": dataset.class_counts()},
+        "split": {
+            "train": len(train),
+            "val": len(val),
+            "test": len(test) if test is not None else 0,
+            "groups": len(set(dataset.groups.tolist())),
+            "class_counts": dataset.class_counts(),
+        },
         "python": platform.python_version(),
     }
     write_json(out / "config.json", config)
@@ -152,18 +189,29 @@ def main(argv: Sequence[str] | None = None) -> float:
     model_path = clf.save(out / "model.keras")
 
     rows: list = []
-    report: dict[str, Any] = {"best_epoch": clf.best_epoch_ + 1 if clf.best_epoch_ is not None else None,
-                              "timings_s": clf.timings_}
+    report: dict[str, Any] = {
+        "best_epoch": clf.best_epoch_ + 1 if clf.best_epoch_ is not None else None,
+        "timings_s": clf.timings_,
+    }
     report["val"], _ = _evaluate(clf, val, "val", rows)
-    plot_confusion_matrix(report["val"]["confusion_matrix"], report["val"]["labels"], out / "confusion_matrix_val.png",
-                          predicted_labels=report["val"]["predicted_labels"], title="Validation confusion matrix")
+    plot_confusion_matrix(
+        report["val"]["confusion_matrix"],
+        report["val"]["labels"],
+        out / "confusion_matrix_val.png",
+        predicted_labels=report["val"]["predicted_labels"],
+        title="Validation confusion matrix",
+    )
     headline = report["val"]
     if test is not None:
         report["test"], _ = _evaluate(clf, test, "test", rows)
         headline = report["test"]
-    plot_confusion_matrix(headline["confusion_matrix"], headline["labels"], out / "confusion_matrix.png",
-                          predicted_labels=headline["predicted_labels"],
-                          title=f"{'Test' if test is not None else 'Validation'} confusion matrix")
+    plot_confusion_matrix(
+        headline["confusion_matrix"],
+        headline["labels"],
+        out / "confusion_matrix.png",
+        predicted_labels=headline["predicted_labels"],
+        title=f"{'Test' if test is not None else 'Validation'} confusion matrix",
+    )
     if args.tflite:
         from classify.tflite import export_and_check
 
@@ -172,8 +220,12 @@ def main(argv: Sequence[str] | None = None) -> float:
     atomic_write_text(out / "predictions.csv", _predictions_csv(rows))
     write_history_csv(clf.history_, out / "history.csv")
     plot_history(clf.history_, out / "curves.png")
-    config["model"] = {"path": str(model_path), "input_size": list(clf.input_size_), "classes": clf.classes_.tolist(),
-                       "augmentation": clf.augmentation_}
+    config["model"] = {
+        "path": str(model_path),
+        "input_size": list(clf.input_size_),
+        "classes": clf.classes_.tolist(),
+        "augmentation": clf.augmentation_,
+    }
     config["wall_s"] = time.perf_counter() - t_start
     report["wall_s"] = config["wall_s"]
     write_json(out / "config.json", config)

@@ -25,9 +25,7 @@ SOURCES = {"astronaut": "astronaut", "cat": "chelsea", "coffee": "coffee", "rock
 CROP_SIDE = 112
 
 
-def write_crops(
-    root: Path, *, photos_per_class: int, crops_per_photo: int, seed: int, manifest: bool = True
-) -> Path:
+def write_crops(root: Path, *, photos_per_class: int, crops_per_photo: int, seed: int, manifest: bool = True) -> Path:
     """Write ``root/<class>/*.jpg`` (+ ``root/crops.csv``); returns ``root``."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -45,9 +43,20 @@ def write_crops(
                 rel = f"{label}/{label}_{p:03d}_{c}.jpg"
                 crop.save(root / rel, quality=92)
                 dup = f"{label}-{p // 2}" if p % 4 < 2 else ""  # photos 0+1, 4+5, ... are "near-duplicates"
-                rows.append({"crop_path": rel, "source_path": f"photos/{label}/{label}_{p:03d}.jpg", "label": label,
-                             "x1": x0, "y1": y0, "x2": x0 + side, "y2": y0 + side, "score": 0.9,
-                             "duplicate_group": dup, "dropped": 0})
+                rows.append(
+                    {
+                        "crop_path": rel,
+                        "source_path": f"photos/{label}/{label}_{p:03d}.jpg",
+                        "label": label,
+                        "x1": x0,
+                        "y1": y0,
+                        "x2": x0 + side,
+                        "y2": y0 + side,
+                        "score": 0.9,
+                        "duplicate_group": dup,
+                        "dropped": 0,
+                    }
+                )
     if manifest:
         with open(root / "crops.csv", "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))

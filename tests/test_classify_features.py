@@ -30,8 +30,9 @@ def test_views_shape_and_clean_view_matches_plain_features(tiny, paths):
     assert feats.shape == (3, 10, 8) and feats.dtype == np.float32
     clean = extract_features(tiny, paths, (32, 32))
     np.testing.assert_allclose(feats[0], clean, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(clean, tiny.predict(load_batch(paths, (32, 32)).astype("float32"), verbose=0),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        clean, tiny.predict(load_batch(paths, (32, 32)).astype("float32"), verbose=0), rtol=1e-5, atol=1e-6
+    )
     assert not np.allclose(feats[1], feats[0]) and not np.allclose(feats[1], feats[2])
 
 

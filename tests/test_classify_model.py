@@ -78,8 +78,16 @@ def test_fine_tuning_unfreezes_top_blocks_and_keeps_batchnorm_frozen():
     assert [name for name, _ in blocks][:2] == ["stem", "block1"] and [n for n, _ in blocks][-2:] == ["block17", "head"]
     before = {w.path: keras.ops.convert_to_numpy(w).copy() for w in bb.model.weights}
     idx = np.r_[0:24:3]  # 8 crops, both stages tiny
-    clf = FineClassifier(bb, epochs=2, augment_views=0, validation_fraction=0.0, fine_tune_blocks=2,
-                         fine_tune_epochs=1, batch_size=4, seed=0)
+    clf = FineClassifier(
+        bb,
+        epochs=2,
+        augment_views=0,
+        validation_fraction=0.0,
+        fine_tune_blocks=2,
+        fine_tune_epochs=1,
+        batch_size=4,
+        seed=0,
+    )
     clf.fit([train.paths[i] for i in idx], train.label_names[idx])
     assert [r["stage"] for r in clf.history_] == ["head", "head", "fine_tune"]
     changed = {w.path for w in bb.model.weights if not np.array_equal(before[w.path], keras.ops.convert_to_numpy(w))}
@@ -99,8 +107,13 @@ def _leaves(model):
 
 @pytest.mark.parametrize(
     ("name", "block"),
-    [("block16_expand", "block16"), ("block_3_project_BN", "block_3"), ("conv5_block16_1_conv", "conv5_block16"),
-     ("head_conv", "head"), ("Conv1", "Conv1")],
+    [
+        ("block16_expand", "block16"),
+        ("block_3_project_BN", "block_3"),
+        ("conv5_block16_1_conv", "conv5_block16"),
+        ("head_conv", "head"),
+        ("Conv1", "Conv1"),
+    ],
 )
 def test_block_names(name, block):
     assert block_name(name) == block

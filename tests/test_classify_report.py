@@ -33,8 +33,10 @@ def test_outputs_are_written(tmp_path):
     write_json(tmp_path / "r.json", {"val": m, "n": np.int64(3)})
     assert json.loads((tmp_path / "r.json").read_text())["val"]["confusion_matrix"] == [[1, 0], [1, 1]]
     plot_confusion_matrix(m["confusion_matrix"], m["labels"], tmp_path / "cm.png")
-    history = [{"stage": "head", "epoch": 1, "loss": 1.0, "val_loss": 0.9, "val_macro_f1": 0.5},
-               {"stage": "fine_tune", "epoch": 1, "loss": 0.5, "val_loss": 0.4, "accuracy": 0.8}]
+    history = [
+        {"stage": "head", "epoch": 1, "loss": 1.0, "val_loss": 0.9, "val_macro_f1": 0.5},
+        {"stage": "fine_tune", "epoch": 1, "loss": 0.5, "val_loss": 0.4, "accuracy": 0.8},
+    ]
     plot_history(history, tmp_path / "curves.png")
     for name in ("cm.png", "curves.png"):
         with Image.open(tmp_path / name) as im:

@@ -16,9 +16,29 @@ from pipelines import train_fine
 
 def test_cli_writes_the_run_folder_and_prints_macro_f1_last(tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["--data", str(train_dir()), "--output", str(out), "--backbone", "mobilenet_v2_torchvision",
-            "--test-data", str(heldout_dir()), "--epochs", "8", "--augment-views", "1", "--min-per-class", "2",
-            "--seed", "0", "--cache-dir", str(workdir() / "cache"), "--class-weight", "balanced", "--no-progress"]
+    argv = [
+        "--data",
+        str(train_dir()),
+        "--output",
+        str(out),
+        "--backbone",
+        "mobilenet_v2_torchvision",
+        "--test-data",
+        str(heldout_dir()),
+        "--epochs",
+        "8",
+        "--augment-views",
+        "1",
+        "--min-per-class",
+        "2",
+        "--seed",
+        "0",
+        "--cache-dir",
+        str(workdir() / "cache"),
+        "--class-weight",
+        "balanced",
+        "--no-progress",
+    ]
     f1 = train_fine.main(argv)
     last = capsys.readouterr().out.strip().splitlines()[-1]
     report = json.loads((out / "report.json").read_text())
