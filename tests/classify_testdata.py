@@ -8,8 +8,10 @@ Objects are cached per process (functools.cache) so every test module shares one
 
 from __future__ import annotations
 
+import atexit
 import csv
 import functools
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,7 +70,10 @@ def write_crops(root: Path, *, photos_per_class: int, crops_per_photo: int, seed
 
 @functools.cache
 def workdir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="classify_tests_"))
+    """A temporary folder for this test process, removed when it exits."""
+    path = Path(tempfile.mkdtemp(prefix="classify_tests_"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 @functools.cache
