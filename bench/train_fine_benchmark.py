@@ -1,6 +1,6 @@
 """Stage 2 benchmark: cached frozen features vs the seed's recipe, and the acceptance run of train_fine.
 
-    python -m bench.train_fine_benchmark --work /tmp/fine_bench --json bench_train_fine.json
+    python -m bench.train_fine_benchmark --work /tmp/fine_bench --json bench_train_fine.json  # Markdown on stdout
 
 Data: the synthetic watch benchmark (``pipelines.watches``), a training set (``--train-seed``) and a test set drawn with
 a separate seed (``--test-seed``) but the same brand definitions, both cut into crops by
@@ -293,11 +293,52 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["speed"] = speed(args, train_crops, test_crops)
     if args.stage in ("all", "acceptance"):
         result["acceptance"] = acceptance(args, train_crops, test_crops)
-    text = json.dumps(result, indent=2)
     if args.json:
-        args.json.write_text(text + "\n")
-    print(text)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(markdown(result))
     return result
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The results as the Markdown tables of BENCHMARKS.md's Stage 2 section."""
+    d = result["data"]
+    lines = [
+        f"{result['date']}, {result['machine']}, Python {result['python']}. Data: {d['brands']} brands, "
+        f"{d['train_photos_per_brand']} training photos per brand (seed {d['train_seed']}) -> "
+        f"{d['train_crops']} crops, "
+        f"{d['test_photos_per_brand']} test photos per brand (seed {d['test_seed']}, same brands) -> "
+        f"{d['test_crops']} crops; crops: `{d['crop_command']}`.",
+    ]
+    if "speed" in result:
+        s = result["speed"]
+        lines += [
+            "",
+            f"Speed ({s['n_train']} train / {s['n_val']} val crops, {s['epochs']} epochs each, test macro-F1 on "
+            f"{s['n_test']} crops):",
+            "",
+            "| method | wall time | speed-up | test macro-F1 |",
+            "|---|---|---|---|",
+            f"| seed recipe (fit on images every epoch) | {s['seed_recipe']['seconds']:.1f} s | 1x | "
+            f"{s['seed_recipe']['test_macro_f1']:.3f} |",
+        ]
+        for key in sorted(k for k in s if k.startswith("cached_views")):
+            r = s[key]
+            lines.append(
+                f"| cached features, {key.removeprefix('cached_views')} augmented views | {r['seconds']:.1f} s | "
+                f"{r['speedup']:.1f}x | {r['test_macro_f1']:.3f} |"
+            )
+    if "acceptance" in result:
+        a = result["acceptance"]
+        lines += ["", f"Acceptance: `{a['command']}`", "", "| | value |", "|---|---|"]
+        lines.append(f"| test macro-F1 ({a['test_n']} crops) | {a['test_macro_f1']:.4f} |")
+        lines.append(f"| validation macro-F1 | {a['val_macro_f1']:.4f} |")
+        lines.append(f"| wall time | {a['seconds']:.0f} s |")
+        for q, r in a["tflite"].items():
+            lines.append(
+                f"| TFLite {q} vs Keras | top-1 agreement {r['argmax_agreement']:.4f}, "
+                f"max abs difference {r['max_abs_diff']:.2g}, {r['size_bytes'] / 1e6:.1f} MB |"
+            )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
