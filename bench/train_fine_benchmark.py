@@ -39,26 +39,13 @@ logger = logging.getLogger("bench.train_fine")
 
 
 def make_photos(out: Path, brands: int, photos_per_brand: int, seed: int, brand_seed: int) -> Path:
-    """Synthetic product photos drawn with ``seed`` for brands defined by ``brand_seed``.
+    """Synthetic product photos drawn with ``seed`` for the brands defined by ``brand_seed`` (a test set with a
+    separate seed still shows the training set's brands; their specs are checked equal afterwards)."""
+    from pipelines.watches import generate
 
-    `pipelines.watches.generate` derives the brand definitions from its one seed; a test set "with a separate seed"
-    must still show the same brands, so the brand definitions are pinned to ``brand_seed`` while every photo is drawn
-    from ``seed``. The categories written to annotations.json (the brand specs) are checked equal afterwards.
-    """
-    from pipelines import watches
-
-    if (out / "annotations.json").exists():
-        return out
-    original = watches.make_brands
-
-    def pinned(n: int, seed: int = 0, **kwargs: Any) -> list:
-        return original(n, brand_seed, **kwargs)
-
-    watches.make_brands = pinned
-    try:
-        watches.generate(out, brands=brands, photos_per_brand=photos_per_brand, seed=seed, overwrite=True)
-    finally:
-        watches.make_brands = original
+    if not (out / "annotations.json").exists():
+        generate(out, brands=brands, photos_per_brand=photos_per_brand, seed=seed, brand_seed=brand_seed,
+                 overwrite=True)
     return out
 
 

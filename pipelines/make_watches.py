@@ -33,6 +33,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--photos-per-brand", type=int, default=40, help="single-watch photos per brand")
     parser.add_argument("--scenes", type=int, default=0, help="multi-watch scenes for batch labeling")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--brand-seed", type=int, default=None,
+                        help="seed of the brand definitions (default: --seed); a test set of the same brands is "
+                             "another --seed with the training set's --brand-seed")
     parser.add_argument("--size", type=_size, default=(640, 480), help="image size WIDTHxHEIGHT (default 640x480)")
     parser.add_argument("--workers", type=int, default=1, help="processes (output does not depend on it)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset in OUT")
@@ -53,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             photos_per_brand=args.photos_per_brand,
             scenes=args.scenes,
             seed=args.seed,
+            brand_seed=args.brand_seed,
             size=args.size,
             workers=args.workers,
             overwrite=args.overwrite,

@@ -1056,7 +1056,8 @@ def _jobs(specs: Sequence[BrandSpec], photos_per_brand: int, scenes: int) -> lis
 
 
 def _coco(
-    specs: Sequence[BrandSpec], results: Sequence[tuple[_Job, Rendered]], size: tuple[int, int], seed: int
+    specs: Sequence[BrandSpec], results: Sequence[tuple[_Job, Rendered]], size: tuple[int, int], seed: int,
+    brand_seed: int,
 ) -> dict[str, Any]:
     width, height = size
     images, annotations = [], []
@@ -1090,6 +1091,7 @@ def _coco(
     info = {
         "description": "Synthetic fine-grained watch benchmark (pipelines.make_watches)",
         "seed": seed,
+        "brand_seed": brand_seed,
         "brands": [s.to_dict() for s in specs],
     }
     return {"info": info, "images": images, "annotations": annotations, "categories": categories}
@@ -1132,8 +1134,12 @@ def generate(
     workers: int = 1,
     overwrite: bool = False,
     show_progress: bool = False,
+    brand_seed: int | None = None,
 ) -> dict[str, Any]:
     """Write the synthetic watch benchmark to ``out_dir`` and return a summary.
+
+    ``brand_seed`` (default: ``seed``) fixes the brand definitions; a held-out test set of the same brands is another
+    ``seed`` with the training set's ``brand_seed``.
 
     Layout: ``photos/<brand>/<brand>_NNNN.jpg`` (one watch each), ``scenes/scene_NNNN.jpg`` (0 or 2-4 watches) and
     ``annotations.json`` (COCO; written last; categories = brands; each annotation also has ``rel_size``, the head box's
@@ -1146,7 +1152,8 @@ def generate(
     size = (int(size[0]), int(size[1]))
     out = Path(out_dir)
     _prepare(out, overwrite)
-    specs = make_brands(brands, seed)
+    brand_seed = seed if brand_seed is None else brand_seed
+    specs = make_brands(brands, brand_seed)
     for spec in specs:
         (out / "photos" / spec.name).mkdir(parents=True, exist_ok=True)
     if scenes:
@@ -1158,7 +1165,7 @@ def generate(
     tasks = [(job, specs, seed, size, str(out)) for job in jobs]
     results = list(_execute(tasks, workers, show_progress))  # in job order, whatever the workers
     seconds = time.perf_counter() - start
-    coco = _coco(specs, results, size, seed)
+    coco = _coco(specs, results, size, seed, brand_seed)
     _write_atomic(out / "annotations.json", json.dumps(coco, indent=1).encode())
     summary = {
         "out_dir": str(out),

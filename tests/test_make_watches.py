@@ -50,6 +50,20 @@ def test_same_seed_same_bytes_other_seed_differs(dataset: tuple[Path, dict], tmp
     assert shared and all(other[name] != first[name] for name in shared)
 
 
+def test_brand_seed_gives_new_photos_of_the_same_brands(dataset: tuple[Path, dict], tmp_path: Path) -> None:
+    root, coco = dataset
+    held_out = generate(tmp_path / "test", brands=BRANDS, photos_per_brand=2, seed=5, brand_seed=0, size=SIZE)
+    test_coco = json.loads((tmp_path / "test" / "annotations.json").read_text())
+    assert test_coco["categories"] == coco["categories"]
+    assert held_out["brands"] == [c["name"] for c in coco["categories"]]
+    assert test_coco["info"]["brands"] == coco["info"]["brands"] and test_coco["info"]["brand_seed"] == 0
+    first, test = _files(root), _files(tmp_path / "test")
+    shared = [name for name in test if name.endswith(".jpg")]
+    assert shared and all(test[name] != first[name] for name in shared)  # new photos
+    other = json.loads(json.dumps(make_brands(BRANDS, seed=5)[0].to_dict()))
+    assert other != coco["info"]["brands"][0]  # without brand_seed, seed 5 would define other brands
+
+
 def test_photo_bytes_do_not_depend_on_generation_order(dataset: tuple[Path, dict]) -> None:
     root, _ = dataset
     specs = make_brands(BRANDS, seed=0)
