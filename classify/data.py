@@ -73,9 +73,14 @@ class ImageFolder:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly inside ``folder``, sorted by name (hidden files skipped)."""
-    files = (p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    return sorted(p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS)
+    """Image files anywhere under ``folder`` (build_crops mirrors deeper photo folders), sorted by relative path;
+    hidden files and folders are skipped."""
+    found = []
+    for p in folder.rglob("*"):
+        rel = p.relative_to(folder)
+        if p.suffix.lower() in IMAGE_EXTENSIONS and not any(part.startswith(".") for part in rel.parts) and p.is_file():
+            found.append((rel.as_posix(), p))
+    return [p for _, p in sorted(found)]
 
 
 def load_image_folder(

@@ -51,6 +51,7 @@ from detectcrop.io import (
     CsvManifest,
     OutputLocationError,
     atomic_write_text,
+    one_line,
     prepare_output_dir,
     remove_stale_temporaries,
 )
@@ -131,8 +132,9 @@ def crop_basenames(rel_paths: Sequence[str]) -> dict[str, str]:
 
 
 def _label(rel_path: str) -> str:
-    parent = Path(rel_path).parent.as_posix()
-    return "" if parent == "." else parent
+    """The class of a photo: its first-level folder (``rolex/shop 2/b.jpg`` -> ``rolex``); none at the top level."""
+    parts = Path(rel_path).parts
+    return parts[0] if len(parts) > 1 else ""
 
 
 def _read_any(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -141,16 +143,14 @@ def _read_any(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.nda
     return read_image(path, max_pixels=max_pixels)
 
 
-def _one_line(text: str, limit: int = 500) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 # -- the work ----------------------------------------------------------------------------------------------------
 @dataclass
 class _Job:
+    """One image's result for the writer: its crops (cut on the detection thread, so no whole photo waits in the
+    writer's queue), their detections and boxes, or an error."""
+
     rel: str
-    image: np.ndarray | None = None
+    crops: list[np.ndarray] | None = None
     detections: Detections | None = None
     boxes: np.ndarray | None = None
     error: str = ""
@@ -177,14 +177,14 @@ class _Writer(threading.Thread):
             self.failure = exc
 
     def _write(self, job: _Job) -> None:
-        if job.error or job.image is None or job.detections is None or job.boxes is None:
+        if job.error or job.crops is None or job.detections is None or job.boxes is None:
             self.images.append([[job.rel, "error", 0, job.error]])
             return
         label = _label(job.rel)
+        folder = Path(job.rel).parent  # the input's subfolders, mirrored
         rows = []
-        for k, box in enumerate(job.boxes):
-            crop_rel = (Path(label) / f"{self.names[job.rel]}_{k}.jpg").as_posix()
-            pixels = crop_image(job.image, box)
+        for k, (box, pixels) in enumerate(zip(job.boxes, job.crops, strict=True)):
+            crop_rel = (folder / f"{self.names[job.rel]}_{k}.jpg").as_posix()
             save_jpeg(self.out / crop_rel, pixels, JPEG_QUALITY)
             x1, y1, x2, y2 = (int(v) for v in box)
             rows.append([crop_rel, job.rel, label, x1, y1, x2, y2, f"{float(job.detections.scores[k]):.4f}",
@@ -361,7 +361,7 @@ def _detect_job(
 ) -> _Job:
     if isinstance(result, ImageReadError):
         logger.warning("%s: %s", rel, result)
-        return _Job(rel, error=_one_line(str(result)))
+        return _Job(rel, error=one_line(str(result)))
     try:
         if tile is not None:
             dets = detect_tiled(detector, result, tile, min_score=min_score)
@@ -371,8 +371,8 @@ def _detect_job(
         kept, boxes = select_crops(dets, result.shape[:2], policy)
     except Exception as exc:  # one bad image must not stop a folder
         logger.warning("%s: detection failed: %s", rel, exc)
-        return _Job(rel, error=_one_line(f"DetectionError: {type(exc).__name__}: {exc}"))
-    return _Job(rel, image=result, detections=kept, boxes=boxes)
+        return _Job(rel, error=one_line(f"DetectionError: {type(exc).__name__}: {exc}"))
+    return _Job(rel, crops=[crop_image(result, b) for b in boxes], detections=kept, boxes=boxes)
 
 
 def _summarize(out: Path, n_files: int, n_processed: int, loop_seconds: float, seconds: float) -> BuildSummary:

@@ -92,6 +92,12 @@ def remove_stale_temporaries(root: str | os.PathLike[str]) -> int:
     return n
 
 
+def one_line(text: object, limit: int = 500) -> str:
+    """``text`` on one line (whitespace collapsed), at most ``limit`` characters: for error columns of manifests."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
 def csv_text(rows: Iterable[Sequence[object]]) -> str:
     """Rows as CSV text (``\\n`` line ends, minimal quoting)."""
     buf = io.StringIO()

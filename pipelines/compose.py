@@ -28,6 +28,7 @@ from detectcrop.coco import category_id
 from detectcrop.crops import CropPolicy, crop_image, select_crops
 from detectcrop.detections import Detections
 from detectcrop.images import DEFAULT_MAX_PIXELS, ImageReadError, discover_images, iter_images, read_image
+from detectcrop.io import one_line
 from detectcrop.tiling import TileConfig, detect_tiled, run_detector
 
 logger = logging.getLogger(__name__)
@@ -292,14 +293,14 @@ class DetectThenClassify:
 
     def _detect_one(self, source: str, image: np.ndarray | ImageReadError) -> _Pending:
         if isinstance(image, ImageReadError):
-            return _Pending(ImageResult(source, "error", error=_one_line(str(image))))
+            return _Pending(ImageResult(source, "error", error=one_line(str(image))))
         h, w = image.shape[:2]
         try:
             dets, boxes = select_crops(self.detect(image), (h, w), self.crop_policy)
         except Exception as exc:  # one bad image must not stop a folder
             logger.warning("%s: detection failed: %s", source, exc)
             return _Pending(ImageResult(source, "error", width=w, height=h,
-                                        error=_one_line(f"DetectionError: {type(exc).__name__}: {exc}")))
+                                        error=one_line(f"DetectionError: {type(exc).__name__}: {exc}")))
         status = "ok" if len(dets) else "no_detection"
         return _Pending(ImageResult(source, status, width=w, height=h), dets, boxes,
                         [crop_image(image, b) for b in boxes])
@@ -350,7 +351,3 @@ def _init_params() -> tuple[str, ...]:
 
     sig = inspect.signature(DetectThenClassify.__init__)
     return tuple(n for n in sig.parameters if n != "self")
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())

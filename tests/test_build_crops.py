@@ -382,3 +382,18 @@ def test_tiles_drop_boxes_nested_in_a_better_box():
     merged = detect_tiled(_WatchAndDialDetector(), img, TileConfig())
     assert len(merged) == 1 and merged.scores[0] == pytest.approx(0.9)
     np.testing.assert_allclose(merged.xyxy[0], [200, 100, 400, 300])
+
+
+def test_deeper_folders_keep_their_first_level_class_and_train_fine_reads_them(photos, detector, tmp_path):
+    from classify.data import load_image_folder
+
+    src = tmp_path / "photos"
+    for rel in ("rolex/a.jpg", "rolex/shop 2/b.jpg", "omega/2024/03/c.jpg"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes((photos["root"] / photos["best"]).read_bytes())
+    build_crops(src, tmp_path / "crops", detector, min_score=MIN_SCORE)
+    crops = {r["crop_path"]: r["label"] for r in _rows(tmp_path / "crops" / "crops.csv")}
+    assert crops == {"rolex/a_0.jpg": "rolex", "rolex/shop 2/b_0.jpg": "rolex", "omega/2024/03/c_0.jpg": "omega"}
+    data = load_image_folder(tmp_path / "crops", min_per_class=1)
+    assert data.class_names == ["omega", "rolex"]
+    assert sorted(map(str, data.label_names)) == ["omega", "rolex", "rolex"]
