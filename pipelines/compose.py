@@ -95,7 +95,8 @@ class DetectThenClassify:
         crop_policy: how boxes become crops (padding, square, minimum size, crops per image).
         tile: `TileConfig` for small objects (overlapping tiles + the whole image), or ``None``.
         top_k: how many ``(label, probability)`` pairs to keep per object.
-        unknown_below: label an object ``unknown_label`` when its top probability is below this (``None``: never).
+        unknown_below: label an object ``unknown_label`` when its top probability is below this (``None``: the
+            classifier's own ``unknown_below``, e.g. the one a FineClassifier was trained and saved with).
         unknown_label: the answer when no class stands out.
         batch_size: crops classified per batch (crops of several images share a batch).
         max_pixels: refuse larger images (decompression bombs); ``None``: no limit.
@@ -311,6 +312,7 @@ class DetectThenClassify:
             classifier = self.classifier_
             proba = np.asarray(classifier.predict_proba(crops))
             classes = [str(c) for c in classifier.classes_]
+            unknown_below, unknown_label = self._unknown_rule(classifier)
         start = 0
         for p in pending:
             for i in range(len(p.crops)):
@@ -318,8 +320,8 @@ class DetectThenClassify:
                 order = np.argsort(-row, kind="stable")[: max(1, self.top_k)]
                 top = [(classes[j], float(row[j])) for j in order]
                 label, prob = top[0]
-                if self.unknown_below is not None and prob < self.unknown_below:
-                    label = self.unknown_label
+                if unknown_below is not None and prob < unknown_below:
+                    label = unknown_label
                 p.result.objects.append(LabeledObject(
                     xyxy=tuple(float(v) for v in p.detections.xyxy[i]),
                     crop_box=tuple(int(v) for v in p.boxes[i]),
@@ -328,6 +330,12 @@ class DetectThenClassify:
                 ))
             start += len(p.crops)
             yield p.result
+
+    def _unknown_rule(self, classifier: Any) -> tuple[float | None, str]:
+        """The pipeline's ``unknown_below`` / ``unknown_label``, else the classifier's own (saved with the model)."""
+        if self.unknown_below is not None:
+            return self.unknown_below, self.unknown_label
+        return getattr(classifier, "unknown_below", None), getattr(classifier, "unknown_label", self.unknown_label)
 
     def __repr__(self) -> str:
         return (f"DetectThenClassify(detector={_source(self.detector, 'detector', strict=False)!r}, "

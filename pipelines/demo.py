@@ -77,8 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     crop_seconds = time.perf_counter() - t
 
     t = _step(f"3/4 train_fine: frozen {OFFLINE_BACKBONE} + Dense(128) head on the crops")
-    train_fine.main(["--data", str(crops), "--output", str(run), "--backbone", OFFLINE_BACKBONE,
-                     "--epochs", str(args.epochs), "--seed", str(args.seed), *quiet])  # prints the macro-F1
+    if train_fine.main(["--data", str(crops), "--output", str(run), "--backbone", OFFLINE_BACKBONE,
+                        "--epochs", str(args.epochs), "--seed", str(args.seed), *quiet]) != 0:  # prints the macro-F1
+        return 1
     report = json.loads((run / "report.json").read_text())
     train_seconds = time.perf_counter() - t
 

@@ -28,7 +28,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_detection_args(p, what="classify")
     p.add_argument("--top-k", type=int, default=3, help="labels with probabilities kept per object")
     p.add_argument("--unknown-below", type=float, default=None,
-                   help="answer 'unknown' when the top probability is below this")
+                   help="answer 'unknown' when the top probability is below this (default: the model's own, "
+                        "from train_fine --unknown-below)")
     p.add_argument("--batch-size", type=int, default=32, help="crops classified per batch")
     p.add_argument("--annotate", action="store_true", help="also save copies with boxes and labels drawn")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --output")

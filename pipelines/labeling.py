@@ -24,7 +24,7 @@ from detectcrop.coco import category_name
 from detectcrop.crops import save_jpeg
 from detectcrop.dataset import check_locations
 from detectcrop.draw import draw_boxes
-from detectcrop.images import discover_images, read_image
+from detectcrop.images import ImageReadError, discover_images, read_image
 from detectcrop.io import CsvManifest, OutputLocationError, atomic_write_text, prepare_output_dir
 from pipelines.compose import DetectThenClassify, ImageResult
 
@@ -91,8 +91,12 @@ def _rows(rel: str, result: ImageResult) -> list[list[Any]]:
     return rows
 
 
-def _annotate(path: Path, result: ImageResult, target: Path) -> None:
-    image = read_image(path)
+def _annotate(path: Path, result: ImageResult, target: Path, max_pixels: int | None) -> None:
+    try:
+        image = read_image(path, max_pixels=max_pixels)
+    except ImageReadError as exc:  # changed or removed since it was labeled: the predictions still stand
+        logger.warning("%s: no annotated copy: %s", path, exc)
+        return
     captions = [f"{o.label} {o.probability:.2f}" for o in result.objects]
     boxes = [o.xyxy for o in result.objects]
     save_jpeg(target, draw_boxes(image, boxes, captions, colors_by=result.labels) if boxes else image, quality=90)
@@ -142,7 +146,7 @@ def label_folder(
         for result in pipeline.run([p for p, _ in todo], workers=workers, prefetch=prefetch):
             rel = rel_of[result.source]
             if annotate and result.status != "error":
-                _annotate(Path(result.source), result, out / ANNOTATED_DIR / _annotated_name(rel))
+                _annotate(Path(result.source), result, out / ANNOTATED_DIR / _annotated_name(rel), pipeline.max_pixels)
             manifest.append(_rows(rel, result))
             bar.update(1)
     seconds = time.perf_counter() - start

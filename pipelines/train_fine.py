@@ -12,8 +12,6 @@ on stdout is the macro-F1 (test when ``--test-data`` is given, else validation).
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import logging
 import platform
 import sys
@@ -33,7 +31,9 @@ from classify.report import (
     write_history_csv,
     write_json,
 )
-from detectcrop.io import atomic_write_text
+from detectcrop.io import atomic_write_text, csv_text, prepare_output_dir
+from detectcrop.zoo import ModelUnavailableError
+from pipelines.cli import fail, setup_logging
 
 logger = logging.getLogger("pipelines.train_fine")
 
@@ -104,11 +104,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def _predictions_csv(rows: list[tuple[str, str, str, str, float]]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["split", "path", "label", "predicted", "probability"])
-    writer.writerows((s, p, t, y, f"{q:.6f}") for s, p, t, y, q in rows)
-    return buf.getvalue()
+    header = ("split", "path", "label", "predicted", "probability")
+    return csv_text([header, *((s, p, t, y, f"{q:.6f}") for s, p, t, y, q in rows)])
 
 
 def _evaluate(clf: FineClassifier, data: ImageFolder, split: str, rows: list) -> tuple[dict[str, Any], np.ndarray]:
@@ -125,23 +122,20 @@ def _evaluate(clf: FineClassifier, data: ImageFolder, split: str, rows: list) ->
     return metrics, proba
 
 
-def main(argv: Sequence[str] | None = None) -> float:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train, evaluate and write ``RUN/``; 0 on success, 2 on a data, output or model problem (one-line error)."""
     args = get_args_parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    out: Path = args.output
-    out.mkdir(parents=True, exist_ok=True)
+    setup_logging(args.log_level)
     t_start = time.perf_counter()
-
-    try:  # data problems are the user's to fix: a one-line message, no traceback
+    try:  # data and output problems are the user's to fix: a one-line message, no traceback
         dataset = load_image_folder(args.data, min_per_class=args.min_per_class)
         train, val = split_image_folder(dataset, val_fraction=args.val_fraction, seed=args.seed)
         test = None
         if args.test_data is not None:
             test = load_image_folder(args.test_data, class_names=dataset.class_names, min_per_class=0)
-    except (ValueError, FileNotFoundError) as exc:
-        raise SystemExit(f"train_fine: error: {exc}") from exc
+        out = prepare_output_dir(args.output)
+    except (ValueError, OSError) as exc:
+        return fail(exc)
     logger.info(
         "split: %d train / %d val crops, %d groups, classes %s",
         len(train),
@@ -185,7 +179,10 @@ def main(argv: Sequence[str] | None = None) -> float:
     }
     write_json(out / "config.json", config)
 
-    clf.fit(train.paths, train.label_names, validation_data=(val.paths, val.label_names))
+    try:
+        clf.fit(train.paths, train.label_names, validation_data=(val.paths, val.label_names))
+    except ModelUnavailableError as exc:
+        return fail(exc)
     model_path = clf.save(out / "model.keras")
 
     rows: list = []
@@ -232,8 +229,8 @@ def main(argv: Sequence[str] | None = None) -> float:
     write_json(out / "report.json", report)
     logger.info("wrote %s in %.1fs; macro-F1 (%s) follows", out, config["wall_s"], "test" if test else "val")
     print(f"{headline['macro_f1']:.4f}", flush=True)
-    return headline["macro_f1"]
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

