@@ -217,12 +217,17 @@ class _Validation(keras.callbacks.Callback):
         self.predict, self.y, self.labels = predict, y, np.arange(n_classes)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs if logs is not None else {}
+        logs.update(self.scores())
+
+    def scores(self) -> dict[str, float]:
         probs = self.predict()
         pred = probs.argmax(axis=1)
-        logs = logs if logs is not None else {}
-        logs["val_loss"] = float(log_loss(self.y, probs, labels=self.labels))
-        logs["val_accuracy"] = float(np.mean(pred == self.y))
-        logs["val_macro_f1"] = float(f1_score(self.y, pred, average="macro", zero_division=0))
+        return {
+            "val_loss": float(log_loss(self.y, probs, labels=self.labels)),
+            "val_accuracy": float(np.mean(pred == self.y)),
+            "val_macro_f1": float(f1_score(self.y, pred, average="macro", zero_division=0)),
+        }
 
 
 class _BestWeights(keras.callbacks.Callback):
@@ -237,8 +242,17 @@ class _BestWeights(keras.callbacks.Callback):
         self.best_weights: list[np.ndarray] | None = None
         self.wait = 0
 
+    def start_from(self, model: keras.Model, logs: dict[str, float]) -> None:
+        """Count the model as it is (epoch -1) as a candidate: a stage that never beats it leaves it unchanged."""
+        self.best, self.best_epoch = self._key(logs), -1
+        self.best_weights = model.get_weights()
+
+    @staticmethod
+    def _key(logs: dict) -> tuple[float, float]:
+        return round(float(logs["val_macro_f1"]), 6), -float(logs["val_loss"])
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        key = (round(float(logs["val_macro_f1"]), 6), -float(logs["val_loss"]))
+        key = self._key(logs)
         if self.best is None or key > self.best:
             self.best, self.best_epoch, self.wait = key, epoch, 0
             self.best_weights = self.model.get_weights()
@@ -497,13 +511,18 @@ class FineClassifier(ClassifierMixin, BaseEstimator):
         val_predict: Callable[[], np.ndarray] | None,
         y_val: np.ndarray,
         n_classes: int,
+        keep_if_not_improved: bool = False,
     ) -> int | None:
-        """Fit ``model`` for one stage; returns the best epoch (0-based) or ``None`` without validation."""
+        """Fit ``model`` for one stage; returns the best epoch (0-based; -1: no epoch beat the model as it was, with
+        ``keep_if_not_improved``) or ``None`` without validation."""
         callbacks: list[keras.callbacks.Callback] = []
         best = None
         if val_predict is not None:
             best = _BestWeights(self.patience)
-            callbacks += [_Validation(val_predict, y_val, n_classes), best]
+            validation = _Validation(val_predict, y_val, n_classes)
+            if keep_if_not_improved:
+                best.start_from(model, validation.scores())
+            callbacks += [validation, best]
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
                 monitor="val_loss" if val_predict is not None else "loss",
@@ -552,7 +571,8 @@ class FineClassifier(ClassifierMixin, BaseEstimator):
             if val_images is not None
             else None
         )
-        best = self._run_stage(model, data, "fine_tune", self.fine_tune_epochs, val_predict, y_val, n_classes)
+        best = self._run_stage(model, data, "fine_tune", self.fine_tune_epochs, val_predict, y_val, n_classes,
+                               keep_if_not_improved=True)  # never end worse on validation than the head stage
         self.fine_tune_best_epoch_ = best
 
     # ------------------------------------------------------------------ inference

@@ -143,3 +143,18 @@ def test_api_contract_with_a_stand_in_backbone():
         FineClassifier(_tiny_backbone()).fit(X[:2], ["cat", "cat"])
     with pytest.raises(ValueError, match="not in the training labels"):
         FineClassifier(_tiny_backbone(), epochs=1).fit(X, y, validation_data=(X[:1], ["zebra"]))
+
+
+def test_fine_tuning_never_ends_worse_on_validation_than_the_head_stage():
+    _, train, _ = fitted()
+    bb = Backbone.from_preset("mobilenet_v2_torchvision")
+    idx = np.r_[0:36:2]
+    items, labels = [train.paths[i] for i in idx], train.label_names[idx]
+    clf = FineClassifier(bb, epochs=3, augment_views=0, validation_fraction=0.3, fine_tune_blocks=3,
+                         fine_tune_epochs=2, fine_tune_learning_rate=50.0, batch_size=4, seed=0)  # lr that wrecks
+    clf.fit(items, labels)
+    head = [r for r in clf.history_ if r["stage"] == "head"]
+    tuned = [r for r in clf.history_ if r["stage"] == "fine_tune"]
+    best_head = max(head, key=lambda r: (round(r["val_macro_f1"], 6), -r["val_loss"]))
+    assert all(r["val_loss"] > best_head["val_loss"] for r in tuned)  # every fine-tune epoch made it worse
+    assert clf.fine_tune_best_epoch_ == -1  # so the head-stage weights were kept
