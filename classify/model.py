@@ -146,6 +146,17 @@ def set_fine_tunable(backbone_model: keras.Model, n_blocks: int) -> list[str]:
     return [name for name, _ in chosen]
 
 
+def decide_labels(proba: np.ndarray, classes: Sequence[Any], unknown_below: float | None,
+                  unknown_label: str) -> np.ndarray:
+    """The top class per row of ``proba``; ``unknown_label`` where its probability is below ``unknown_below``."""
+    if not len(proba):
+        return np.zeros(0, object)
+    labels = np.asarray(classes, dtype=object)[np.asarray(proba).argmax(axis=1)]
+    if unknown_below is not None:
+        labels[np.asarray(proba).max(axis=1) < unknown_below] = unknown_label
+    return labels
+
+
 def _predict_array(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
     outs = [np.asarray(model.predict_on_batch(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
     return np.concatenate(outs).astype(np.float32)
@@ -594,11 +605,7 @@ class FineClassifier(ClassifierMixin, BaseEstimator):
 
     def labels_from_proba(self, proba: np.ndarray) -> np.ndarray:
         """Labels for probabilities from `predict_proba` (``unknown_label`` below ``unknown_below``)."""
-        labels = np.asarray(self.classes_, dtype=object)[proba.argmax(axis=1)] if len(proba) else np.zeros(0, object)
-        if self.unknown_below is not None and len(proba):
-            labels = labels.copy()
-            labels[proba.max(axis=1) < self.unknown_below] = self.unknown_label
-        return labels
+        return decide_labels(proba, self.classes_, self.unknown_below, self.unknown_label)
 
     def predict_topk(self, X: Sequence[ImageItem] | np.ndarray, k: int = 3) -> list[list[tuple[str, float]]]:
         """The ``k`` most probable ``(label, probability)`` pairs per image, best first."""

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from classify.features import ImageItem, iter_items, load_batch
-from classify.model import FineClassifier
+from classify.model import FineClassifier, decide_labels
 from classify.report import write_json
 from detectcrop.io import atomic_write_bytes
 
@@ -110,12 +110,7 @@ class TFLiteClassifier:
 
     def predict(self, X: Sequence[ImageItem] | np.ndarray) -> np.ndarray:
         """The most probable label per image (``unknown_label`` below ``unknown_below``)."""
-        proba = self.predict_proba(X)
-        labels = self.classes_[proba.argmax(axis=1)] if len(proba) else np.zeros(0, object)
-        if self.unknown_below is not None and len(proba):
-            labels = labels.copy()
-            labels[proba.max(axis=1) < self.unknown_below] = self.unknown_label
-        return labels
+        return decide_labels(self.predict_proba(X), self.classes_, self.unknown_below, self.unknown_label)
 
 
 def agreement(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:

@@ -73,10 +73,6 @@ def verify_tree(root: Path) -> None:
         verify_sha256(root / rel, digest)
 
 
-def read_manifest(root: Path) -> dict:
-    return json.loads((root / MANIFEST).read_text())
-
-
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """An exclusive advisory lock on ``path`` (created if missing), held for the ``with`` block."""
@@ -101,9 +97,13 @@ def staging_dir(final: Path) -> Iterator[Path]:
     try:
         yield tmp
         write_manifest(tmp)
-        if final.exists():
-            shutil.rmtree(final)
+        old = None
+        if final.exists():  # move the old tree aside in one rename, so `final` is never half-deleted
+            old = final.with_name(f".{final.name}.{os.getpid()}.old.partial")
+            os.replace(final, old)
         os.replace(tmp, final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -43,7 +43,7 @@ def hamming(a: int, b: int) -> int:
 
 
 def duplicate_groups(
-    hashes: Sequence[int], max_distance: int = DEFAULT_MAX_DISTANCE, chunk: int = 2048
+    hashes: Sequence[int], max_distance: int = DEFAULT_MAX_DISTANCE, chunk: int | None = None
 ) -> np.ndarray:
     """Group near-identical hashes (Hamming distance ``<= max_distance``, linked transitively).
 
@@ -61,6 +61,7 @@ def duplicate_groups(
             i = parent[i]
         return i
 
+    chunk = chunk or max(1, (1 << 22) // max(n, 1))  # about 32 MB of distances per block, whatever n
     for start in range(0, n, chunk):
         block = h[start : start + chunk]
         dist = np.bitwise_count(block[:, None] ^ h[None, :])

@@ -31,6 +31,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from detectcrop.io import atomic_write_bytes
+
 logger = logging.getLogger(__name__)
 
 RGB = tuple[int, int, int]
@@ -1028,19 +1030,13 @@ def render_scene(specs: Sequence[BrandSpec], index: int, seed: int, size: tuple[
     return Rendered(finish_photo(img, rng), [_object(s, p, b, size) for s, p, b in placed], background)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _run_job(args: tuple[_Job, Sequence[BrandSpec], int, tuple[int, int], str]) -> tuple[_Job, Rendered]:
     job, specs, seed, size, out_dir = args
     if job.kind == 1:
         rendered = render_photo(specs, job.brand, job.index, seed, size)
     else:
         rendered = render_scene(specs, job.index, seed, size)
-    _write_atomic(Path(out_dir) / job.file_name, rendered.jpeg)
+    atomic_write_bytes(Path(out_dir) / job.file_name, rendered.jpeg, fsync=False)
     rendered.jpeg = b""  # written; do not ship it back between processes
     return job, rendered
 
@@ -1166,7 +1162,7 @@ def generate(
     results = list(_execute(tasks, workers, show_progress))  # in job order, whatever the workers
     seconds = time.perf_counter() - start
     coco = _coco(specs, results, size, seed, brand_seed)
-    _write_atomic(out / "annotations.json", json.dumps(coco, indent=1).encode())
+    atomic_write_bytes(out / "annotations.json", json.dumps(coco, indent=1).encode())
     summary = {
         "out_dir": str(out),
         "brands": [s.name for s in specs],
