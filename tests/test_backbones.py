@@ -105,3 +105,21 @@ def test_hub_feature_layer_loads_a_local_savedmodel_under_keras3(tmp_path):
 def test_unknown_backbone_lists_presets():
     with pytest.raises(ValueError, match="mobilenet_v2_torchvision"):
         Backbone.from_preset("resnet9000")
+
+
+@pytest.mark.large
+@pytest.mark.parametrize("name", ["densenet121", "mobilenet_v2"])
+def test_online_keras_presets_rank_imagenet_classes(name):
+    """Downloads keras.applications ImageNet weights (needs the network; run with --run-large)."""
+    probs = Backbone.from_preset(name, include_top=True).predict([data.coffee(), data.chelsea()])
+    assert int(np.argmax(probs[0])) in ESPRESSO_CUP_MUG and int(np.argmax(probs[1])) in CATS
+
+
+@pytest.mark.large
+def test_online_hub_feature_vector_separates_photos():
+    """Downloads the TF Hub MobileNetV2 feature vector (needs the network; run with --run-large)."""
+    backbone = Backbone.from_preset("mobilenet_v2_hub")
+    cat, cat_flipped, coffee = backbone.predict([data.chelsea(), data.chelsea()[:, ::-1], data.coffee()])
+    assert backbone.feature_dim == 1280
+    assert np.dot(cat, cat_flipped) / np.linalg.norm(cat) / np.linalg.norm(cat_flipped) > \
+        np.dot(cat, coffee) / np.linalg.norm(cat) / np.linalg.norm(coffee)
