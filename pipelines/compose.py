@@ -287,7 +287,7 @@ class DetectThenClassify:
             item = self._detect_one(source, image)
             pending.append(item)
             n_crops += len(item.crops)
-            if n_crops >= self.batch_size:
+            if n_crops >= self.batch_size or len(pending) >= self.batch_size:  # full batch, or many empty images
                 yield from self._classify(pending)
                 pending, n_crops = [], 0
         yield from self._classify(pending)
