@@ -22,12 +22,14 @@ import os
 import re
 import tempfile
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import f1_score, log_loss
 from sklearn.utils.class_weight import compute_class_weight
@@ -157,8 +159,24 @@ def decide_labels(proba: np.ndarray, classes: Sequence[Any], unknown_below: floa
     return labels
 
 
+_PREDICT_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _predict_fn(model: keras.Model) -> Callable[[np.ndarray], Any]:
+    """``model(x, training=False)`` traced once for any batch size (``predict_on_batch`` retraces per new size, and
+    labeling sends batches of every size)."""
+    fn = _PREDICT_FNS.get(model)
+    if fn is None:
+        spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
+        ref = weakref.ref(model)  # the cache must not keep the model alive
+        fn = tf.function(lambda x: ref()(x, training=False), input_signature=[spec])
+        _PREDICT_FNS[model] = fn
+    return fn
+
+
 def _predict_array(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    outs = [np.asarray(model.predict_on_batch(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+    fn = _predict_fn(model)
+    outs = [np.asarray(fn(np.asarray(x[i : i + batch_size], np.float32))) for i in range(0, len(x), batch_size)]
     return np.concatenate(outs).astype(np.float32)
 
 
