@@ -11,12 +11,14 @@ import hashlib
 import io
 import json
 import logging
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 from tqdm.auto import tqdm
 
 from classify.augment import AugmentationSpec, augmentation_to_dict, seeded
@@ -68,12 +70,26 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(n, start + size))
 
 
+_PREDICT_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _predict_fn(model: keras.Model) -> Callable[[np.ndarray], Any]:
+    """``model(x, training=False)`` traced once for any batch size (``predict_on_batch`` retraces for each new size,
+    and labeling sends batches of every size)."""
+    fn = _PREDICT_FNS.get(model)
+    if fn is None:
+        spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
+        ref = weakref.ref(model)  # the cache must not keep the model alive
+        fn = tf.function(lambda x: ref()(x, training=False), input_signature=[spec])
+        _PREDICT_FNS[model] = fn
+    return fn
+
+
 def predict_batches(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
-    """``model`` on a uint8 batch, ``batch_size`` at a time, as float32."""
-    outs = [
-        np.asarray(model.predict_on_batch(images[s].astype(np.float32)), dtype=np.float32)
-        for s in _chunks(len(images), batch_size)
-    ]
+    """``model`` on a batch (images or features, any dtype), ``batch_size`` at a time, as float32."""
+    fn = _predict_fn(model)
+    outs = [np.asarray(fn(np.asarray(images[s], np.float32)), dtype=np.float32)
+            for s in _chunks(len(images), batch_size)]
     return np.concatenate(outs) if outs else np.zeros((0, *model.output_shape[1:]), np.float32)
 
 

@@ -22,14 +22,12 @@ import os
 import re
 import tempfile
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.metrics import f1_score, log_loss
 from sklearn.utils.class_weight import compute_class_weight
@@ -38,7 +36,7 @@ from tqdm.auto import tqdm
 
 from classify.augment import AugmentationSpec, augmentation_to_dict, build_augmentation, seeded
 from classify.data import grouped_split
-from classify.features import ImageItem, extract_views, iter_items, load_batch
+from classify.features import ImageItem, extract_views, iter_items, load_batch, predict_batches
 
 logger = logging.getLogger(__name__)
 
@@ -157,27 +155,6 @@ def decide_labels(proba: np.ndarray, classes: Sequence[Any], unknown_below: floa
     if unknown_below is not None:
         labels[np.asarray(proba).max(axis=1) < unknown_below] = unknown_label
     return labels
-
-
-_PREDICT_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _predict_fn(model: keras.Model) -> Callable[[np.ndarray], Any]:
-    """``model(x, training=False)`` traced once for any batch size (``predict_on_batch`` retraces per new size, and
-    labeling sends batches of every size)."""
-    fn = _PREDICT_FNS.get(model)
-    if fn is None:
-        spec = tf.TensorSpec([None, *model.input_shape[1:]], tf.float32)
-        ref = weakref.ref(model)  # the cache must not keep the model alive
-        fn = tf.function(lambda x: ref()(x, training=False), input_signature=[spec])
-        _PREDICT_FNS[model] = fn
-    return fn
-
-
-def _predict_array(model: keras.Model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    fn = _predict_fn(model)
-    outs = [np.asarray(fn(np.asarray(x[i : i + batch_size], np.float32))) for i in range(0, len(x), batch_size)]
-    return np.concatenate(outs).astype(np.float32)
 
 
 class _ViewSampler(keras.utils.PyDataset):
@@ -488,7 +465,7 @@ class FineClassifier(ClassifierMixin, BaseEstimator):
             metrics=["accuracy"],
         )
         data = _ViewSampler(train_feats, y_train, weights, self.batch_size, self.seed)
-        val_predict = (lambda: _predict_array(head, val_feats)) if val_feats is not None else None
+        val_predict = (lambda: predict_batches(head, val_feats, 256)) if val_feats is not None else None
         self.best_epoch_ = self._run_stage(head, data, "head", self.epochs, val_predict, y_val, n_classes)
         self.timings_["head_s"] = time.perf_counter() - t0
         self.model_ = self._assemble(backbone_model, head)
@@ -596,7 +573,7 @@ class FineClassifier(ClassifierMixin, BaseEstimator):
         data = _ImageBatches(train_items, y_train, weights, self.input_size_, self.batch_size, transform, seed)
         val_images = load_batch(val_items, self.input_size_) if len(val_items) else None
         val_predict = (
-            (lambda: _predict_array(model, val_images.astype(np.float32), self.batch_size))
+            (lambda: predict_batches(model, val_images, self.batch_size))
             if val_images is not None
             else None
         )
@@ -614,7 +591,7 @@ class FineClassifier(ClassifierMixin, BaseEstimator):
         outs = []
         for start in range(0, len(items), 256):
             images = load_batch(items[start : start + 256], self.input_size_).astype(np.float32)
-            outs.append(_predict_array(self.model_, images, bs))
+            outs.append(predict_batches(self.model_, images, bs))
         return np.concatenate(outs) if outs else np.zeros((0, n), np.float32)
 
     def predict(self, X: Sequence[ImageItem] | np.ndarray) -> np.ndarray:
