@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from detectcrop.crops import CropPolicy
     from detectcrop.dataset import BuildSummary, build_crops
     from detectcrop.detector import Detector
-    from detectcrop.images import ImageReadError, discover_images, iter_images, read_image
+    from detectcrop.images import ImageReadError, iter_images, read_image
+    from detectcrop.inputs import discover_images, scan_inputs
     from detectcrop.tiling import TileConfig, detect_tiled
     from detectcrop.zoo import ModelUnavailableError
 
@@ -27,7 +28,8 @@ _LAZY = {
     "Detector": "detectcrop.detector",
     "ModelUnavailableError": "detectcrop.zoo",
     "ImageReadError": "detectcrop.images",
-    "discover_images": "detectcrop.images",
+    "discover_images": "detectcrop.inputs",
+    "scan_inputs": "detectcrop.inputs",
     "iter_images": "detectcrop.images",
     "read_image": "detectcrop.images",
     "TileConfig": "detectcrop.tiling",
@@ -50,6 +52,7 @@ __all__ = [
     "discover_images",
     "iter_images",
     "read_image",
+    "scan_inputs",
 ]
 
 

@@ -40,6 +40,17 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def tree_digest(path: str | Path) -> str:
+    """A sha256 fingerprint of a file, or of every file under a folder (names and contents, sorted)."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    digest = hashlib.sha256()
+    for p in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{p.relative_to(path).as_posix()}\0{sha256_file(p)}\n".encode())
+    return digest.hexdigest()
+
+
 def verify_sha256(path: str | Path, expected: str) -> None:
     """Raise `ChecksumError` unless ``path`` hashes to ``expected``."""
     actual = sha256_file(path)

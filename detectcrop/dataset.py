@@ -35,27 +35,21 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from detectcrop import dedupe
-from detectcrop.coco import category_id
-from detectcrop.crops import JPEG_QUALITY, CropPolicy, crop_image, save_jpeg, select_crops
-from detectcrop.detections import Detections
-from detectcrop.images import (
-    DEFAULT_MAX_PIXELS,
-    IMAGE_EXTENSIONS,
-    ImageReadError,
-    NotAnImageError,
-    discover_images,
-    iter_images,
-    read_image,
-)
+from detectcrop.core import DetectSteps, ImageCrops, category_ids, process_image
+from detectcrop.crops import JPEG_QUALITY, CropPolicy, save_jpeg
+from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_PIXELS
+from detectcrop.inputs import InputEntry, read_entries, scan_inputs
 from detectcrop.io import (
     CsvManifest,
     OutputLocationError,
     atomic_write_text,
+    inside,
     one_line,
     prepare_output_dir,
     remove_stale_temporaries,
 )
-from detectcrop.tiling import SupportsDetect, TileConfig, detect_tiled, run_detector
+from detectcrop.locks import RUN_LOCK, OutputLock
+from detectcrop.tiling import SupportsDetect, TileConfig
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +60,10 @@ IMAGES_COLUMNS = ("path", "status", "n_crops", "error")
 CROPS_COLUMNS = ("crop_path", "source_path", "label", "x1", "y1", "x2", "y2", "score", "phash",
                  "duplicate_group", "dropped")
 FORMAT_VERSION = 1
+#: Names the output folder uses itself: a first-level input folder of one of these names cannot be mirrored.
+RESERVED_NAMES = frozenset(n.casefold() for n in (IMAGES_CSV, CROPS_CSV, CONFIG_JSON, RUN_LOCK))
+#: Longest crop base name (UTF-8 bytes): ``<stem>_<k>.jpg`` stays under the usual 255-byte file name limit.
+MAX_STEM_BYTES = 200
 
 
 @dataclass
@@ -107,25 +105,47 @@ class BuildSummary:
 def check_locations(input_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Check the input folder and prepare the output folder before any work; clear errors otherwise.
 
-    The output folder is created if its parent exists, and must be writable (checked by writing a probe file).
+    The two must not contain each other (outputs would be read as inputs, or inputs overwritten). The output folder is
+    created if its parent exists, and must be writable (checked by writing a probe file).
     """
     src, dst = Path(input_dir).resolve(), Path(output_dir).resolve()
     if not src.is_dir():
         raise FileNotFoundError(f"input folder does not exist or is not a folder: {input_dir}")
-    if dst == src or src in dst.parents:
-        raise OutputLocationError(f"the output folder {output_dir} must not be inside the input folder {input_dir}")
+    check_not_nested(src, dst)
     prepare_output_dir(dst)
     return src, dst
 
 
+def check_not_nested(src: Path, dst: Path) -> None:
+    """Refuse an output folder inside the input (or equal to it), and an input inside the output."""
+    src, dst = src.resolve(), dst.resolve()
+    if dst == src or src in dst.parents:
+        raise OutputLocationError(f"the output folder {dst} must not be inside the input {src}")
+    if dst in src.parents:
+        raise OutputLocationError(f"the input {src} must not be inside the output folder {dst}")
+
+
+def _short_stem(stem: str, rel: str) -> str:
+    """``stem``, or a prefix of it plus a hash of ``rel`` when it is too long for a file name."""
+    raw = stem.encode("utf-8")
+    if len(raw) <= MAX_STEM_BYTES:
+        return stem
+    head = raw[: MAX_STEM_BYTES - 9].decode("utf-8", "ignore")
+    return f"{head}_{hashlib.sha1(rel.encode('utf-8')).hexdigest()[:8]}"
+
+
 def crop_basenames(rel_paths: Sequence[str]) -> dict[str, str]:
     """Deterministic crop base names: the source's stem, plus a short hash of its relative path when two sources
-    in one folder would share a stem (``a.jpg`` and ``a.png``, or ``A.jpg`` on a case-insensitive disk)."""
-    keys = Counter((str(Path(r).parent), Path(r).stem.casefold()) for r in rel_paths)
+    in one folder would share a stem (``a.jpg`` and ``a.png``, or ``A.jpg`` and ``a.JPG`` on a case-insensitive disk)
+    or when the stem is too long for a file name."""
+    def key(r: str) -> tuple[str, str]:
+        return str(Path(r).parent).casefold(), _short_stem(Path(r).stem, r).casefold()
+
+    keys = Counter(key(r) for r in rel_paths)
     out = {}
     for r in rel_paths:
-        stem = Path(r).stem
-        if keys[(str(Path(r).parent), stem.casefold())] > 1:
+        stem = _short_stem(Path(r).stem, r)
+        if keys[key(r)] > 1:
             stem = f"{stem}_{hashlib.sha1(r.encode('utf-8')).hexdigest()[:8]}"
         out[r] = stem
     return out
@@ -137,32 +157,29 @@ def _label(rel_path: str) -> str:
     return parts[0] if len(parts) > 1 else ""
 
 
-def _read_any(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    if path.suffix.lower() not in IMAGE_EXTENSIONS:
-        raise NotAnImageError(path, f"not an image file type ({path.suffix or 'no extension'})")
-    return read_image(path, max_pixels=max_pixels)
+def _entry_problem(entry: InputEntry) -> str:
+    """Why an entry cannot be processed, known before reading it."""
+    if entry.problem:
+        return entry.problem
+    label = _label(entry.rel)
+    if label.casefold() in RESERVED_NAMES:
+        return f"the folder name {label!r} is reserved for an output file of build_crops; rename the folder"
+    return ""
 
 
 # -- the work ----------------------------------------------------------------------------------------------------
-@dataclass
-class _Job:
-    """One image's result for the writer: its crops (cut on the detection thread, so no whole photo waits in the
-    writer's queue), their detections and boxes, or an error."""
-
-    rel: str
-    crops: list[np.ndarray] | None = None
-    detections: Detections | None = None
-    boxes: np.ndarray | None = None
-    error: str = ""
-
-
 class _Writer(threading.Thread):
-    """Writes crops and manifest rows in input order, off the detection thread."""
+    """Writes crops and manifest rows in input order, off the detection thread.
+
+    A failure to write one image's crops (a name the file system refuses, an image too large for JPEG, a full or
+    read-only subfolder) becomes that image's ``error`` row, and its partial crops are removed; only a failure to
+    append to the manifests themselves stops the run.
+    """
 
     def __init__(self, out: Path, names: dict[str, str], images: CsvManifest, crops: CsvManifest, depth: int) -> None:
         super().__init__(name="detectcrop-writer", daemon=True)
         self.out, self.names, self.images, self.crops = out, names, images, crops
-        self.jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=max(1, depth))
+        self.jobs: queue.Queue[ImageCrops | None] = queue.Queue(maxsize=max(1, depth))
         self.failure: BaseException | None = None
         self.stop_now = threading.Event()
 
@@ -176,24 +193,42 @@ class _Writer(threading.Thread):
         except BaseException as exc:  # handed to the main thread
             self.failure = exc
 
-    def _write(self, job: _Job) -> None:
-        if job.error or job.crops is None or job.detections is None or job.boxes is None:
-            self.images.append([[job.rel, "error", 0, job.error]])
+    def _write(self, job: ImageCrops) -> None:
+        if job.status == "error":
+            logger.warning("%s: %s", job.source, job.error)
+            self.images.append([[job.source, "error", 0, job.error]])
             return
-        label = _label(job.rel)
-        folder = Path(job.rel).parent  # the input's subfolders, mirrored
-        rows = []
-        for k, (box, pixels) in enumerate(zip(job.boxes, job.crops, strict=True)):
-            crop_rel = (folder / f"{self.names[job.rel]}_{k}.jpg").as_posix()
-            save_jpeg(self.out / crop_rel, pixels, JPEG_QUALITY)
-            x1, y1, x2, y2 = (int(v) for v in box)
-            rows.append([crop_rel, job.rel, label, x1, y1, x2, y2, f"{float(job.detections.scores[k]):.4f}",
-                         dedupe.hash_to_hex(dedupe.phash(pixels)), "", 0])
+        try:
+            rows = self._save_crops(job)
+        except Exception as exc:  # this image's outputs cannot be written: its row says why, the run goes on
+            reason = one_line(f"WriteError: {type(exc).__name__}: {exc}")
+            logger.warning("%s: %s", job.source, reason)
+            self.images.append([[job.source, "error", 0, reason]])
+            return
         self.crops.append(rows)
-        status = "ok" if rows else "no_detection"
-        self.images.append([[job.rel, status, len(rows), ""]])
+        self.images.append([[job.source, "ok" if rows else "no_detection", len(rows), ""]])
 
-    def put(self, job: _Job | None) -> None:
+    def _save_crops(self, job: ImageCrops) -> list[list[object]]:
+        label = _label(job.source)
+        folder = Path(job.source).parent  # the input's subfolders, mirrored
+        rows: list[list[object]] = []
+        written: list[Path] = []
+        try:
+            for k, (box, pixels) in enumerate(zip(job.boxes, job.crops, strict=True)):
+                crop_rel = (folder / f"{self.names[job.source]}_{k}.jpg").as_posix()
+                target = inside(self.out, crop_rel)
+                written.append(save_jpeg(target, pixels, JPEG_QUALITY))
+                x1, y1, x2, y2 = (int(v) for v in box)
+                rows.append([crop_rel, job.source, label, x1, y1, x2, y2, f"{float(job.detections.scores[k]):.4f}",
+                             dedupe.hash_to_hex(dedupe.phash(pixels)), "", 0])
+        except BaseException:
+            for path in written:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
+        return rows
+
+    def put(self, job: ImageCrops | None) -> None:
         while True:
             if self.failure is not None:
                 raise RuntimeError(f"writing the outputs failed: {self.failure}") from self.failure
@@ -205,18 +240,19 @@ class _Writer(threading.Thread):
 
 
 def _config(
-    input_dir: Path, detector: Any, categories: list[int], min_score: float, policy: CropPolicy,
-    tile: TileConfig | None, max_pixels: int | None, drop_duplicates: bool, max_distance: int,
+    input_dir: Path, steps: DetectSteps, max_pixels: int | None, decode_budget: int | None, drop_duplicates: bool,
+    max_distance: int,
 ) -> dict[str, Any]:
     return {
         "format_version": FORMAT_VERSION,
         "input": str(input_dir),
-        "detector": getattr(detector, "name", type(detector).__name__),
-        "categories": categories,
-        "min_score": min_score,
-        "policy": policy.to_dict(),
-        "tile": tile.to_dict() if tile else None,
+        "detector": getattr(steps.detector, "name", type(steps.detector).__name__),
+        "categories": list(steps.category_ids or []),
+        "min_score": steps.min_score,
+        "policy": steps.policy.to_dict(),
+        "tile": steps.tile.to_dict() if steps.tile else None,
         "max_pixels": max_pixels,
+        "decode_budget": decode_budget,
         "jpeg_quality": JPEG_QUALITY,
         "dedupe": {"max_distance": max_distance, "drop_duplicates": drop_duplicates},
     }
@@ -244,6 +280,8 @@ def _prepare_resume(out: Path, config: dict[str, Any], resume: bool) -> set[str]
     if crops.path.exists():
         crops.open()
         rows = crops.rows()
+        for r in rows:
+            inside(out, r["crop_path"])  # refuse a manifest that names files outside the output folder
         kept = [r for r in rows if r["source_path"] in done]
         if len(kept) != len(rows):
             logger.info("dropping %d crops.csv rows of unfinished images", len(rows) - len(kept))
@@ -262,7 +300,7 @@ def _finish_duplicates(out: Path, drop: bool, max_distance: int) -> tuple[int, i
         r["duplicate_group"] = "" if g < 0 else str(int(g))
         r["dropped"] = "0" if k else "1"
         if not k:
-            (out / r["crop_path"]).unlink(missing_ok=True)
+            inside(out, r["crop_path"]).unlink(missing_ok=True)
         new_rows.append([r[c] for c in CROPS_COLUMNS])
     manifest.rewrite(new_rows)
     n_groups = int(groups.max()) + 1 if len(groups) and groups.max() >= 0 else 0
@@ -282,16 +320,20 @@ def build_crops(
     drop_duplicates: bool = False,
     max_distance: int = dedupe.DEFAULT_MAX_DISTANCE,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    decode_budget: int | None = DEFAULT_DECODE_BUDGET,
     workers: int = 2,
     prefetch: int = 8,
     show_progress: bool = False,
 ) -> BuildSummary:
     """Detect ``category`` in every photo under ``input_dir`` and save the crops under ``output_dir``.
 
+    Every entry under ``input_dir`` gets one images.csv row (`detectcrop.inputs.scan_inputs` says how links, hidden
+    folders and special files count). One run at a time per output folder (`detectcrop.locks.OutputLock`).
+
     Args:
         input_dir: photo folder; its subfolders (class labels) are mirrored in ``output_dir``.
-        output_dir: the crop dataset (created if its parent exists).
-        detector: anything with ``detect(rgb_uint8) -> Detections`` in pixels (e.g. `detectcrop.Detector`).
+        output_dir: the crop dataset (created if its parent exists; must not contain or lie inside the input).
+        detector: anything with ``detect(rgb_uint8, min_score=...) -> Detections`` in pixels (`detectcrop.Detector`).
         category: COCO name(s) or id(s) to crop.
         min_score: minimum detection score.
         policy: padding, squaring, minimum size and crops per image (`CropPolicy`).
@@ -300,37 +342,51 @@ def build_crops(
         drop_duplicates: delete all but the first crop of each near-duplicate group (rows stay, ``dropped=1``).
         max_distance: Hamming radius (of 64 bits) for near-duplicates.
         max_pixels: refuse larger images (decompression bombs); ``None``: no limit.
+        decode_budget: bytes of decoded images in memory at once, and the most one image may need; ``None``: no limit.
         workers, prefetch: decoding threads and how many images they may decode ahead.
         show_progress: a progress bar (images/s).
     """
     started = time.perf_counter()
-    policy = policy or CropPolicy()
-    categories = [category] if isinstance(category, str | int) else list(category)
-    category_ids = sorted({category_id(c) for c in categories})
+    steps = DetectSteps(detector, category_ids([category] if isinstance(category, str | int) else category),
+                        min_score, policy or CropPolicy(), tile)
     src, out = check_locations(input_dir, output_dir)
-    config = _config(src, detector, category_ids, min_score, policy, tile, max_pixels, drop_duplicates, max_distance)
-    done = _prepare_resume(out, config, resume)
-    atomic_write_text(out / CONFIG_JSON, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    with OutputLock(out, "build_crops"):
+        config = _config(src, steps, max_pixels, decode_budget, drop_duplicates, max_distance)
+        done = _prepare_resume(out, config, resume)
+        atomic_write_text(out / CONFIG_JSON, json.dumps(config, indent=2, sort_keys=True) + "\n")
+        entries = scan_inputs(src)
+        todo = [e for e in entries if e.rel not in done]
+        logger.info("%d entries under %s, %d already done, %d to process", len(entries), src,
+                    len(entries) - len(todo), len(todo))
+        loop_seconds = _run(out, entries, todo, steps, max_pixels, decode_budget, workers, prefetch, show_progress)
+        n_groups, n_dups, n_dropped = _finish_duplicates(out, drop_duplicates, max_distance)
+    summary = _summarize(out, len(entries), len(todo), loop_seconds, time.perf_counter() - started)
+    summary.n_duplicate_groups, summary.n_duplicates, summary.n_dropped = n_groups, n_dups, n_dropped
+    logger.info("build_crops finished: %d files, %d crops, %d errors, %.2f images/s", summary.n_files,
+                summary.n_crops, summary.n_error, summary.images_per_s)
+    for line in summary.lines():
+        logger.debug(line)
+    return summary
 
-    files = discover_images(src, extensions=None)
-    rels = [p.relative_to(src).as_posix() for p in files]
-    names = crop_basenames(rels)
-    todo = [(p, r) for p, r in zip(files, rels, strict=True) if r not in done]
-    logger.info("%d files under %s, %d already done, %d to process", len(files), src, len(files) - len(todo),
-                len(todo))
 
+def _run(
+    out: Path, entries: list[InputEntry], todo: list[InputEntry], steps: DetectSteps, max_pixels: int | None,
+    decode_budget: int | None, workers: int, prefetch: int, show_progress: bool,
+) -> float:
+    """Detect and crop ``todo`` (in order) and write the outputs; returns the seconds the loop took."""
+    names = crop_basenames([e.rel for e in entries])
     images = CsvManifest(out / IMAGES_CSV, IMAGES_COLUMNS).open()
     crops = CsvManifest(out / CROPS_CSV, CROPS_COLUMNS).open()
     writer = _Writer(out, names, images, crops, depth=prefetch)
     writer.start()
-    rel_of = {p: r for p, r in todo}
     loop_start = time.perf_counter()
-    reader = iter_images([p for p, _ in todo], workers=workers, prefetch=prefetch, max_pixels=max_pixels,
-                         reader=_read_any)
+    checked = [InputEntry(e.rel, e.path, _entry_problem(e)) for e in todo]
+    reader = read_entries(checked, image_types_only=True, workers=workers, prefetch=prefetch, max_pixels=max_pixels,
+                          decode_budget=decode_budget)
     try:
         with tqdm(total=len(todo), unit="img", desc="build_crops", disable=not show_progress) as bar:
-            for path, result in reader:
-                writer.put(_detect_job(rel_of[path], result, detector, category_ids, min_score, policy, tile))
+            for entry, image in reader:
+                writer.put(process_image(entry.rel, image, steps))
                 bar.update(1)
         writer.put(None)
     except BaseException:
@@ -343,36 +399,7 @@ def build_crops(
         writer.join()
     if writer.failure is not None:
         raise RuntimeError(f"writing the outputs failed: {writer.failure}") from writer.failure
-    loop_seconds = time.perf_counter() - loop_start
-
-    n_groups, n_dups, n_dropped = _finish_duplicates(out, drop_duplicates, max_distance)
-    summary = _summarize(out, len(files), len(todo), loop_seconds, time.perf_counter() - started)
-    summary.n_duplicate_groups, summary.n_duplicates, summary.n_dropped = n_groups, n_dups, n_dropped
-    logger.info("build_crops finished: %d files, %d crops, %d errors, %.2f images/s", summary.n_files,
-                summary.n_crops, summary.n_error, summary.images_per_s)
-    for line in summary.lines():
-        logger.debug(line)
-    return summary
-
-
-def _detect_job(
-    rel: str, result: np.ndarray | ImageReadError, detector: SupportsDetect, category_ids: list[int],
-    min_score: float, policy: CropPolicy, tile: TileConfig | None,
-) -> _Job:
-    if isinstance(result, ImageReadError):
-        logger.warning("%s: %s", rel, result)
-        return _Job(rel, error=one_line(str(result)))
-    try:
-        if tile is not None:
-            dets = detect_tiled(detector, result, tile, min_score=min_score)
-        else:
-            dets = run_detector(detector, result, min_score)
-        dets = dets.filter(category=category_ids, min_score=min_score)
-        kept, boxes = select_crops(dets, result.shape[:2], policy)
-    except Exception as exc:  # one bad image must not stop a folder
-        logger.warning("%s: detection failed: %s", rel, exc)
-        return _Job(rel, error=one_line(f"DetectionError: {type(exc).__name__}: {exc}"))
-    return _Job(rel, crops=[crop_image(result, b) for b in boxes], detections=kept, boxes=boxes)
+    return time.perf_counter() - loop_start
 
 
 def _summarize(out: Path, n_files: int, n_processed: int, loop_seconds: float, seconds: float) -> BuildSummary:

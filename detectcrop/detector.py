@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from detectcrop import boxes, zoo
+from detectcrop import boxes, cache, zoo
 from detectcrop.detections import Detections
 from detectcrop.zoo import ModelUnavailableError
 
@@ -111,6 +111,20 @@ class Detector:
 
     def __repr__(self) -> str:
         return f"Detector({self.name!r}, min_score={self.min_score}, nms_iou={self.nms_iou})"
+
+
+def detector_fingerprint(detector: Any) -> str:
+    """What identifies a detector's weights: the sha256 of an offline preset's or a local SavedModel's files, the
+    handle of a TF Hub model (hub handles are versioned), or the name of a detector object."""
+    if not isinstance(detector, str | os.PathLike):
+        detector = getattr(detector, "name", type(detector).__name__)
+    try:
+        name, handle = _resolve_handle(detector)
+    except ValueError:  # a detector object that is not a preset, handle or path
+        return os.fspath(detector)
+    if Path(handle).exists():
+        return f"sha256:{cache.tree_digest(handle)}"
+    return name if name == handle else f"{name}={handle}"
 
 
 def _callable(loaded: Any, name: str) -> Callable[[tf.Tensor], dict]:

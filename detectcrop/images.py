@@ -11,6 +11,7 @@ import contextlib
 import io
 import logging
 import os
+import stat
 import struct
 import threading
 from collections import deque
@@ -20,11 +21,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, UnidentifiedImageError
+
+from detectcrop.budget import DecodeBudget, Ticket
 
 logger = logging.getLogger(__name__)
 
-#: Extensions `discover_images` picks up (lower case). HEIC/HEIF decode through ``pillow-heif``.
+#: Extensions of image files (lower case). HEIC/HEIF decode through ``pillow-heif``.
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".dib", ".tif", ".tiff", ".gif", ".heic", ".heif"}
 )
@@ -32,6 +35,9 @@ HEIF_EXTENSIONS: frozenset[str] = frozenset({".heic", ".heif"})
 
 #: Default pixel limit (width x height): 250 megapixels covers 200 MP phone photos; ~750 MB as RGB.
 DEFAULT_MAX_PIXELS = 250_000_000
+#: Default decode memory budget (bytes), per image and for all images decoded ahead at once: a 250 MP RGB photo
+#: needs 1.4 GiB (`decode_bytes`).
+DEFAULT_DECODE_BUDGET = 1536 * 2**20
 
 _OPEN_LOCK = threading.Lock()
 _HEIF_STATE: dict[str, bool] = {}
@@ -86,9 +92,33 @@ def _open(path: Path) -> Image.Image:
             Image.MAX_IMAGE_PIXELS = saved
 
 
-def _scale_to_uint8(arr: np.ndarray, full_scale: float) -> np.ndarray:
-    arr = np.clip(arr.astype(np.float64), 0, full_scale)
-    return np.rint(arr * (255.0 / full_scale)).astype(np.uint8)
+#: Rows converted at a time, so conversions never hold a second full-size copy of an image.
+_BAND_ROWS = 256
+#: Bytes per pixel of Pillow modes (anything else counts as 4).
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 2, "La": 2, "PA": 2, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2,
+               "RGB": 3, "YCbCr": 3, "LAB": 3, "HSV": 3}  # fmt: skip
+_GRAY_MODES = ("I;16", "I", "F")
+
+
+def decode_bytes(mode: str, size: tuple[int, int], rotated: bool = False) -> int:
+    """Peak memory of `read_image` for an image of ``mode`` and ``size = (width, height)``.
+
+    The decoded source, the RGB output and, for 16-bit and float images, one working copy; conversions run in bands
+    of rows, and an EXIF rotation happens after the source is freed (output + rotated copy).
+    """
+    px = int(size[0]) * int(size[1])
+    src = _MODE_BYTES.get(mode, 4)
+    work = src + 1 if mode.startswith(_GRAY_MODES) else 0
+    return px * max(src + work + 3, 6 if rotated else 0)
+
+
+def _gray_to_rgb(arr: np.ndarray, full_scale: float) -> np.ndarray:
+    """A one-channel array scaled from ``[0, full_scale]`` to 8-bit RGB, band by band (no float copy of it all)."""
+    out = np.empty((*arr.shape[:2], 3), np.uint8)
+    for y in range(0, arr.shape[0], _BAND_ROWS):
+        band = np.clip(np.nan_to_num(arr[y : y + _BAND_ROWS].astype(np.float64)), 0, full_scale)
+        out[y : y + _BAND_ROWS] = np.rint(band * (255.0 / full_scale)).astype(np.uint8)[..., None]
+    return out
 
 
 def _composite_over_white(im: Image.Image) -> Image.Image:
@@ -97,46 +127,99 @@ def _composite_over_white(im: Image.Image) -> Image.Image:
     return Image.alpha_composite(background, rgba).convert("RGB")
 
 
-def _icc_to_srgb(im: Image.Image) -> Image.Image:
-    """Convert an image tagged with a non-sRGB ICC profile (Adobe RGB, CMYK press profiles, ...) to sRGB."""
+def _srgb_transform(im: Image.Image) -> ImageCms.ImageCmsTransform | None:
+    """A transform to sRGB for an image tagged with a non-sRGB ICC profile (Adobe RGB, CMYK press profiles, ...)."""
     icc = im.info.get("icc_profile")
     if not icc or im.mode not in ("RGB", "RGBA", "CMYK"):
-        return im
+        return None
     try:
         src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
         if "srgb" in (ImageCms.getProfileDescription(src) or "").lower().replace(" ", ""):
-            return im
+            return None
         mode = "RGBA" if im.mode == "RGBA" else "RGB"
-        return ImageCms.profileToProfile(im, src, ImageCms.createProfile("sRGB"), outputMode=mode)
+        return ImageCms.buildTransform(src, ImageCms.createProfile("sRGB"), im.mode, mode)
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError) as exc:
         logger.debug("ignoring an unusable ICC profile: %s", exc)
-        return im
+        return None
+
+
+def _has_alpha(im: Image.Image) -> bool:
+    return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info)
 
 
 def to_rgb8(im: Image.Image) -> np.ndarray:
-    """Any Pillow image -> contiguous ``(H, W, 3)`` uint8 RGB (alpha composited over white, 16 bit scaled)."""
+    """Any Pillow image -> contiguous ``(H, W, 3)`` uint8 RGB (alpha composited over white, 16 bit scaled).
+
+    Converted in bands of rows: the peak is the source plus the output (see `decode_bytes`).
+    """
     mode = im.mode
     if mode.startswith("I;16"):
-        gray = _scale_to_uint8(np.asarray(im), 65535.0)
-        return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
+        return _gray_to_rgb(np.asarray(im), 65535.0)
     if mode == "I":
         arr = np.asarray(im)
-        gray = _scale_to_uint8(arr, 255.0 if arr.max(initial=0) <= 255 else 65535.0)
-        return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
+        return _gray_to_rgb(arr, 255.0 if arr.max(initial=0) <= 255 else 65535.0)
     if mode == "F":
-        arr = np.nan_to_num(np.asarray(im, dtype=np.float64))
-        gray = _scale_to_uint8(arr, 1.0 if arr.max(initial=0) <= 1.0 else 255.0)
-        return np.ascontiguousarray(np.repeat(gray[..., None], 3, axis=2))
-    im = _icc_to_srgb(im)
-    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
-        im = _composite_over_white(im)
-    elif im.mode != "RGB":
-        im = im.convert("RGB")
-    return np.ascontiguousarray(np.asarray(im, dtype=np.uint8))
+        arr = np.asarray(im)
+        return _gray_to_rgb(arr, 1.0 if np.nan_to_num(arr).max(initial=0) <= 1.0 else 255.0)
+    transform = _srgb_transform(im)
+    w, h = im.size
+    out = np.empty((h, w, 3), np.uint8)
+    for y in range(0, h, _BAND_ROWS):
+        band = im.crop((0, y, w, min(h, y + _BAND_ROWS)))
+        if transform is not None:
+            band = ImageCms.applyTransform(band, transform)
+        if _has_alpha(band):
+            band = _composite_over_white(band)
+        elif band.mode != "RGB":
+            band = band.convert("RGB")
+        out[y : y + band.height] = np.asarray(band, dtype=np.uint8)
+    return out
+
+
+#: EXIF orientation -> the numpy view that shows the image upright (the same as `PIL.ImageOps.exif_transpose`).
+_ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _orientation(im: Image.Image, path: Path) -> int:
+    try:
+        value = im.getexif().get(0x0112, 1)
+        return value if value in _ORIENT else 1
+    except Exception as exc:  # a damaged EXIF block must not lose the photo
+        logger.warning("%s: ignoring unreadable EXIF orientation (%s)", path, exc)
+        return 1
+
+
+def _check_entry(path: Path) -> int:
+    """The size of a regular file; a clear `ImageReadError` for anything else (never opens a FIFO or device)."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        reason = "broken symbolic link" if path.is_symlink() else f"cannot access the file ({exc.strerror or exc})"
+        raise ImageReadError(path, reason) from exc
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode)
+                else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode)
+                or stat.S_ISBLK(st.st_mode) else "not a regular file")
+        raise ImageReadError(path, f"not a regular file: {kind}")
+    if st.st_size == 0:
+        raise EmptyFileError(path, "empty file (0 bytes)")
+    return st.st_size
 
 
 def read_image(
-    path: str | os.PathLike[str], max_pixels: int | None = DEFAULT_MAX_PIXELS, exif_orientation: bool = True
+    path: str | os.PathLike[str],
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    exif_orientation: bool = True,
+    max_decode_bytes: int | None = DEFAULT_DECODE_BUDGET,
+    ticket: Ticket | None = None,
 ) -> np.ndarray:
     """Read an image file as upright ``(H, W, 3)`` uint8 RGB at its original resolution.
 
@@ -144,20 +227,16 @@ def read_image(
         path: the file.
         max_pixels: refuse images with more pixels (width x height) than this (``None``: no limit).
         exif_orientation: rotate/flip according to the EXIF Orientation tag.
+        max_decode_bytes: refuse images whose decoding needs more memory than this (`decode_bytes`, known from the
+            header before decoding; ``None``: no limit).
+        ticket: a place in a shared `DecodeBudget` (`iter_images` passes one), reserved before decoding.
 
     Raises:
         EmptyFileError, NotAnImageError, CorruptImageError, ImageTooLargeError (all `ImageReadError`);
-        ImageReadError for a missing or unreadable file.
+        ImageReadError for a missing or unreadable file, or one that is not a regular file.
     """
     path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise ImageReadError(path, f"cannot access the file ({exc.strerror or exc})") from exc
-    if not path.is_file():
-        raise ImageReadError(path, "not a regular file")
-    if size == 0:
-        raise EmptyFileError(path, "empty file (0 bytes)")
+    size = _check_entry(path)
     if path.suffix.lower() in HEIF_EXTENSIONS and not _heif_available():
         raise NotAnImageError(path, "HEIC/HEIF needs the optional package pillow-heif, which is not installed")
     try:
@@ -172,47 +251,29 @@ def read_image(
             raise ImageTooLargeError(
                 path, f"{w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,} (raise max_pixels to read it)"
             )
+        orientation = _orientation(im, path) if exif_orientation else 1
+        need = decode_bytes(im.mode, (w, h), rotated=orientation != 1)
+        limits = [v for v in (max_decode_bytes, ticket.limit if ticket else None) if v is not None]
+        if limits and need > min(limits):
+            raise ImageTooLargeError(
+                path, f"{w}x{h} {im.mode} needs {need / 2**20:,.0f} MB to decode, over the memory budget of "
+                f"{min(limits) / 2**20:,.0f} MB (raise the decode memory budget to read it)"
+            )
+        if ticket is not None:
+            ticket.reserve(need)
         try:
             im.load()
         except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
             raise CorruptImageError(path, f"cannot decode {im.format or 'image'} {w}x{h}: {exc}") from exc
-        if exif_orientation:
-            try:
-                im = ImageOps.exif_transpose(im)
-            except Exception as exc:  # a damaged EXIF block must not lose the photo
-                logger.warning("%s: ignoring unreadable EXIF orientation (%s)", path, exc)
         try:
-            return to_rgb8(im)
+            out = to_rgb8(im)
         except (OSError, ValueError) as exc:
             raise CorruptImageError(path, f"cannot convert mode {im.mode} to RGB: {exc}") from exc
-
-
-def discover_images(
-    root: str | os.PathLike[str], extensions: Iterable[str] | None = IMAGE_EXTENSIONS, include_hidden: bool = False
-) -> list[Path]:
-    """All files under ``root`` (recursively) with an image extension, sorted by relative POSIX path.
-
-    ``extensions=None`` lists every file. Hidden files and folders (``.name``) are skipped unless
-    ``include_hidden``; symlinked folders are not followed.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise NotADirectoryError(f"not a folder: {root}")
-    exts = None if extensions is None else {e.lower() for e in extensions}
-    found: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        if not include_hidden:
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if not include_hidden and name.startswith("."):
-                continue
-            p = Path(dirpath, name)
-            if exts is not None and p.suffix.lower() not in exts:
-                continue
-            if p.is_file():
-                found.append((p.relative_to(root).as_posix(), p))
-    found.sort(key=lambda t: t[0])
-    return [p for _, p in found]
+    if orientation != 1:
+        out = np.ascontiguousarray(_ORIENT[orientation](out))
+    if ticket is not None:
+        ticket.shrink(out.nbytes)
+    return out
 
 
 ReadResult = tuple[Path, "np.ndarray | ImageReadError"]
@@ -224,44 +285,69 @@ def iter_images(
     prefetch: int = 8,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     reader: Callable[..., np.ndarray] | None = None,
+    decode_budget: int | None = DEFAULT_DECODE_BUDGET,
 ) -> Iterator[ReadResult]:
     """Yield ``(path, image or ImageReadError)`` in the order of ``paths``, decoding up to ``prefetch`` ahead.
 
-    At most ``prefetch`` decoded images wait in memory. ``workers=0`` reads on the calling thread.
-    An unexpected exception from the reader is reported as an `ImageReadError` too, never raised.
+    Memory is bounded twice: at most ``prefetch`` images are decoded ahead, and together they (and the image the
+    caller holds) use at most ``decode_budget`` bytes, counted before decoding (`decode_bytes`); an image over the
+    budget on its own is an `ImageTooLargeError`. The caller holds one image at a time: it is released when the next
+    is requested. ``workers=0`` reads on the calling thread. ``reader`` is called as
+    ``reader(path, max_pixels=..., ticket=...)``. An unexpected exception from the reader is reported as an
+    `ImageReadError` too, never raised.
     """
     reader = reader or read_image
+    budget = DecodeBudget(decode_budget) if decode_budget is not None else None
 
-    def load(p: Path) -> np.ndarray | ImageReadError:
+    def load(p: Path, ticket: Ticket | None) -> np.ndarray | ImageReadError:
         try:
-            return reader(p, max_pixels=max_pixels)
+            return reader(p, max_pixels=max_pixels, ticket=ticket)
         except ImageReadError as exc:
             return exc
         except Exception as exc:  # reported per file, never fatal (MemoryError included)
             return ImageReadError(p, f"{type(exc).__name__}: {exc}")
+        finally:
+            if ticket is not None:
+                ticket.done()
 
-    path_iter = (Path(p) for p in paths)
-    if workers <= 0:
-        for p in path_iter:
-            yield p, load(p)
-        return
-    prefetch = max(1, prefetch)
-    pending: deque[tuple[Path, Future]] = deque()
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="detectcrop-read")
+    def tickets() -> Iterator[tuple[Path, Ticket | None]]:
+        for p in paths:
+            yield Path(p), budget.ticket() if budget is not None else None
+
+    held: Ticket | None = None
+    pending: deque[tuple[Path, Ticket | None, Future]] = deque()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="detectcrop-read") if workers > 0 else None
     try:
-        for p in path_iter:
-            pending.append((p, pool.submit(load, p)))
-            if len(pending) >= prefetch:
-                q, fut = pending.popleft()
-                yield q, fut.result()
+        for p, ticket in tickets():
+            if pool is None:
+                if held is not None:
+                    held.release()
+                held = ticket
+                yield p, load(p, ticket)
+                continue
+            pending.append((p, ticket, pool.submit(load, p, ticket)))
+            if len(pending) >= max(1, prefetch):
+                q, held_next, fut = pending.popleft()
+                result = fut.result()
+                if held is not None:
+                    held.release()
+                held = held_next
+                yield q, result
         while pending:
-            q, fut = pending.popleft()
-            yield q, fut.result()
+            q, held_next, fut = pending.popleft()
+            result = fut.result()
+            if held is not None:
+                held.release()
+            held = held_next
+            yield q, result
     finally:
-        for _, fut in pending:
+        if budget is not None:
+            budget.close()  # wakes any decoder still waiting, so the pool can shut down
+        for _, _, fut in pending:
             fut.cancel()
-        with contextlib.suppress(Exception):
-            pool.shutdown(wait=True, cancel_futures=True)
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                pool.shutdown(wait=True, cancel_futures=True)
 
 
 def resize_image(image: np.ndarray, size: tuple[int, int], interpolation: int | None = None) -> np.ndarray:

@@ -1,8 +1,10 @@
 """Crash-safe file output: atomic whole-file writes and append-only CSV manifests with whole-row appends.
 
 A reader never sees a half-written file: whole files go to a temporary sibling and are renamed into place with
-``os.replace``; manifest rows are appended with one ``write`` + ``fsync`` per batch, and a torn final line left by
-a crash is cut off by :func:`repair_csv` before appending again.
+``os.replace``; manifest rows are appended with one ``write`` + ``fsync`` per batch, and a torn final record left by
+a crash is cut off by :func:`repair_csv` before appending again. Paths read back from a manifest are resolved with
+:func:`inside` and refused unless they lie in the output folder. Text cells are written spreadsheet-safe
+(:func:`csv_safe`) and read back as written (:func:`csv_unsafe`).
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, fsync: bool = 
     """Write ``data`` to ``path`` atomically (temporary sibling + ``os.replace``); creates parent folders."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    # A short temporary name, so a final name near the file system's limit still fits.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".w", suffix=TMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -86,11 +89,29 @@ def remove_stale_temporaries(root: str | os.PathLike[str]) -> int:
     """Delete temporary files left under ``root`` by an interrupted :func:`atomic_write_bytes`; returns the count."""
     n = 0
     for p in Path(root).rglob(f".*{TMP_SUFFIX}"):
-        if p.is_file():
+        if p.is_file() and not p.is_symlink():
             p.unlink()
             n += 1
     return n
 
+
+class UnsafePathError(OutputLocationError):
+    """A path read back from a manifest points outside the output folder (an edited or corrupted manifest)."""
+
+
+def inside(root: str | os.PathLike[str], rel: str) -> Path:
+    """``root / rel`` resolved, refused with `UnsafePathError` unless it lies strictly inside ``root``.
+
+    For paths that come back from a manifest (``crops.csv`` on resume): an absolute path, ``..`` or a symlink that
+    leads out of the output folder is never written or deleted.
+    """
+    base = Path(root).resolve()
+    if not rel or Path(rel).is_absolute():
+        raise UnsafePathError(f"manifest path {rel!r} is empty or absolute; expected a path inside {base}")
+    target = (base / rel).resolve()
+    if target == base or base not in target.parents:
+        raise UnsafePathError(f"manifest path {rel!r} leads outside the output folder {base}")
+    return target
 
 def one_line(text: object, limit: int = 500) -> str:
     """``text`` on one line (whitespace collapsed), at most ``limit`` characters: for error columns of manifests."""
@@ -98,23 +119,65 @@ def one_line(text: object, limit: int = 500) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
+#: First characters that make a spreadsheet read a cell as a formula (OWASP CSV injection).
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: object) -> object:
+    """A text cell made safe for spreadsheets: text starting with ``= + - @``, tab or CR gets a leading ``'``.
+
+    Text that already starts with ``'`` gets one more, so :func:`csv_unsafe` restores every value exactly.
+    Non-text values (numbers) are returned unchanged.
+    """
+    if isinstance(value, str) and value.startswith((*FORMULA_TRIGGERS, "'")):
+        return "'" + value
+    return value
+
+
+def csv_unsafe(text: str) -> str:
+    """The original text of a cell written by :func:`csv_safe`."""
+    return text[1:] if text.startswith("'") else text
+
+
 def csv_text(rows: Iterable[Sequence[object]]) -> str:
-    """Rows as CSV text (``\\n`` line ends, minimal quoting)."""
+    """Rows as CSV text (``\\n`` line ends, minimal quoting, text cells through :func:`csv_safe`)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerows(rows)
+    quote_all = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    for row in rows:
+        cells = [csv_safe(v) for v in row]
+        # The writer quotes fields holding its line terminator, not a bare CR: such rows are quoted whole.
+        (quote_all if any(isinstance(v, str) and "\r" in v for v in cells) else writer).writerow(cells)
     return buf.getvalue()
 
 
+def complete_length(data: bytes) -> int:
+    """The length of the longest prefix of CSV ``data`` that ends with a whole record.
+
+    A record ends at a newline outside quotes; a newline inside a quoted field (a file name may hold one) does not
+    end it. Inside quotes is an odd number of ``"`` before the position (escaped quotes come in pairs).
+    """
+    quotes = data.count(b'"')
+    end = len(data)
+    while True:
+        pos = data.rfind(b"\n", 0, end)
+        if pos < 0:
+            return 0
+        quotes -= data.count(b'"', pos, end)
+        if quotes % 2 == 0:
+            return pos + 1
+        end = pos
+
+
 def repair_csv(path: str | os.PathLike[str]) -> int:
-    """Cut a torn last line (no trailing newline) left by a crash; returns the number of bytes removed."""
+    """Cut a torn last record left by a crash (quote-aware); returns the number of bytes removed."""
     path = Path(path)
     if not path.exists():
         return 0
     data = path.read_bytes()
-    if not data or data.endswith(b"\n"):
+    cut = complete_length(data)
+    if cut == len(data):
         return 0
-    cut = data.rfind(b"\n") + 1
     with open(path, "r+b") as f:
         f.truncate(cut)
         f.flush()
@@ -159,7 +222,7 @@ class CsvManifest:
         if not self.path.exists():
             return []
         header, rows = read_csv(self.path)
-        return [dict(zip(header, r, strict=False)) for r in rows]
+        return [dict(zip(header, (csv_unsafe(v) for v in r), strict=False)) for r in rows]
 
     def append(self, rows: Iterable[Sequence[object]]) -> None:
         """Append ``rows`` in a single write, flushed and fsynced before returning."""

@@ -8,7 +8,6 @@ object in full), then everything is merged with class-aware NMS.
 
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -19,20 +18,18 @@ from detectcrop.detections import Detections
 
 
 class SupportsDetect(Protocol):
-    def detect(self, image: np.ndarray, /) -> Detections: ...
+    """A detector: ``detect(rgb_uint8, min_score=...) -> Detections`` with boxes in the image's pixels.
+
+    ``min_score=None`` means the detector's own default; results may hold lower scores (they are filtered again).
+    """
+
+    def detect(self, image: np.ndarray, *, min_score: float | None = None) -> Detections: ...
 
 
 def run_detector(detector: SupportsDetect, image: np.ndarray, min_score: float | None = None) -> Detections:
-    """``detector.detect(image)``, passing ``min_score`` when its ``detect`` accepts it; always score-filtered."""
-    if min_score is None:
-        return detector.detect(image)
-    try:
-        params = inspect.signature(detector.detect).parameters
-        accepts = "min_score" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
-    except (TypeError, ValueError):
-        accepts = False
-    dets = detector.detect(image, min_score=min_score) if accepts else detector.detect(image)
-    return dets.by_score(min_score)
+    """``detector.detect(image, min_score=min_score)``, score-filtered (a detector may return lower scores)."""
+    dets = detector.detect(image, min_score=min_score)
+    return dets if min_score is None else dets.by_score(min_score)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ globals a state dict needs; any other global is refused, so a malicious file can
 from __future__ import annotations
 
 import collections
+import math
+import os
 import pickle
 import struct
 import zipfile
@@ -18,6 +20,9 @@ import numpy as np
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
+#: Limits on what a file may declare: elements per tensor or storage, and tensor rank.
+MAX_ELEMENTS = 1 << 31
+MAX_DIMS = 16
 
 STORAGE_DTYPES: dict[str, np.dtype] = {
     "FloatStorage": np.dtype("<f4"),
@@ -52,17 +57,36 @@ class _TensorRef:
         data = self.storage.data
         if data is None:
             raise TorchPickleError("tensor refers to a storage that the file does not contain")
+        if 0 in self.size:
+            return np.zeros(self.size, data.dtype)
+        span = 1 + sum((n - 1) * s for n, s in zip(self.size, self.stride, strict=True))  # Python ints: no overflow
+        if self.offset + span > len(data):
+            raise TorchPickleError("tensor view runs past the end of its storage (truncated or malformed file)")
         if not self.size:
             return np.array(data[self.offset])
-        span = 1 + sum((n - 1) * s for n, s in zip(self.size, self.stride, strict=True))
-        if self.offset + span > len(data):
-            raise TorchPickleError("tensor view runs past the end of its storage (truncated file?)")
         strides = [s * data.itemsize for s in self.stride]
         return np.lib.stride_tricks.as_strided(data[self.offset :], self.size, strides).copy()
 
 
+def _int_tuple(value: Any, what: str) -> tuple[int, ...]:
+    if not isinstance(value, tuple | list) or len(value) > MAX_DIMS:
+        raise TorchPickleError(f"tensor {what} must be a tuple of at most {MAX_DIMS} integers, got {value!r:.80}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_ELEMENTS for v in value):
+        raise TorchPickleError(f"tensor {what} holds a negative, oversized or non-integer value: {value!r:.80}")
+    return tuple(value)
+
+
 def _rebuild_tensor(storage: _Storage, offset: int, size: tuple, stride: tuple, *_: Any) -> _TensorRef:
-    return _TensorRef(storage, int(offset), tuple(size), tuple(stride))
+    """Validate a tensor's geometry (before any memory is touched) and record it."""
+    if not isinstance(storage, _Storage):
+        raise TorchPickleError(f"tensor storage is a {type(storage).__name__}, not a storage reference")
+    (offset,) = _int_tuple((offset,), "offset")
+    size, stride = _int_tuple(size, "size"), _int_tuple(stride, "stride")
+    if len(size) != len(stride):
+        raise TorchPickleError(f"tensor size {size} and stride {stride} differ in length")
+    if math.prod(size) > MAX_ELEMENTS:
+        raise TorchPickleError(f"tensor of size {size} exceeds the limit of {MAX_ELEMENTS:,} elements")
+    return _TensorRef(storage, offset, size, stride)
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -91,6 +115,8 @@ class RestrictedUnpickler(pickle.Unpickler):
         _, type_name, key, _location, _size = pid[:5]
         if type_name not in STORAGE_DTYPES:
             raise TorchPickleError(f"unsupported storage type {type_name!r}")
+        if not isinstance(key, str):
+            raise TorchPickleError(f"storage key must be text, got {key!r:.40}")
         if key not in self.storages:
             self.storages[key] = _Storage(STORAGE_DTYPES[type_name])
         return self.storages[key]
@@ -107,6 +133,7 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
     if zipfile.is_zipfile(path):
         raise TorchPickleError(f"{path} is a zip-format torch checkpoint; only the legacy format is supported")
     storages: dict[str, _Storage] = {}
+    size = os.path.getsize(path)
     with open(path, "rb") as f:
         try:
             magic = _plain_load(f)
@@ -120,14 +147,25 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
             keys = _plain_load(f)
         except (EOFError, struct.error) as exc:
             raise TorchPickleError(f"{path} is truncated") from exc
+        except (ValueError, TypeError, IndexError, KeyError, AttributeError, MemoryError, RecursionError) as exc:
+            raise TorchPickleError(f"{path} is malformed ({type(exc).__name__}: {exc})") from exc
+        if not isinstance(keys, list | tuple):
+            raise TorchPickleError(f"{path}: malformed storage key list")
         for key in keys:
+            if not isinstance(key, str):
+                raise TorchPickleError(f"{path}: malformed storage key {key!r:.40}")
             header = f.read(8)
             if len(header) < 8:
                 raise TorchPickleError(f"{path} is truncated (storage {key})")
             (count,) = struct.unpack("<q", header)
-            storage = storages[key]
-            raw = f.read(count * storage.dtype.itemsize)
-            if len(raw) < count * storage.dtype.itemsize:
+            storage = storages.get(key)
+            if storage is None:
+                raise TorchPickleError(f"{path} lists storage {key!r}, which no tensor uses")
+            nbytes = count * storage.dtype.itemsize
+            if not 0 <= count <= MAX_ELEMENTS or nbytes > size - f.tell():
+                raise TorchPickleError(f"{path} is truncated or malformed: storage {key} declares {count} elements")
+            raw = f.read(nbytes)
+            if len(raw) < nbytes:
                 raise TorchPickleError(f"{path} is truncated (storage {key})")
             storage.data = np.frombuffer(raw, storage.dtype)
     if not isinstance(obj, dict):

@@ -15,6 +15,7 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import shutil
 import subprocess
@@ -204,6 +205,18 @@ def ensure(name: str, *, force: bool = False) -> Path:
     final = model_dir(name)
     if not force and _is_valid(final):
         return final
+    try:
+        return _fetch(name, final, force)
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        raise ModelUnavailableError(
+            f"cannot write {name} into the model cache {cache.home_dir()} ({exc.strerror}): set DETECTCROP_HOME to a "
+            "writable folder, or run `python -m detectcrop.zoo fetch --offline` where the cache is writable"
+        ) from exc
+
+
+def _fetch(name: str, final: Path, force: bool) -> Path:
     with cache.file_lock(cache.home_dir() / "locks" / f"{name}.lock"):
         if not force and _is_valid(final):  # another process finished it while we waited
             return final

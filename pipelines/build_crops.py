@@ -13,9 +13,19 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from detectcrop.dataset import OutputLocationError, build_crops, check_locations
+from detectcrop.crops import CropPolicy
+from detectcrop.dataset import build_crops, check_locations
 from detectcrop.dedupe import DEFAULT_MAX_DISTANCE
-from pipelines.cli import add_common_args, add_detection_args, detection_settings, fail, setup_logging
+from detectcrop.locks import OutputLock
+from detectcrop.tiling import TileConfig
+from pipelines.cli import (
+    add_common_args,
+    add_detection_args,
+    decode_budget,
+    detection_settings,
+    fail,
+    setup_logging,
+)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -42,24 +52,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         categories, policy, tile = detection_settings(args)
         check_locations(args.input, args.output)  # before loading any model
+        with OutputLock(args.output, "build_crops"):  # held from the start: a second run fails at once
+            return _run(args, categories, policy, tile)
     except (ValueError, OSError) as exc:
         return fail(exc)
 
+
+def _run(args: argparse.Namespace, categories: list[int], policy: CropPolicy, tile: TileConfig | None) -> int:
     from detectcrop.detector import Detector, ModelUnavailableError
 
     try:
         detector = Detector.from_preset(args.detector)
     except (ModelUnavailableError, ValueError) as exc:
         return fail(exc)
-    try:
-        summary = build_crops(
-            args.input, args.output, detector, category=categories, min_score=args.min_score, policy=policy,
-            tile=tile, resume=args.resume, drop_duplicates=args.drop_duplicates, max_distance=args.dedupe_distance,
-            max_pixels=args.max_pixels or None, workers=args.workers, prefetch=args.prefetch,
-            show_progress=not args.no_progress,
-        )
-    except (OutputLocationError, ValueError) as exc:
-        return fail(exc)
+    summary = build_crops(
+        args.input, args.output, detector, category=categories, min_score=args.min_score, policy=policy,
+        tile=tile, resume=args.resume, drop_duplicates=args.drop_duplicates, max_distance=args.dedupe_distance,
+        max_pixels=args.max_pixels or None, decode_budget=decode_budget(args), workers=args.workers,
+        prefetch=args.prefetch, show_progress=not args.no_progress,
+    )
     for line in summary.lines():
         print(line)
     return 0

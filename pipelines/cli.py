@@ -8,7 +8,7 @@ import sys
 
 from detectcrop.coco import category_id
 from detectcrop.crops import CropPolicy
-from detectcrop.images import DEFAULT_MAX_PIXELS
+from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_PIXELS
 from detectcrop.tiling import TileConfig
 from detectcrop.zoo import DEFAULT_DETECTOR, OFFLINE_DETECTOR
 
@@ -30,6 +30,8 @@ def add_detection_args(p: argparse.ArgumentParser, what: str = "crop") -> None:
     p.add_argument("--tile-overlap", type=float, default=TileConfig.overlap, help="overlap between tiles")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help="refuse images with more pixels (decompression bomb guard); 0 = no limit")
+    p.add_argument("--max-decode-mb", type=int, default=DEFAULT_DECODE_BUDGET // 2**20,
+                   help="memory for decoded images at once, and the most one image may need (MB); 0 = no limit")
     p.add_argument("--workers", type=int, default=2, help="image decoding threads")
     p.add_argument("--prefetch", type=int, default=8, help="images decoded ahead of the detector")
 
@@ -47,6 +49,11 @@ def detection_settings(args: argparse.Namespace) -> tuple[list[int], CropPolicy,
     policy = CropPolicy(pad=args.pad, square=args.square, min_size=args.min_size, max_crops=args.max_crops)
     tile = TileConfig(tile_fraction=args.tile_fraction, overlap=args.tile_overlap) if args.tile else None
     return categories, policy, tile
+
+
+def decode_budget(args: argparse.Namespace) -> int | None:
+    """The decode memory budget in bytes from ``--max-decode-mb`` (``None``: no limit)."""
+    return args.max_decode_mb * 2**20 if args.max_decode_mb > 0 else None
 
 
 def setup_logging(level: str) -> None:

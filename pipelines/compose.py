@@ -24,12 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from detectcrop.coco import category_id
-from detectcrop.crops import CropPolicy, crop_image, select_crops
+from detectcrop.core import DetectSteps, ImageCrops, category_ids, detect_objects, process_image
+from detectcrop.crops import CropPolicy
 from detectcrop.detections import Detections
-from detectcrop.images import DEFAULT_MAX_PIXELS, ImageReadError, discover_images, iter_images, read_image
+from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_PIXELS, ImageReadError, iter_images, read_image
+from detectcrop.inputs import discover_images
 from detectcrop.io import one_line
-from detectcrop.tiling import TileConfig, detect_tiled, run_detector
+from detectcrop.tiling import TileConfig
 
 logger = logging.getLogger(__name__)
 
@@ -74,14 +75,6 @@ class ImageResult:
             {"label": np.array(self.labels, dtype=object),
              "probability": np.array([o.probability for o in self.objects], dtype=np.float32)},
         )
-
-
-@dataclass
-class _Pending:
-    result: ImageResult
-    detections: Detections | None = None
-    boxes: np.ndarray | None = None
-    crops: list[np.ndarray] = field(default_factory=list)
 
 
 class DetectThenClassify:
@@ -130,17 +123,13 @@ class DetectThenClassify:
         self.max_pixels = max_pixels
 
     # ------------------------------------------------------------------ steps
-    @property
-    def detector_(self) -> Any:
-        """The detector object (loaded once when given by preset name, handle or path)."""
-        return self._step("detector")
+    def load(self) -> DetectThenClassify:
+        """Load the detector and classifier given by preset name, handle or path (once; a no-op when loaded)."""
+        for name in ("detector", "classifier"):
+            self._load_step(name)
+        return self
 
-    @property
-    def classifier_(self) -> Any:
-        """The classifier object (loaded once when given as the path of a saved FineClassifier)."""
-        return self._step("classifier")
-
-    def _step(self, name: str) -> Any:
+    def _load_step(self, name: str) -> Any:
         spec = getattr(self, name)
         if not isinstance(spec, str | os.PathLike):
             return spec
@@ -157,11 +146,33 @@ class DetectThenClassify:
         return cache[name][1]
 
     @property
+    def detector_(self) -> Any:
+        """The detector object (after `load` when it was given by preset name, handle or path)."""
+        return self._step("detector")
+
+    @property
+    def classifier_(self) -> Any:
+        """The classifier object (after `load` when it was given as the path of a saved FineClassifier)."""
+        return self._step("classifier")
+
+    def _step(self, name: str) -> Any:
+        spec = getattr(self, name)
+        if not isinstance(spec, str | os.PathLike):
+            return spec
+        loaded = self.__dict__.get("_loaded", {}).get(name)
+        if loaded is None or loaded[0] != spec:
+            raise AttributeError(f"the {name} {os.fspath(spec)!r} is not loaded yet: call load() first")
+        return loaded[1]
+
+    @property
     def category_ids_(self) -> list[int] | None:
-        if self.category is None:
-            return None
-        cats = [self.category] if isinstance(self.category, str | int) else list(self.category)
-        return sorted({category_id(c) for c in cats})
+        ids = category_ids(self.category)
+        return None if ids is None else list(ids)
+
+    @property
+    def steps_(self) -> DetectSteps:
+        """Stage 1 as the per-image core runs it (after `load`)."""
+        return DetectSteps(self.detector_, category_ids(self.category), self.min_score, self.crop_policy, self.tile)
 
     # ------------------------------------------------------------------ parameters (scikit-learn style)
     def get_params(self, deep: bool = True) -> dict[str, Any]:
@@ -191,7 +202,7 @@ class DetectThenClassify:
             else:
                 setattr(self, step, value)
         for step, values in nested.items():
-            current = self._step(step) if step in ("detector", "classifier") else getattr(self, step)
+            current = self._load_step(step) if step in ("detector", "classifier") else getattr(self, step)
             if current is None:
                 raise ValueError(f"cannot set {step}__... while {step} is None")
             if dataclasses.is_dataclass(current):
@@ -240,7 +251,11 @@ class DetectThenClassify:
         return pipe
 
     def __getstate__(self) -> dict[str, Any]:
-        return self.to_config()
+        """Pickles as `to_config` (models are reloaded on the other side): steps must be names or paths."""
+        try:
+            return self.to_config()
+        except ValueError as exc:
+            raise TypeError(f"cannot pickle this DetectThenClassify: {exc}") from exc
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(type(self).from_config(state).__dict__)
@@ -253,38 +268,40 @@ class DetectThenClassify:
                 array: np.ndarray | ImageReadError = read_image(image, max_pixels=self.max_pixels)
             except ImageReadError as exc:
                 array = exc
-            return next(self._label_stream([(os.fspath(image), array)]))
-        return next(self._label_stream([("<array>", np.asarray(image))]))
+            return next(self.label_images([(os.fspath(image), array)]))
+        return next(self.label_images([("<array>", np.asarray(image))]))
 
     def run(self, inputs: str | os.PathLike | Iterable[str | os.PathLike], *, workers: int = 2,
-            prefetch: int = 8) -> Iterator[ImageResult]:
-        """Label a folder (recursively, in a stable order), one file, or an iterable of paths.
+            prefetch: int = 8, decode_budget: int | None = DEFAULT_DECODE_BUDGET) -> Iterator[ImageResult]:
+        """Label a folder (its image files, recursively, in a stable order), one file, or an iterable of paths.
 
         Results stream in input order; decoding is prefetched by ``workers`` threads and crops of consecutive images
-        are classified together, so memory stays bounded by ``prefetch`` images plus one batch of crops.
+        are classified together, so memory stays bounded by ``prefetch`` images (and ``decode_budget`` bytes) plus
+        one batch of crops.
         """
         if isinstance(inputs, str | os.PathLike):
             root = Path(inputs)
             paths = discover_images(root) if root.is_dir() else [root]
         else:
             paths = [Path(p) for p in inputs]
-        stream = iter_images(paths, workers=workers, prefetch=prefetch, max_pixels=self.max_pixels)
-        return self._label_stream((os.fspath(p), image) for p, image in stream)
+        stream = iter_images(paths, workers=workers, prefetch=prefetch, max_pixels=self.max_pixels,
+                             decode_budget=decode_budget)
+        return self.label_images((os.fspath(p), image) for p, image in stream)
 
     def detect(self, image: np.ndarray) -> Detections:
         """Stage 1 alone: the parent-category detections of one image."""
-        if self.tile is not None:
-            dets = detect_tiled(self.detector_, image, self.tile, min_score=self.min_score)
-        else:
-            dets = run_detector(self.detector_, image, self.min_score)
-        ids = self.category_ids_
-        return dets.by_score(self.min_score) if ids is None else dets.filter(category=ids, min_score=self.min_score)
+        return detect_objects(image, self.load().steps_)
 
-    def _label_stream(self, items: Iterable[tuple[str, np.ndarray | ImageReadError]]) -> Iterator[ImageResult]:
-        pending: list[_Pending] = []
+    def label_images(self, items: Iterable[tuple[str, np.ndarray | ImageReadError]]) -> Iterator[ImageResult]:
+        """Label ``(source, image or read error)`` items in order; one result per item, errors included."""
+        self.load()
+        steps = self.steps_
+        pending: list[ImageCrops] = []
         n_crops = 0
         for source, image in items:
-            item = self._detect_one(source, image)
+            item = process_image(source, image, steps)
+            if item.status == "error":
+                logger.warning("%s: %s", source, item.error)
             pending.append(item)
             n_crops += len(item.crops)
             if n_crops >= self.batch_size or len(pending) >= self.batch_size:  # full batch, or many empty images
@@ -292,44 +309,46 @@ class DetectThenClassify:
                 pending, n_crops = [], 0
         yield from self._classify(pending)
 
-    def _detect_one(self, source: str, image: np.ndarray | ImageReadError) -> _Pending:
-        if isinstance(image, ImageReadError):
-            return _Pending(ImageResult(source, "error", error=one_line(str(image))))
-        h, w = image.shape[:2]
-        try:
-            dets, boxes = select_crops(self.detect(image), (h, w), self.crop_policy)
-        except Exception as exc:  # one bad image must not stop a folder
-            logger.warning("%s: detection failed: %s", source, exc)
-            return _Pending(ImageResult(source, "error", width=w, height=h,
-                                        error=one_line(f"DetectionError: {type(exc).__name__}: {exc}")))
-        status = "ok" if len(dets) else "no_detection"
-        return _Pending(ImageResult(source, status, width=w, height=h), dets, boxes,
-                        [crop_image(image, b) for b in boxes])
-
-    def _classify(self, pending: list[_Pending]) -> Iterator[ImageResult]:
+    def _classify(self, pending: list[ImageCrops]) -> Iterator[ImageResult]:
+        """Classify the crops of several images in one batch; if the batch fails, image by image."""
         crops = [c for p in pending for c in p.crops]
-        if crops:
-            classifier = self.classifier_
-            proba = np.asarray(classifier.predict_proba(crops))
-            classes = [str(c) for c in classifier.classes_]
-            unknown_below, unknown_label = self._unknown_rule(classifier)
+        try:
+            proba = np.asarray(self.classifier_.predict_proba(crops)) if crops else np.zeros((0, 0))
+        except Exception as exc:
+            if len(pending) > 1:
+                for p in pending:
+                    yield from self._classify([p])
+                return
+            p = pending[0]
+            logger.warning("%s: classification failed: %s", p.source, exc)
+            yield ImageResult(p.source, "error", width=p.width, height=p.height,
+                              error=one_line(f"ClassificationError: {type(exc).__name__}: {exc}"))
+            return
         start = 0
         for p in pending:
-            for i in range(len(p.crops)):
-                row = proba[start + i]
-                order = np.argsort(-row, kind="stable")[: max(1, self.top_k)]
-                top = [(classes[j], float(row[j])) for j in order]
-                label, prob = top[0]
-                if unknown_below is not None and prob < unknown_below:
-                    label = unknown_label
-                p.result.objects.append(LabeledObject(
-                    xyxy=tuple(float(v) for v in p.detections.xyxy[i]),
-                    crop_box=tuple(int(v) for v in p.boxes[i]),
-                    score=float(p.detections.scores[i]), class_id=int(p.detections.class_ids[i]),
-                    label=label, probability=prob, top_k=top[: self.top_k],
-                ))
+            yield self._result(p, proba[start : start + len(p.crops)])
             start += len(p.crops)
-            yield p.result
+
+    def _result(self, item: ImageCrops, proba: np.ndarray) -> ImageResult:
+        result = ImageResult(item.source, item.status, width=item.width, height=item.height, error=item.error)
+        if not len(proba):
+            return result
+        classifier = self.classifier_
+        classes = [str(c) for c in classifier.classes_]
+        unknown_below, unknown_label = self._unknown_rule(classifier)
+        for i, row in enumerate(proba):
+            order = np.argsort(-row, kind="stable")[: max(1, self.top_k)]
+            top = [(classes[j], float(row[j])) for j in order]
+            label, prob = top[0]
+            if unknown_below is not None and prob < unknown_below:
+                label = unknown_label
+            result.objects.append(LabeledObject(
+                xyxy=tuple(float(v) for v in item.detections.xyxy[i]),
+                crop_box=tuple(int(v) for v in item.boxes[i]),
+                score=float(item.detections.scores[i]), class_id=int(item.detections.class_ids[i]),
+                label=label, probability=prob, top_k=top[: self.top_k],
+            ))
+        return result
 
     def _unknown_rule(self, classifier: Any) -> tuple[float | None, str]:
         """The pipeline's ``unknown_below`` / ``unknown_label``, else the classifier's own (saved with the model)."""

@@ -14,7 +14,16 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipelines.cli import add_common_args, add_detection_args, detection_settings, fail, setup_logging
+from detectcrop.crops import CropPolicy
+from detectcrop.tiling import TileConfig
+from pipelines.cli import (
+    add_common_args,
+    add_detection_args,
+    decode_budget,
+    detection_settings,
+    fail,
+    setup_logging,
+)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -40,9 +49,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     setup_logging(args.log_level)
-    from detectcrop.io import OutputLocationError
-    from pipelines.compose import DetectThenClassify
-    from pipelines.labeling import label_folder, prepare_output
+    from detectcrop.locks import OutputLock
+    from pipelines.labeling import prepare_output
 
     model = Path(args.model)
     try:
@@ -51,11 +59,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise FileNotFoundError(f"--model must be a train_fine run folder or a .keras file: {model}")
         if args.top_k < 1:
             raise ValueError("--top-k must be >= 1")
-        prepare_output(args.input, args.output)  # before loading any model
+        out = prepare_output(args.input, args.output)  # before loading any model
+        with OutputLock(out, "label"):  # held from the start: a second run fails at once
+            return _run(args, model, categories, policy, tile)
     except (ValueError, OSError) as exc:
         return fail(exc)
 
+
+def _run(args: argparse.Namespace, model: Path, categories: list[int], policy: CropPolicy,
+         tile: TileConfig | None) -> int:
     from detectcrop.detector import ModelUnavailableError
+    from pipelines.compose import DetectThenClassify
+    from pipelines.labeling import label_folder
 
     pipe = DetectThenClassify(
         args.detector, str(model), category=categories, min_score=args.min_score, crop_policy=policy, tile=tile,
@@ -63,11 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_pixels=args.max_pixels or None,
     )
     try:
-        pipe.detector_, pipe.classifier_  # load both models once, up front  # noqa: B018
-        summary = label_folder(pipe, args.input, args.output, resume=args.resume, annotate=args.annotate,
-                               workers=args.workers, prefetch=args.prefetch, show_progress=not args.no_progress,
-                               run_config=pipe.to_config())
-    except (ModelUnavailableError, OutputLocationError, ValueError) as exc:
+        summary = label_folder(pipe.load(), args.input, args.output, resume=args.resume, annotate=args.annotate,
+                               workers=args.workers, prefetch=args.prefetch, decode_budget=decode_budget(args),
+                               show_progress=not args.no_progress, run_config=pipe.to_config())
+    except ModelUnavailableError as exc:
         return fail(exc)
     for line in summary.lines():
         print(line)

@@ -1,10 +1,12 @@
 """Label a folder of photos with a `DetectThenClassify` pipeline: crash-safe, resumable outputs.
 
-``OUT/predictions.csv`` has one row per labeled object and one row for every image with no detection or an error, so
-every input file is accounted for. Each image's rows are appended in one write (after its annotated copy, if any, is
-on disk), so a killed run leaves whole images only, and ``resume=True`` continues where it stopped. At the end,
-``OUT/results.coco.json`` (COCO format, with scores: loads in FiftyOne and pycocotools) and ``OUT/summary.json`` are
-derived from the CSV, so an interrupted-and-resumed run ends with the same files as an uninterrupted one.
+``OUT/predictions.csv`` has one row per labeled object and one row for every entry with no detection or an error, so
+every input is accounted for (`detectcrop.inputs.scan_inputs` says how links, hidden folders and special files count).
+Each image's rows are appended in one write (after its annotated copy, if any, is on disk); ``resume=True`` redoes the
+last image of the file (a kill may have torn its rows) and continues after it, refusing when the settings or the
+models' fingerprints (sha256 of their files) changed. At the end, ``OUT/results.coco.json`` (COCO format, with scores:
+loads in FiftyOne and pycocotools) and ``OUT/summary.json`` are derived from the CSV, so an interrupted-and-resumed
+run ends with the same files as an uninterrupted one. One run at a time per output folder.
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from detectcrop.cache import tree_digest
 from detectcrop.coco import category_name
 from detectcrop.crops import save_jpeg
-from detectcrop.dataset import check_locations
+from detectcrop.dataset import check_locations, check_not_nested, crop_basenames
 from detectcrop.draw import draw_boxes
-from detectcrop.images import ImageReadError, discover_images, read_image
-from detectcrop.io import CsvManifest, OutputLocationError, atomic_write_text, prepare_output_dir
+from detectcrop.images import DEFAULT_DECODE_BUDGET, read_image, resize_image
+from detectcrop.inputs import InputEntry, read_entries, scan_inputs
+from detectcrop.io import CsvManifest, OutputLocationError, atomic_write_text, inside, one_line, prepare_output_dir
+from detectcrop.locks import OutputLock
 from pipelines.compose import DetectThenClassify, ImageResult
 
 logger = logging.getLogger(__name__)
@@ -35,6 +40,8 @@ COCO_JSON = "results.coco.json"
 SUMMARY_JSON = "summary.json"
 CONFIG_JSON = "label_config.json"
 ANNOTATED_DIR = "annotated"
+#: JPEG's largest side; larger annotated copies are scaled down to it.
+JPEG_MAX_SIDE = 65500
 COLUMNS = ["image", "status", "width", "height", "object", "x1", "y1", "x2", "y2", "det_score", "det_class",
            "label", "probability", "top_k", "error"]
 
@@ -61,49 +68,98 @@ class LabelSummary:
 
 
 def prepare_output(input_path: str | os.PathLike, output: str | os.PathLike) -> Path:
-    """Check the input and prepare a writable output folder (not inside the input), before any model is loaded."""
+    """Check the input and prepare a writable output folder (neither inside the other), before any model loads."""
     src = Path(input_path)
     if src.is_dir():
         return check_locations(src, output)[1]
     if not src.is_file():
         raise FileNotFoundError(f"--input does not exist: {input_path}")
+    if Path(output).resolve() in src.resolve().parents:
+        check_not_nested(src, Path(output))
     return prepare_output_dir(output)
 
 
-def _inputs(input_path: Path) -> tuple[list[Path], list[str]]:
+def _inputs(input_path: Path) -> list[InputEntry]:
     if input_path.is_dir():
-        paths = discover_images(input_path, extensions=None)
-        return paths, [p.relative_to(input_path).as_posix() for p in paths]
+        return scan_inputs(input_path)
     if input_path.is_file():
-        return [input_path], [input_path.name]
+        return [InputEntry(input_path.name, input_path)]
     raise FileNotFoundError(f"--input does not exist: {input_path}")
 
 
-def _rows(rel: str, result: ImageResult) -> list[list[Any]]:
+def _rows(rel: str, result: ImageResult, note: str = "") -> list[list[Any]]:
     if result.status != "ok":
         return [[rel, result.status, result.width or "", result.height or "", "", "", "", "", "", "", "", "", "", "",
-                 result.error]]
+                 result.error or note]]
     rows = []
     for i, o in enumerate(result.objects):
         top = ";".join(f"{label}:{p:.4f}" for label, p in o.top_k)
         rows.append([rel, "ok", result.width, result.height, i, *(f"{v:.1f}" for v in o.xyxy), f"{o.score:.4f}",
-                     category_name(o.class_id), o.label, f"{o.probability:.4f}", top, ""])
+                     category_name(o.class_id), o.label, f"{o.probability:.4f}", top, note])
     return rows
 
 
-def _annotate(path: Path, result: ImageResult, target: Path, max_pixels: int | None) -> None:
+def _annotate(path: Path, result: ImageResult, target: Path, max_pixels: int | None) -> str:
+    """Save a copy of ``path`` with the objects drawn; returns ``""`` or why it could not be saved (the
+    predictions stand either way)."""
     try:
         image = read_image(path, max_pixels=max_pixels)
-    except ImageReadError as exc:  # changed or removed since it was labeled: the predictions still stand
-        logger.warning("%s: no annotated copy: %s", path, exc)
-        return
-    captions = [f"{o.label} {o.probability:.2f}" for o in result.objects]
-    boxes = [o.xyxy for o in result.objects]
-    save_jpeg(target, draw_boxes(image, boxes, captions, colors_by=result.labels) if boxes else image, quality=90)
+        if result.objects:
+            captions = [f"{o.label} {o.probability:.2f}" for o in result.objects]
+            image = draw_boxes(image, [o.xyxy for o in result.objects], captions, colors_by=result.labels)
+        h, w = image.shape[:2]
+        if max(h, w) > JPEG_MAX_SIDE:  # JPEG cannot hold it: a smaller copy for review
+            scale = JPEG_MAX_SIDE / max(h, w)
+            image = resize_image(image, (max(1, round(h * scale)), max(1, round(w * scale))))
+        save_jpeg(target, image, quality=90)
+    except Exception as exc:
+        reason = one_line(f"AnnotateError: no annotated copy: {type(exc).__name__}: {exc}")
+        logger.warning("%s: %s", path, reason)
+        return reason
+    return ""
 
 
-def _annotated_name(rel: str) -> str:
-    return rel if rel.lower().endswith((".jpg", ".jpeg")) else f"{rel}.jpg"
+def annotated_names(rels: list[str]) -> dict[str, str]:
+    """Where each input's annotated copy goes under ``annotated/``: its folder and stem, ``.jpg`` (a short hash of
+    the path is added when two inputs would share a name, or a name is too long)."""
+    stems = crop_basenames(rels)
+    return {r: (Path(r).parent / f"{stems[r]}.jpg").as_posix() for r in rels}
+
+
+def _fingerprints(pipeline: DetectThenClassify) -> dict[str, str]:
+    """sha256 fingerprints of the models' files, so a resumed run notices a retrained model."""
+    from detectcrop.detector import detector_fingerprint
+
+    out = {"detector": detector_fingerprint(pipeline.detector)}
+    if isinstance(pipeline.classifier, str | os.PathLike):
+        model = Path(pipeline.classifier)
+        out["classifier"] = tree_digest(model / "model.keras" if model.is_dir() else model)
+    return out
+
+
+def _resume_state(out: Path, manifest: CsvManifest, config: dict[str, Any], resume: bool) -> set[str]:
+    """The images a previous run finished (its last one excluded: a kill may have torn its rows)."""
+    if not (manifest.path.exists() and manifest.rows()):
+        return set()
+    if not resume:
+        raise OutputLocationError(f"{out} already holds predictions; pass --resume to continue, or a new output")
+    previous = json.loads((out / CONFIG_JSON).read_text()) if (out / CONFIG_JSON).exists() else {}
+    changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
+    if "fingerprints" in changed:
+        which = sorted(k for k in config["fingerprints"]
+                       if previous.get("fingerprints", {}).get(k) != config["fingerprints"][k])
+        raise OutputLocationError(
+            f"cannot resume {out}: the {' and '.join(which)} model changed since the run started (its files' sha256 "
+            "differs); label into a new output folder"
+        )
+    if changed:
+        raise OutputLocationError(f"cannot resume {out}: settings differ from the previous run ({', '.join(changed)}); "
+                                  "use a new output folder")
+    rows = manifest.open().rows()
+    last = rows[-1]["image"]
+    kept = [r for r in rows if r["image"] != last]
+    manifest.rewrite([[r[c] for c in COLUMNS] for r in kept])
+    return {r["image"] for r in kept}
 
 
 def label_folder(
@@ -115,48 +171,51 @@ def label_folder(
     annotate: bool = False,
     workers: int = 2,
     prefetch: int = 8,
+    decode_budget: int | None = DEFAULT_DECODE_BUDGET,
     show_progress: bool = False,
     run_config: dict[str, Any] | None = None,
 ) -> LabelSummary:
-    """Label every file under ``input_path`` (a folder, recursively, or one file) into ``output``.
+    """Label every entry under ``input_path`` (a folder, recursively, or one file) into ``output``.
 
-    ``run_config`` (JSON-able) is recorded in ``label_config.json``; ``resume`` requires the same config.
+    ``run_config`` (JSON-able) is recorded in ``label_config.json`` with the models' fingerprints; ``resume``
+    requires the same config and fingerprints.
     """
     src = Path(input_path)
     out = prepare_output(src, output)
-    paths, rels = _inputs(src)
-    config = {"input": str(src.resolve()), "annotate": annotate, **(run_config or {})}
-    manifest = CsvManifest(out / PREDICTIONS_CSV, COLUMNS)
-    done: set[str] = set()
-    if manifest.path.exists() and manifest.rows():
-        if not resume:
-            raise OutputLocationError(f"{out} already holds predictions; pass --resume to continue, or a new output")
-        previous = json.loads((out / CONFIG_JSON).read_text()) if (out / CONFIG_JSON).exists() else None
-        if previous != config:
-            raise OutputLocationError(f"{out} was labeled with other settings ({out / CONFIG_JSON}); use a new output")
-        done = {row["image"] for row in manifest.open().rows()}
-    atomic_write_text(out / CONFIG_JSON, json.dumps(config, indent=2, sort_keys=True) + "\n")
-    manifest.open()
+    with OutputLock(out, "label"):
+        pipeline.load()
+        entries = _inputs(src)
+        config = {"input": str(src.resolve()), "annotate": annotate, "fingerprints": _fingerprints(pipeline),
+                  **(run_config or {})}
+        manifest = CsvManifest(out / PREDICTIONS_CSV, COLUMNS)
+        done = _resume_state(out, manifest, config, resume)
+        atomic_write_text(out / CONFIG_JSON, json.dumps(config, indent=2, sort_keys=True) + "\n")
+        manifest.open()
 
-    todo = [(p, r) for p, r in zip(paths, rels, strict=True) if r not in done]
-    logger.info("%d files, %d already labeled, %d to label", len(paths), len(paths) - len(todo), len(todo))
-    rel_of = {os.fspath(p): r for p, r in todo}
-    start = time.perf_counter()
-    with tqdm(total=len(todo), unit="img", desc="label", disable=not show_progress) as bar:
-        for result in pipeline.run([p for p, _ in todo], workers=workers, prefetch=prefetch):
-            rel = rel_of[result.source]
-            if annotate and result.status != "error":
-                _annotate(Path(result.source), result, out / ANNOTATED_DIR / _annotated_name(rel), pipeline.max_pixels)
-            manifest.append(_rows(rel, result))
-            bar.update(1)
-    seconds = time.perf_counter() - start
+        todo = [e for e in entries if e.rel not in done]
+        logger.info("%d entries, %d already labeled, %d to label", len(entries), len(entries) - len(todo), len(todo))
+        names = annotated_names([e.rel for e in entries]) if annotate else {}
+        by_source = {os.fspath(e.path): e for e in todo}
+        stream = read_entries(todo, workers=workers, prefetch=prefetch, max_pixels=pipeline.max_pixels,
+                              decode_budget=decode_budget)
+        start = time.perf_counter()
+        with tqdm(total=len(todo), unit="img", desc="label", disable=not show_progress) as bar:
+            for result in pipeline.label_images((os.fspath(e.path), image) for e, image in stream):
+                entry = by_source[result.source]
+                note = ""
+                if annotate and result.status != "error":
+                    target = inside(out / ANNOTATED_DIR, names[entry.rel])
+                    note = _annotate(entry.path, result, target, pipeline.max_pixels)
+                manifest.append(_rows(entry.rel, result, note))
+                bar.update(1)
+        seconds = time.perf_counter() - start
 
-    rows = manifest.rows()
-    write_coco(rows, pipeline, out / COCO_JSON)
-    summary = summarize(rows, len(todo), seconds)
-    atomic_write_text(out / SUMMARY_JSON, json.dumps(
-        {k: v for k, v in asdict(summary).items() if k not in ("n_processed", "seconds", "images_per_s")},
-        indent=2, sort_keys=True) + "\n")
+        rows = manifest.rows()
+        write_coco(rows, pipeline, out / COCO_JSON)
+        summary = summarize(rows, len(todo), seconds)
+        atomic_write_text(out / SUMMARY_JSON, json.dumps(
+            {k: v for k, v in asdict(summary).items() if k not in ("n_processed", "seconds", "images_per_s")},
+            indent=2, sort_keys=True) + "\n")
     for line in summary.lines():
         logger.info(line)
     return summary

@@ -364,7 +364,7 @@ class _WatchAndDialDetector:
     """Boxes the red 'watch' (score 0.9) and, separately, the blue 'dial' inside it (score 0.5), as a detector that
     sometimes sees only part of an object does."""
 
-    def detect(self, image):
+    def detect(self, image, *, min_score=None):
         out = []
         for channel, score in ((0, 0.9), (2, 0.5)):
             ys, xs = np.nonzero(image[..., channel] > 200)

@@ -17,7 +17,6 @@ from detectcrop.images import (
     ImageReadError,
     ImageTooLargeError,
     NotAnImageError,
-    discover_images,
     iter_images,
     read_image,
     resize_image,
@@ -158,18 +157,6 @@ def test_heic_without_plugin_is_reported(tmp_path, monkeypatch):
         read_image(tmp_path / "x.heic")
 
 
-def test_discover_images_is_recursive_sorted_and_skips_hidden(tmp_path):
-    for rel in ["b/z.jpg", "a/y.PNG", "a/x.webp", "a/sub/w.tiff", "c.bmp", "notes.txt", ".hidden/q.jpg", "a/.r.jpg"]:
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_bytes(b"x")
-    found = [p.relative_to(tmp_path).as_posix() for p in discover_images(tmp_path)]
-    assert found == ["a/sub/w.tiff", "a/x.webp", "a/y.PNG", "b/z.jpg", "c.bmp"]
-    every = [p.relative_to(tmp_path).as_posix() for p in discover_images(tmp_path, extensions=None)]
-    assert "notes.txt" in every and ".hidden/q.jpg" not in every
-    with pytest.raises(NotADirectoryError):
-        discover_images(tmp_path / "nope")
-
-
 def test_iter_images_keeps_order_reports_errors_and_bounds_memory(tmp_path, photo):
     paths = []
     for i in range(12):
@@ -181,14 +168,14 @@ def test_iter_images_keeps_order_reports_errors_and_bounds_memory(tmp_path, phot
         paths.append(p)
     live, peak, lock = [0], [0], threading.Lock()
 
-    def slow_reader(path, max_pixels=None):
+    def slow_reader(path, max_pixels=None, ticket=None):
         with lock:
             live[0] += 1
             peak[0] = max(peak[0], live[0])
         time.sleep(0.01 * (int(path.stem) % 3))  # finish out of order
         if path.stem == "07":
             raise RuntimeError("boom")
-        return read_image(path, max_pixels=max_pixels)
+        return read_image(path, max_pixels=max_pixels, ticket=ticket)
 
     results = []
     for path, result in iter_images(paths, workers=3, prefetch=4, reader=slow_reader):
@@ -220,3 +207,76 @@ def test_resize_image(photo):
     assert resize_image(photo, (256, 256)).shape == (256, 256, 3)
     with pytest.raises(ValueError):
         resize_image(photo, (0, 10))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_matches_pillow(tmp_path, photo, orientation):
+    from PIL import ImageOps
+
+    stored = photo[:, :96]
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "o.png"
+    Image.fromarray(stored).save(path, exif=exif)
+    with Image.open(path) as pil:
+        expected = np.asarray(ImageOps.exif_transpose(pil).convert("RGB"))
+    np.testing.assert_array_equal(read_image(path), expected)
+
+
+@pytest.mark.parametrize("mode", ["P", "PA", "LA", "L", "CMYK", "I;16", "RGBA"])
+def test_band_conversion_equals_whole_image_conversion(tmp_path, photo, mode, monkeypatch):
+    """Converting in bands of rows gives the pixels a one-shot conversion gives (bands smaller than the image)."""
+    monkeypatch.setattr(im, "_BAND_ROWS", 7)
+    rgba = np.dstack([photo, np.linspace(0, 255, photo.shape[1], dtype=np.uint8)[None].repeat(128, 0)])
+    source = Image.fromarray(rgba, "RGBA")
+    if mode == "P":
+        source = source.convert("RGB").quantize(64)
+        source.info["transparency"] = 3
+    elif mode == "I;16":
+        source = Image.fromarray(photo[..., 0].astype(np.uint16) * 257)
+        assert source.mode.startswith("I;16")
+    else:
+        source = source.convert(mode)
+    out = im.to_rgb8(source)
+    if mode == "I;16":
+        np.testing.assert_array_equal(out[..., 1], photo[..., 0])
+        return
+    whole = (im._composite_over_white(source) if im._has_alpha(source) else source.convert("RGB"))
+    np.testing.assert_array_equal(out, np.asarray(whole))
+
+
+def test_decode_budget_refuses_an_image_that_needs_more_memory(tmp_path):
+    path = tmp_path / "wide.png"
+    Image.new("P", (3000, 2000)).save(path)
+    need = im.decode_bytes("P", (3000, 2000))
+    assert need == 3000 * 2000 * 4  # palette indices + RGB output
+    assert read_image(path, max_decode_bytes=need).shape == (2000, 3000, 3)
+    with pytest.raises(ImageTooLargeError, match="MB to decode"):
+        read_image(path, max_decode_bytes=need - 1)
+    results = dict(iter_images([path], decode_budget=need - 1))
+    assert isinstance(results[path], ImageTooLargeError)
+
+
+def test_iter_images_keeps_decoded_bytes_within_the_budget(tmp_path, photo, monkeypatch):
+    """With a budget of two images, never more than two are reserved at once, whatever the prefetch window."""
+    paths = []
+    for i in range(10):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(np.roll(photo, i, axis=0)).save(paths[-1])
+    one = im.decode_bytes("RGB", photo.shape[1::-1])
+    peaks = []
+    real_reserve = im.DecodeBudget._reserve
+
+    def watch(self, seq, nbytes):
+        real_reserve(self, seq, nbytes)
+        peaks.append(self.used)
+
+    monkeypatch.setattr(im.DecodeBudget, "_reserve", watch)
+    out = [p for p, _ in iter_images(paths, workers=3, prefetch=8, decode_budget=2 * one)]
+    assert out == paths and len(peaks) == 10
+    assert max(peaks) <= 2 * one
+    unbounded = []
+    monkeypatch.setattr(im.DecodeBudget, "_reserve", lambda self, seq, n: (real_reserve(self, seq, n),
+                                                                             unbounded.append(self.used)))
+    list(iter_images(paths, workers=3, prefetch=8, decode_budget=100 * one))
+    assert max(unbounded) > 2 * one  # the baseline: without the bound, more images are held at once

@@ -108,7 +108,7 @@ def test_run_streams_every_file_in_order(bench, pipe):
 class _BoxDetector:
     """A stand-in stage 1: fixed boxes, as any object with detect() -> Detections may be."""
 
-    def detect(self, image):
+    def detect(self, image, *, min_score=None):
         return Detections([[0, 0, 40, 40], [40, 0, 80, 40]], [0.9, 0.8], [85, 85])
 
 
@@ -137,7 +137,7 @@ def test_steps_are_replaceable_and_crops_batch_across_images():
     clf = _MeanColourClassifier()
     pipe = DetectThenClassify(_BoxDetector(), clf, category="clock", crop_policy=CropPolicy(pad=0, min_size=1),
                               batch_size=5)
-    results = list(pipe._label_stream([(f"img{i}", _two_colour_image()) for i in range(4)]))
+    results = list(pipe.label_images([(f"img{i}", _two_colour_image()) for i in range(4)]))
     assert [r.labels for r in results] == [["red", "blue"]] * 4
     assert clf.batches == [6, 2]  # crops of several images share a batch; the remainder is flushed at the end
     pipe.set_params(unknown_below=0.99)
@@ -157,7 +157,7 @@ def test_params_follow_scikit_learn(pipe):
     assert clone.crop_policy.pad == 0.3 and clone.tile is None and clone.detector_.min_score == 0.2
     assert pipe.crop_policy.pad == 0.1  # the original is untouched
     assert "classifier__batch_size" not in clone.get_params()  # get_params never loads a model
-    clone.classifier_  # noqa: B018 - load it
+    clone.load()
     deep = clone.get_params()
     assert deep["crop_policy__pad"] == 0.3 and deep["classifier__batch_size"] == 32
     with pytest.raises(ValueError, match="invalid parameter"):
@@ -173,6 +173,15 @@ def test_pickles_as_config_and_rebuilds(bench, pipe):
     assert [(o.xyxy, o.label) for o in again(path).objects] == [(o.xyxy, o.label) for o in pipe(path).objects]
     with pytest.raises(ValueError, match="preset name or path"):
         DetectThenClassify(_BoxDetector(), _MeanColourClassifier()).to_config()
+    with pytest.raises(TypeError, match="cannot pickle"):
+        pickle.dumps(DetectThenClassify(_BoxDetector(), _MeanColourClassifier()))
+
+
+def test_models_load_only_when_asked(pipe):
+    fresh = DetectThenClassify(**pipe.get_params(deep=False))
+    with pytest.raises(AttributeError, match=r"call load\(\) first"):
+        fresh.detector_  # noqa: B018
+    assert fresh.load() is fresh and fresh.detector_ is fresh.load().detector_  # loaded once
 
 
 def _label_cli(bench, model_dir, out, *extra):

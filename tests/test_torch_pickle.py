@@ -125,3 +125,38 @@ def test_rejects_non_torch_files(tmp_path):
     path.write_bytes(pickle.dumps(12345))
     with pytest.raises(TorchPickleError, match="magic"):
         load_state_dict(path)
+
+
+@pytest.mark.parametrize(
+    ("offset", "size", "stride", "match"),
+    [
+        (0, (4,), (-1,), "negative"),
+        (-8, (4,), (1,), "negative"),
+        (0, (4, 4), (1,), "differ in length"),
+        (0, (1 << 20, 1 << 20), (1, 1), "exceeds the limit"),
+        (0, (4,), (1 << 40,), "oversized"),
+        (6, (4,), (1,), "past the end"),
+        (0, (3, 3), (3, 1 << 30), "past the end"),
+        (0, ("4",), (1,), "non-integer"),
+    ],
+)
+def test_refuses_bad_geometry_before_touching_memory(tmp_path, fake_torch, offset, size, stride, match):
+    s0 = _FakeStorage("0", "FloatStorage", np.arange(8, dtype=np.float32))
+    path = tmp_path / "w.pth"
+    _write_legacy(path, {"w": _FakeTensor(s0, offset, size, stride)}, [s0], fake_torch)
+    with pytest.raises(TorchPickleError, match=match):
+        load_state_dict(path)
+
+
+@pytest.mark.parametrize("count", [-1, -(1 << 62), 1 << 40, 9])
+def test_refuses_storage_counts_the_file_cannot_hold(tmp_path, fake_torch, count):
+    s0 = _FakeStorage("0", "FloatStorage", np.arange(8, dtype=np.float32))
+    path = tmp_path / "w.pth"
+    _write_legacy(path, {"w": _FakeTensor(s0, 0, (8,), (1,))}, [s0], fake_torch)
+    data = bytearray(path.read_bytes())
+    at = len(data) - 8 * 4 - 8  # the storage's element count, just before its bytes
+    assert struct.unpack("<q", data[at : at + 8]) == (8,)
+    data[at : at + 8] = struct.pack("<q", count)
+    path.write_bytes(bytes(data))
+    with pytest.raises(TorchPickleError, match="declares"):
+        load_state_dict(path)

@@ -1,0 +1,88 @@
+"""The per-image core shared by `build_crops` and labeling: read -> detect (whole or tiled) -> select -> crop.
+
+`process_image` is a plain function of (image or read error, `DetectSteps`) -> `ImageCrops`; every failure of one
+image is captured here, once, as an ``error`` result, so a folder run never stops on one file. The engines (a local
+loop, a distributed one) and the outputs (crop datasets, predictions) are built on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from detectcrop.coco import category_id
+from detectcrop.crops import CropPolicy, crop_image, select_crops
+from detectcrop.detections import Detections
+from detectcrop.images import ImageReadError
+from detectcrop.io import one_line
+from detectcrop.tiling import SupportsDetect, TileConfig, detect_tiled
+
+
+def category_ids(category: str | int | Sequence[str | int] | None) -> tuple[int, ...] | None:
+    """COCO ids of one or several names or ids (``None``: every category)."""
+    if category is None:
+        return None
+    items = [category] if isinstance(category, str | int) else list(category)
+    return tuple(sorted({category_id(c) for c in items}))
+
+
+@dataclass(frozen=True)
+class DetectSteps:
+    """What stage 1 does to every image.
+
+    Args:
+        detector: anything that `SupportsDetect`.
+        category_ids: COCO ids to keep (``None``: every detection).
+        min_score: minimum detection score.
+        policy: how boxes become crops (`CropPolicy`).
+        tile: detect on overlapping tiles too (`TileConfig`), or ``None``.
+    """
+
+    detector: SupportsDetect
+    category_ids: tuple[int, ...] | None = None
+    min_score: float = 0.3
+    policy: CropPolicy = field(default_factory=CropPolicy)
+    tile: TileConfig | None = None
+
+
+@dataclass
+class ImageCrops:
+    """One image through stage 1: its kept detections (best first), their integer crop boxes and pixels, or an error.
+
+    ``status`` is ``ok`` (at least one crop), ``no_detection`` or ``error`` (with ``error``, a one-line reason).
+    """
+
+    source: str
+    status: str
+    width: int = 0
+    height: int = 0
+    detections: Detections = field(default_factory=Detections.empty)
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))
+    crops: list[np.ndarray] = field(default_factory=list)
+    error: str = ""
+
+
+def detect_objects(image: np.ndarray, steps: DetectSteps) -> Detections:
+    """Detect on the whole image (or tiles + whole), keep ``steps``' categories at ``steps.min_score``."""
+    if steps.tile is not None:
+        dets = detect_tiled(steps.detector, image, steps.tile, min_score=steps.min_score)
+    else:
+        dets = steps.detector.detect(image, min_score=steps.min_score)
+    if steps.category_ids is None:
+        return dets.by_score(steps.min_score)
+    return dets.filter(category=list(steps.category_ids), min_score=steps.min_score)
+
+
+def process_image(source: str, image: np.ndarray | ImageReadError, steps: DetectSteps) -> ImageCrops:
+    """Stage 1 for one image: detections, crop boxes and crops; any failure becomes an ``error`` result."""
+    if isinstance(image, ImageReadError):
+        return ImageCrops(source, "error", error=one_line(str(image)))
+    h, w = image.shape[:2]
+    try:
+        kept, boxes = select_crops(detect_objects(image, steps), (h, w), steps.policy)
+        crops = [crop_image(image, b) for b in boxes]
+    except Exception as exc:  # one bad image must not stop a folder
+        return ImageCrops(source, "error", w, h, error=one_line(f"DetectionError: {type(exc).__name__}: {exc}"))
+    return ImageCrops(source, "ok" if len(kept) else "no_detection", w, h, kept, boxes, crops)

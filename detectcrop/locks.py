@@ -1,0 +1,108 @@
+"""One run per output folder: an advisory lock that fails at once and names its holder.
+
+It is an ``flock`` lock held by an open file descriptor: the kernel releases them when the process ends, however it
+ends (``kill -9`` included), so a lock never outlives its holder and a resumed run starts at once. ``flock`` is
+reliable on local file systems; on network file systems it depends on the server (NFSv4 and most cluster file systems
+support it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import os
+import socket
+import sys
+import threading
+from pathlib import Path
+from types import TracebackType
+
+from detectcrop.io import OutputLocationError
+
+#: The lock file of a run's output folder (hidden, so it is never taken for an input or an output).
+RUN_LOCK = ".detectcrop.lock"
+
+
+class OutputBusyError(OutputLocationError):
+    """Another run holds the output folder."""
+
+
+_HELD: dict[Path, int] = {}  # lock files this process holds -> nesting depth
+_HELD_LOCK = threading.Lock()
+
+
+class OutputLock:
+    """One run per output folder: ``with OutputLock(out, "label"):`` fails at once if another run holds ``out``.
+
+    The lock file records the holder (pid, host, command, start time) so the error can name it. Nested use in one
+    process (a command line tool holding the folder while a library call takes it again) is allowed.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str], command: str = "") -> None:
+        self.path = Path(folder) / RUN_LOCK
+        self.command = command or Path(sys.argv[0]).name
+        self._fd: int | None = None
+        self._nested = False
+
+    def acquire(self) -> OutputLock:
+        key = self.path.resolve()
+        with _HELD_LOCK:
+            if _HELD.get(key):
+                _HELD[key] += 1
+                self._nested = True
+                return self
+            self._acquire()
+            _HELD[key] = 1
+        return self
+
+    def _acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _describe(os.pread(fd, 4096, 0))
+            os.close(fd)
+            raise OutputBusyError(
+                f"{self.path.parent} is in use by another run ({holder}); wait for it to finish or use another "
+                "output folder"
+            ) from None
+        except OSError:
+            os.close(fd)
+            raise
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
+                "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        with _HELD_LOCK:
+            key = self.path.resolve()
+            if self._nested:
+                _HELD[key] -= 1
+                self._nested = False
+                return
+            if self._fd is None:
+                return
+            _HELD.pop(key, None)
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing the descriptor releases the lock
+            self._fd = None
+
+    def __enter__(self) -> OutputLock:
+        return self.acquire()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
+
+
+def _describe(raw: bytes) -> str:
+    try:
+        info = json.loads(raw.decode("utf-8"))
+        return f"pid {info['pid']} on {info['host']}, {info['command']}, started {info['started']}"
+    except (ValueError, KeyError, TypeError):
+        return "holder unknown"
