@@ -3,7 +3,8 @@
 Each image gets a `Ticket` in input order. Its decoder reserves the peak bytes decoding needs (known from the header,
 before any pixel is decoded), shrinks the reservation to the bytes of the decoded image once done, and the consumer
 releases the rest when it moves on. Reservations are granted in ticket order, so an early image never waits for a later
-one (no deadlock however the threads are scheduled); an image whose peak alone exceeds the budget is refused.
+one (no deadlock however the threads are scheduled); an image whose peak alone exceeds the budget waits until
+nothing else is reserved, then runs alone.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import threading
 
 
 class DecodeBudget:
-    """At most ``limit`` bytes reserved at once (one image may always run alone if it fits the limit)."""
+    """At most ``limit`` bytes reserved at once, except by one image running alone."""
 
     def __init__(self, limit: int) -> None:
         if limit <= 0:
@@ -65,14 +66,8 @@ class Ticket:
         self.held = 0
         self._taken = False
 
-    @property
-    def limit(self) -> int:
-        return self.budget.limit
-
     def reserve(self, nbytes: int) -> None:
-        """Wait for this image's turn and for ``nbytes`` of room (``nbytes <= limit``)."""
-        if nbytes > self.budget.limit:
-            raise ValueError(f"{nbytes} bytes exceed the budget of {self.budget.limit}")
+        """Wait for this image's turn and for ``nbytes`` of room (or for an empty budget, if it needs more)."""
         self._taken = True
         self.budget._reserve(self.seq, nbytes)
         self.held = nbytes

@@ -26,7 +26,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from detectcrop import dedupe
 from detectcrop.core import DetectSteps, ImageCrops, category_ids, process_image
 from detectcrop.crops import JPEG_QUALITY, CropPolicy, save_jpeg
-from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_PIXELS
+from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS, ImageReadError
 from detectcrop.inputs import InputEntry, read_entries, scan_inputs
 from detectcrop.io import (
     CsvManifest,
@@ -240,7 +240,7 @@ class _Writer(threading.Thread):
 
 
 def _config(
-    input_dir: Path, steps: DetectSteps, max_pixels: int | None, decode_budget: int | None, drop_duplicates: bool,
+    input_dir: Path, steps: DetectSteps, max_pixels: int | None, max_image_bytes: int | None, drop_duplicates: bool,
     max_distance: int,
 ) -> dict[str, Any]:
     return {
@@ -252,7 +252,7 @@ def _config(
         "policy": steps.policy.to_dict(),
         "tile": steps.tile.to_dict() if steps.tile else None,
         "max_pixels": max_pixels,
-        "decode_budget": decode_budget,
+        "max_image_bytes": max_image_bytes,
         "jpeg_quality": JPEG_QUALITY,
         "dedupe": {"max_distance": max_distance, "drop_duplicates": drop_duplicates},
     }
@@ -320,6 +320,7 @@ def build_crops(
     drop_duplicates: bool = False,
     max_distance: int = dedupe.DEFAULT_MAX_DISTANCE,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_image_bytes: int | None = DEFAULT_MAX_IMAGE_BYTES,
     decode_budget: int | None = DEFAULT_DECODE_BUDGET,
     workers: int = 2,
     prefetch: int = 8,
@@ -342,7 +343,8 @@ def build_crops(
         drop_duplicates: delete all but the first crop of each near-duplicate group (rows stay, ``dropped=1``).
         max_distance: Hamming radius (of 64 bits) for near-duplicates.
         max_pixels: refuse larger images (decompression bombs); ``None``: no limit.
-        decode_budget: bytes of decoded images in memory at once, and the most one image may need; ``None``: no limit.
+        max_image_bytes: refuse images that need more memory to decode (`detectcrop.images.decode_bytes`).
+        decode_budget: bytes of images decoded ahead at once (one that needs more decodes alone); ``None``: no limit.
         workers, prefetch: decoding threads and how many images they may decode ahead.
         show_progress: a progress bar (images/s).
     """
@@ -351,14 +353,17 @@ def build_crops(
                         min_score, policy or CropPolicy(), tile)
     src, out = check_locations(input_dir, output_dir)
     with OutputLock(out, "build_crops"):
-        config = _config(src, steps, max_pixels, decode_budget, drop_duplicates, max_distance)
+        config = _config(src, steps, max_pixels, max_image_bytes, drop_duplicates, max_distance)
         done = _prepare_resume(out, config, resume)
         atomic_write_text(out / CONFIG_JSON, json.dumps(config, indent=2, sort_keys=True) + "\n")
         entries = scan_inputs(src)
         todo = [e for e in entries if e.rel not in done]
         logger.info("%d entries under %s, %d already done, %d to process", len(entries), src,
                     len(entries) - len(todo), len(todo))
-        loop_seconds = _run(out, entries, todo, steps, max_pixels, decode_budget, workers, prefetch, show_progress)
+        reader = read_entries([InputEntry(e.rel, e.path, _entry_problem(e)) for e in todo], image_types_only=True,
+                              workers=workers, prefetch=prefetch, max_pixels=max_pixels, decode_budget=decode_budget,
+                              max_image_bytes=max_image_bytes)
+        loop_seconds = _run(out, entries, todo, steps, reader, prefetch, show_progress)
         n_groups, n_dups, n_dropped = _finish_duplicates(out, drop_duplicates, max_distance)
     summary = _summarize(out, len(entries), len(todo), loop_seconds, time.perf_counter() - started)
     summary.n_duplicate_groups, summary.n_duplicates, summary.n_dropped = n_groups, n_dups, n_dropped
@@ -370,8 +375,8 @@ def build_crops(
 
 
 def _run(
-    out: Path, entries: list[InputEntry], todo: list[InputEntry], steps: DetectSteps, max_pixels: int | None,
-    decode_budget: int | None, workers: int, prefetch: int, show_progress: bool,
+    out: Path, entries: list[InputEntry], todo: list[InputEntry], steps: DetectSteps,
+    reader: Iterator[tuple[InputEntry, np.ndarray | ImageReadError]], prefetch: int, show_progress: bool,
 ) -> float:
     """Detect and crop ``todo`` (in order) and write the outputs; returns the seconds the loop took."""
     names = crop_basenames([e.rel for e in entries])
@@ -380,9 +385,6 @@ def _run(
     writer = _Writer(out, names, images, crops, depth=prefetch)
     writer.start()
     loop_start = time.perf_counter()
-    checked = [InputEntry(e.rel, e.path, _entry_problem(e)) for e in todo]
-    reader = read_entries(checked, image_types_only=True, workers=workers, prefetch=prefetch, max_pixels=max_pixels,
-                          decode_budget=decode_budget)
     try:
         with tqdm(total=len(todo), unit="img", desc="build_crops", disable=not show_progress) as bar:
             for entry, image in reader:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import tensorflow as tf
 
@@ -21,6 +22,10 @@ from detectcrop.detections import Detections
 from detectcrop.zoo import ModelUnavailableError
 
 logger = logging.getLogger(__name__)
+
+#: Images with a longer side are shrunk (area interpolation) before they reach the model, which resizes them to its
+#: own input size (512 to 1024 pixels for the presets) anyway: the model's float copy of a 200 MP photo would take GBs.
+MAX_INPUT_SIDE = 4096
 
 
 def _is_remote(handle: str) -> bool:
@@ -95,7 +100,13 @@ class Detector:
             raise ValueError(f"detect expects an RGB uint8 array (H, W, 3); got {image.dtype} {image.shape}")
         if image.shape[0] < 1 or image.shape[1] < 1:
             raise ValueError(f"empty image {image.shape}")
-        out = self.model(tf.convert_to_tensor(image[None]))
+        if max(image.shape[:2]) > MAX_INPUT_SIDE:  # boxes are normalised, so they map back to the full size exactly
+            scale = MAX_INPUT_SIDE / max(image.shape[:2])
+            small = cv2.resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
+                               interpolation=cv2.INTER_AREA)
+        else:
+            small = image
+        out = self.model(tf.convert_to_tensor(small[None]))
         n = int(np.asarray(out["num_detections"]).reshape(-1)[0])
         xyxy = boxes.normalized_to_pixel(boxes.yxyx_to_xyxy(np.asarray(out["detection_boxes"])[0, :n]), image.shape)
         h, w = image.shape[:2]

@@ -35,9 +35,11 @@ HEIF_EXTENSIONS: frozenset[str] = frozenset({".heic", ".heif"})
 
 #: Default pixel limit (width x height): 250 megapixels covers 200 MP phone photos; ~750 MB as RGB.
 DEFAULT_MAX_PIXELS = 250_000_000
-#: Default decode memory budget (bytes), per image and for all images decoded ahead at once: a 250 MP RGB photo
-#: needs 1.4 GiB (`decode_bytes`).
-DEFAULT_DECODE_BUDGET = 1536 * 2**20
+#: Default memory one image may need to decode (`decode_bytes`): a rotated 250 MP RGB photo needs 1.4 GiB.
+DEFAULT_MAX_IMAGE_BYTES = 2048 * 2**20
+#: Default memory for all images decoded ahead of the consumer (and the one it holds); an image that needs more
+#: runs alone.
+DEFAULT_DECODE_BUDGET = 1024 * 2**20
 
 _OPEN_LOCK = threading.Lock()
 _HEIF_STATE: dict[str, bool] = {}
@@ -218,7 +220,7 @@ def read_image(
     path: str | os.PathLike[str],
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     exif_orientation: bool = True,
-    max_decode_bytes: int | None = DEFAULT_DECODE_BUDGET,
+    max_image_bytes: int | None = DEFAULT_MAX_IMAGE_BYTES,
     ticket: Ticket | None = None,
 ) -> np.ndarray:
     """Read an image file as upright ``(H, W, 3)`` uint8 RGB at its original resolution.
@@ -227,7 +229,7 @@ def read_image(
         path: the file.
         max_pixels: refuse images with more pixels (width x height) than this (``None``: no limit).
         exif_orientation: rotate/flip according to the EXIF Orientation tag.
-        max_decode_bytes: refuse images whose decoding needs more memory than this (`decode_bytes`, known from the
+        max_image_bytes: refuse images whose decoding needs more memory than this (`decode_bytes`, known from the
             header before decoding; ``None``: no limit).
         ticket: a place in a shared `DecodeBudget` (`iter_images` passes one), reserved before decoding.
 
@@ -253,11 +255,10 @@ def read_image(
             )
         orientation = _orientation(im, path) if exif_orientation else 1
         need = decode_bytes(im.mode, (w, h), rotated=orientation != 1)
-        limits = [v for v in (max_decode_bytes, ticket.limit if ticket else None) if v is not None]
-        if limits and need > min(limits):
+        if max_image_bytes is not None and need > max_image_bytes:
             raise ImageTooLargeError(
-                path, f"{w}x{h} {im.mode} needs {need / 2**20:,.0f} MB to decode, over the memory budget of "
-                f"{min(limits) / 2**20:,.0f} MB (raise the decode memory budget to read it)"
+                path, f"{w}x{h} {im.mode} needs {need / 2**20:,.0f} MB to decode, over the limit of "
+                f"{max_image_bytes / 2**20:,.0f} MB per image (raise max_image_bytes to read it)"
             )
         if ticket is not None:
             ticket.reserve(need)
@@ -286,22 +287,23 @@ def iter_images(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     reader: Callable[..., np.ndarray] | None = None,
     decode_budget: int | None = DEFAULT_DECODE_BUDGET,
+    max_image_bytes: int | None = DEFAULT_MAX_IMAGE_BYTES,
 ) -> Iterator[ReadResult]:
     """Yield ``(path, image or ImageReadError)`` in the order of ``paths``, decoding up to ``prefetch`` ahead.
 
-    Memory is bounded twice: at most ``prefetch`` images are decoded ahead, and together they (and the image the
-    caller holds) use at most ``decode_budget`` bytes, counted before decoding (`decode_bytes`); an image over the
-    budget on its own is an `ImageTooLargeError`. The caller holds one image at a time: it is released when the next
-    is requested. ``workers=0`` reads on the calling thread. ``reader`` is called as
-    ``reader(path, max_pixels=..., ticket=...)``. An unexpected exception from the reader is reported as an
-    `ImageReadError` too, never raised.
+    Memory is bounded: at most ``prefetch`` images are decoded ahead, and together they (and the image the caller
+    holds) use at most ``decode_budget`` bytes, counted before decoding (`decode_bytes`); an image that needs more
+    waits and decodes alone; one that needs more than ``max_image_bytes`` is an `ImageTooLargeError`. The caller
+    holds one image at a time: it is released when the next is requested. ``workers=0`` reads on the calling thread.
+    ``reader`` is called as ``reader(path, max_pixels=..., max_image_bytes=..., ticket=...)``; an unexpected
+    exception from it is reported as an `ImageReadError` too, never raised.
     """
     reader = reader or read_image
     budget = DecodeBudget(decode_budget) if decode_budget is not None else None
 
     def load(p: Path, ticket: Ticket | None) -> np.ndarray | ImageReadError:
         try:
-            return reader(p, max_pixels=max_pixels, ticket=ticket)
+            return reader(p, max_pixels=max_pixels, max_image_bytes=max_image_bytes, ticket=ticket)
         except ImageReadError as exc:
             return exc
         except Exception as exc:  # reported per file, never fatal (MemoryError included)

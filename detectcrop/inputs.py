@@ -25,6 +25,7 @@ import numpy as np
 
 from detectcrop.images import (
     DEFAULT_DECODE_BUDGET,
+    DEFAULT_MAX_IMAGE_BYTES,
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
     ImageReadError,
@@ -123,6 +124,7 @@ def read_entries(
     prefetch: int = 8,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     decode_budget: int | None = DEFAULT_DECODE_BUDGET,
+    max_image_bytes: int | None = DEFAULT_MAX_IMAGE_BYTES,
 ) -> Iterator[tuple[InputEntry, np.ndarray | ImageReadError]]:
     """Decode ``entries`` ahead on threads (`iter_images`), in order; an entry with a known problem, or (with
     ``image_types_only``) without an image file extension, comes back as an `ImageReadError` without being opened."""
@@ -137,6 +139,6 @@ def read_entries(
         return read_image(path, **kwargs)
 
     stream = iter_images([e.path for e in entries], workers=workers, prefetch=prefetch, max_pixels=max_pixels,
-                         reader=reader, decode_budget=decode_budget)
+                         reader=reader, decode_budget=decode_budget, max_image_bytes=max_image_bytes)
     for path, result in stream:
         yield by_path[path], result

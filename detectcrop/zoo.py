@@ -283,7 +283,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             hint = f" ({', '.join(online)}: online presets, downloaded on first use)" if online else ""
             get_args_parser().error(f"not offline presets: {unknown}{hint}; offline: {sorted(OFFLINE_MODELS)}")
         for name in names:
-            path = ensure(name, force=args.force)
+            try:
+                path = ensure(name, force=args.force)
+            except ModelUnavailableError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
             print(f"{name}: {path} ({_dir_size(path) / 1e6:.1f} MB)")
         return 0
     bad = 0

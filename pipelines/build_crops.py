@@ -21,7 +21,7 @@ from detectcrop.tiling import TileConfig
 from pipelines.cli import (
     add_common_args,
     add_detection_args,
-    decode_budget,
+    decode_limits,
     detection_settings,
     fail,
     setup_logging,
@@ -68,7 +68,7 @@ def _run(args: argparse.Namespace, categories: list[int], policy: CropPolicy, ti
     summary = build_crops(
         args.input, args.output, detector, category=categories, min_score=args.min_score, policy=policy,
         tile=tile, resume=args.resume, drop_duplicates=args.drop_duplicates, max_distance=args.dedupe_distance,
-        max_pixels=args.max_pixels or None, decode_budget=decode_budget(args), workers=args.workers,
+        max_pixels=args.max_pixels or None, **decode_limits(args), workers=args.workers,
         prefetch=args.prefetch, show_progress=not args.no_progress,
     )
     for line in summary.lines():

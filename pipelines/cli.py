@@ -8,7 +8,7 @@ import sys
 
 from detectcrop.coco import category_id
 from detectcrop.crops import CropPolicy
-from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_PIXELS
+from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS
 from detectcrop.tiling import TileConfig
 from detectcrop.zoo import DEFAULT_DETECTOR, OFFLINE_DETECTOR
 
@@ -30,8 +30,10 @@ def add_detection_args(p: argparse.ArgumentParser, what: str = "crop") -> None:
     p.add_argument("--tile-overlap", type=float, default=TileConfig.overlap, help="overlap between tiles")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help="refuse images with more pixels (decompression bomb guard); 0 = no limit")
+    p.add_argument("--max-image-mb", type=int, default=DEFAULT_MAX_IMAGE_BYTES // 2**20,
+                   help="refuse images that need more memory than this to decode (MB; mode-aware); 0 = no limit")
     p.add_argument("--max-decode-mb", type=int, default=DEFAULT_DECODE_BUDGET // 2**20,
-                   help="memory for decoded images at once, and the most one image may need (MB); 0 = no limit")
+                   help="memory for images decoded ahead at once (MB); an image that needs more decodes alone")
     p.add_argument("--workers", type=int, default=2, help="image decoding threads")
     p.add_argument("--prefetch", type=int, default=8, help="images decoded ahead of the detector")
 
@@ -51,9 +53,11 @@ def detection_settings(args: argparse.Namespace) -> tuple[list[int], CropPolicy,
     return categories, policy, tile
 
 
-def decode_budget(args: argparse.Namespace) -> int | None:
-    """The decode memory budget in bytes from ``--max-decode-mb`` (``None``: no limit)."""
-    return args.max_decode_mb * 2**20 if args.max_decode_mb > 0 else None
+def decode_limits(args: argparse.Namespace) -> dict[str, int | None]:
+    """``max_image_bytes`` and ``decode_budget`` (bytes; ``None``: no limit) from ``--max-image-mb``,
+    ``--max-decode-mb``."""
+    return {"max_image_bytes": args.max_image_mb * 2**20 if args.max_image_mb > 0 else None,
+            "decode_budget": args.max_decode_mb * 2**20 if args.max_decode_mb > 0 else None}
 
 
 def setup_logging(level: str) -> None:

@@ -19,7 +19,7 @@ from detectcrop.tiling import TileConfig
 from pipelines.cli import (
     add_common_args,
     add_detection_args,
-    decode_budget,
+    decode_limits,
     detection_settings,
     fail,
     setup_logging,
@@ -79,7 +79,7 @@ def _run(args: argparse.Namespace, model: Path, categories: list[int], policy: C
     )
     try:
         summary = label_folder(pipe.load(), args.input, args.output, resume=args.resume, annotate=args.annotate,
-                               workers=args.workers, prefetch=args.prefetch, decode_budget=decode_budget(args),
+                               workers=args.workers, prefetch=args.prefetch, **decode_limits(args),
                                show_progress=not args.no_progress, run_config=pipe.to_config())
     except ModelUnavailableError as exc:
         return fail(exc)

@@ -27,7 +27,7 @@ from detectcrop.coco import category_name
 from detectcrop.crops import save_jpeg
 from detectcrop.dataset import check_locations, check_not_nested, crop_basenames
 from detectcrop.draw import draw_boxes
-from detectcrop.images import DEFAULT_DECODE_BUDGET, read_image, resize_image
+from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_BYTES, read_image, resize_image
 from detectcrop.inputs import InputEntry, read_entries, scan_inputs
 from detectcrop.io import CsvManifest, OutputLocationError, atomic_write_text, inside, one_line, prepare_output_dir
 from detectcrop.locks import OutputLock
@@ -172,6 +172,7 @@ def label_folder(
     workers: int = 2,
     prefetch: int = 8,
     decode_budget: int | None = DEFAULT_DECODE_BUDGET,
+    max_image_bytes: int | None = DEFAULT_MAX_IMAGE_BYTES,
     show_progress: bool = False,
     run_config: dict[str, Any] | None = None,
 ) -> LabelSummary:
@@ -197,7 +198,7 @@ def label_folder(
         names = annotated_names([e.rel for e in entries]) if annotate else {}
         by_source = {os.fspath(e.path): e for e in todo}
         stream = read_entries(todo, workers=workers, prefetch=prefetch, max_pixels=pipeline.max_pixels,
-                              decode_budget=decode_budget)
+                              decode_budget=decode_budget, max_image_bytes=max_image_bytes)
         start = time.perf_counter()
         with tqdm(total=len(todo), unit="img", desc="label", disable=not show_progress) as bar:
             for result in pipeline.label_images((os.fspath(e.path), image) for e, image in stream):

@@ -117,3 +117,23 @@ def test_default_online_detector_finds_the_astronaut():
     """Downloads Faster R-CNN ResNet50 1024x1024 from TF Hub (needs the network; run with --run-large)."""
     dets = Detector.from_preset().detect(data.astronaut())
     assert _best(dets, "person")[1] >= 0.5
+
+
+def test_huge_images_are_shrunk_before_the_model_and_boxes_map_back():
+    """The model sees at most MAX_INPUT_SIDE pixels a side; normalised boxes come back in full-size pixels."""
+    from detectcrop.detector import MAX_INPUT_SIDE, Detector
+
+    seen = []
+
+    def model(images):
+        seen.append(tuple(images.shape))
+        return {"num_detections": np.array([1.0]), "detection_boxes": np.array([[[0.25, 0.5, 0.75, 1.0]]]),
+                "detection_scores": np.array([[0.9]]), "detection_classes": np.array([[85.0]])}
+
+    det = Detector(model, nms_iou=None)
+    for shape in [(300, 400, 3), (2000, 10000, 3)]:
+        out = det.detect(np.zeros(shape, np.uint8))
+        h, w = shape[:2]
+        np.testing.assert_allclose(out.xyxy, [[0.5 * w, 0.25 * h, w, 0.75 * h]], rtol=1e-6)
+    assert seen[0] == (1, 300, 400, 3)
+    assert seen[1] == (1, round(2000 * MAX_INPUT_SIDE / 10000), MAX_INPUT_SIDE, 3)

@@ -168,7 +168,7 @@ def test_iter_images_keeps_order_reports_errors_and_bounds_memory(tmp_path, phot
         paths.append(p)
     live, peak, lock = [0], [0], threading.Lock()
 
-    def slow_reader(path, max_pixels=None, ticket=None):
+    def slow_reader(path, max_pixels=None, max_image_bytes=None, ticket=None):
         with lock:
             live[0] += 1
             peak[0] = max(peak[0], live[0])
@@ -245,16 +245,18 @@ def test_band_conversion_equals_whole_image_conversion(tmp_path, photo, mode, mo
     np.testing.assert_array_equal(out, np.asarray(whole))
 
 
-def test_decode_budget_refuses_an_image_that_needs_more_memory(tmp_path):
+def test_an_image_that_needs_more_memory_than_allowed_is_refused(tmp_path):
     path = tmp_path / "wide.png"
     Image.new("P", (3000, 2000)).save(path)
     need = im.decode_bytes("P", (3000, 2000))
     assert need == 3000 * 2000 * 4  # palette indices + RGB output
-    assert read_image(path, max_decode_bytes=need).shape == (2000, 3000, 3)
+    assert read_image(path, max_image_bytes=need).shape == (2000, 3000, 3)
     with pytest.raises(ImageTooLargeError, match="MB to decode"):
-        read_image(path, max_decode_bytes=need - 1)
-    results = dict(iter_images([path], decode_budget=need - 1))
+        read_image(path, max_image_bytes=need - 1)
+    results = dict(iter_images([path], max_image_bytes=need - 1))
     assert isinstance(results[path], ImageTooLargeError)
+    results = dict(iter_images([path, path], decode_budget=need - 1))  # over the shared budget: decoded alone
+    assert all(r.shape == (2000, 3000, 3) for r in results.values())
 
 
 def test_iter_images_keeps_decoded_bytes_within_the_budget(tmp_path, photo, monkeypatch):

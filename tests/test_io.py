@@ -1,4 +1,4 @@
-"""Crash-safe output: quote-aware manifest repair, spreadsheet-safe cells, paths kept inside the output, the run lock."""
+"""Crash-safe output: quote-aware manifest repair, spreadsheet-safe cells, paths kept in the output, the run lock."""
 
 from __future__ import annotations
 

@@ -159,3 +159,28 @@ def test_real_offline_models_are_cached_and_verified():
         if name == "fake_model":
             continue
         cache.verify_tree(zoo.ensure(name))
+
+
+@pytest.mark.parametrize("err", [13, 30])  # EACCES, EROFS
+def test_unwritable_cache_is_one_clear_error(fake_zoo, monkeypatch, err):
+    import os
+
+    def unwritable(path):
+        raise OSError(err, os.strerror(err), str(path))
+
+    monkeypatch.setattr(cache, "file_lock", unwritable)
+    with pytest.raises(zoo.ModelUnavailableError, match="set DETECTCROP_HOME to a writable folder") as info:
+        zoo.ensure("fake_model")
+    assert "\n" not in str(info.value)
+
+
+def test_cli_fetch_into_an_unwritable_cache_says_what_to_do(fake_zoo, monkeypatch, capsys):
+    import errno
+
+    def unwritable(path):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(cache, "file_lock", unwritable)
+    assert zoo.main(["fetch", "fake_model"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "DETECTCROP_HOME" in err and "Traceback" not in err
