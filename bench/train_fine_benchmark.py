@@ -38,19 +38,22 @@ import numpy as np
 logger = logging.getLogger("bench.train_fine")
 
 
-def make_photos(out: Path, brands: int, photos_per_brand: int, seed: int, brand_seed: int) -> Path:
-    """Synthetic product photos drawn with ``seed`` for the brands defined by ``brand_seed`` (a test set with a
-    separate seed still shows the training set's brands; their specs are checked equal afterwards)."""
+def make_photos(out: Path, brands: int, photos_per_brand: int, seed: int) -> Path:
+    """Synthetic product photos drawn with ``seed`` for the first ``brands`` brands of the default catalogue (a test
+    set with a separate seed shows the training set's brands; their catalogues are checked equal afterwards)."""
     from pipelines.synthetic import generate
 
     if not (out / "annotations.json").exists():
-        generate(out, brands=brands, photos_per_brand=photos_per_brand, seed=seed, brand_seed=brand_seed,
-                 overwrite=True)
+        generate(out, brands=brands, photos_per_brand=photos_per_brand, seed=seed, overwrite=True)
     return out
 
 
-def _categories(photos: Path) -> list:
-    return json.loads((photos / "annotations.json").read_text())["categories"]
+def _brands(photos: Path) -> tuple[list, Any]:
+    """The categories and the recorded brand catalogue of a photo set."""
+    from pipelines.synthetic import read_catalogue
+
+    coco = json.loads((photos / "annotations.json").read_text())
+    return coco["categories"], read_catalogue(coco)
 
 
 def make_crops(photos: Path, out: Path, mode: str) -> tuple[Path, str]:
@@ -235,13 +238,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.work.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
-    train_photos = make_photos(
-        args.work / f"photos_s{args.train_seed}", args.brands, args.train_photos, args.train_seed, args.train_seed
-    )
-    test_photos = make_photos(
-        args.work / f"photos_s{args.test_seed}", args.brands, args.test_photos, args.test_seed, args.train_seed
-    )
-    if _categories(train_photos) != _categories(test_photos):
+    work, brands = args.work, args.brands
+    train_photos = make_photos(work / f"photos_s{args.train_seed}", brands, args.train_photos, args.train_seed)
+    test_photos = make_photos(work / f"photos_s{args.test_seed}", brands, args.test_photos, args.test_seed)
+    if _brands(train_photos) != _brands(test_photos):
         raise RuntimeError("train and test sets disagree on the brand definitions")
     train_crops, crop_cmd = make_crops(train_photos, args.work / f"crops_{args.crops}_s{args.train_seed}", args.crops)
     test_crops, _ = make_crops(test_photos, args.work / f"crops_{args.crops}_s{args.test_seed}", args.crops)
