@@ -108,13 +108,13 @@ def generate(
     workers: int = 1,
     overwrite: bool = False,
     show_progress: bool = False,
-    brand_seed: int = CATALOGUE_SEED,
+    brand_seed: int | None = CATALOGUE_SEED,
     small_photo_fraction: float = PHOTO_SMALL_P,
 ) -> dict[str, Any]:
     """Write the synthetic watch benchmark to ``out_dir`` and return a summary.
 
-    The brands are the first ``brands`` of the catalogue drawn from ``brand_seed`` (the default catalogue unless
-    given), so a brand name means the same watch design whatever ``seed`` and ``brands``; ``seed`` draws the photos.
+    The brands are the first ``brands`` of the catalogue drawn from ``brand_seed`` (``None``: the default catalogue),
+    so a brand name means the same watch design whatever ``seed`` and ``brands``; ``seed`` draws the photos.
     ``small_photo_fraction``: share of product photos whose watch is small (10-25% of the shorter side).
 
     Layout: ``photos/<brand>/<brand>_NNNN.jpg`` (one watch each), ``scenes/scene_NNNN.jpg`` (0 or 2-4 watches) and
