@@ -2,7 +2,7 @@
 
     python -m bench.build_crops_benchmark --work /tmp/bc_bench --json bench_build_crops.json
 
-1. Recall: the synthetic watch benchmark (``pipelines.watches.generate``: small-watch product photos and scenes on
+1. Recall: the synthetic watch benchmark (``pipelines.synthetic.generate``: small-watch product photos and scenes on
    real photos, COCO boxes) through the offline detector, whole image vs tiles + whole image; a ground-truth watch
    counts as found when a "clock" box with ``score >= --min-score`` overlaps it with IoU >= 0.5. Buckets are the
    watch's longer side over the image's shorter side (``rel_size``). Cost: images/s of each mode.
@@ -47,40 +47,35 @@ def _bucket(rel: float) -> str:
 def make_data(work: Path, brands: int, photos_per_brand: int, scenes: int, seed: int, small: bool = False) -> Path:
     """The synthetic benchmark; ``small=True``: every product photo draws its watch from the generator's small-size
     range (``PHOTO_SMALL``, 10-25% of the shorter side) instead of one photo in five."""
-    from pipelines import watches
+    from pipelines.synthetic import generate
+    from pipelines.synthetic.scenes import PHOTO_SMALL_P
 
     data = work / ("watches_small" if small else "watches")
     if not (data / "annotations.json").exists():
-        saved = watches.PHOTO_SMALL_P
-        watches.PHOTO_SMALL_P = 1.0 if small else saved
-        try:
-            watches.generate(data, brands=brands, photos_per_brand=photos_per_brand, scenes=scenes, seed=seed,
-                             overwrite=True)  # fmt: skip
-        finally:
-            watches.PHOTO_SMALL_P = saved
+        generate(data, brands=brands, photos_per_brand=photos_per_brand, scenes=scenes, seed=seed, overwrite=True,
+                 small_photo_fraction=1.0 if small else PHOTO_SMALL_P)  # fmt: skip
     return data
 
 
 def recall_benchmark(detector: Any, data: Path, min_score: float, tile: TileConfig) -> dict[str, Any]:
-    coco = json.loads((data / "annotations.json").read_text())
-    gts: dict[int, list[dict]] = {}
-    for a in coco["annotations"]:
-        gts.setdefault(a["image_id"], []).append(a)
-    images = [(im, read_image(data / im["file_name"])) for im in coco["images"]]
-    result: dict[str, Any] = {"n_images": len(images), "n_objects": len(coco["annotations"]), "modes": {}}
+    from pipelines.synthetic import load_ground_truth
+
+    truth = load_ground_truth(data / "annotations.json")
+    images = [(gt, read_image(gt.path)) for gt in truth]
+    result: dict[str, Any] = {"n_images": len(images), "n_objects": sum(len(gt.detections) for gt in truth),
+                              "modes": {}}  # fmt: skip
     for mode in ("whole image", "tiles + whole image"):
         found: dict[str, list[bool]] = {}
         start = time.perf_counter()
-        for im, pixels in images:
+        for gt, pixels in images:
             if mode == "whole image":
                 dets = run_detector(detector, pixels, min_score)
             else:
                 dets = detect_tiled(detector, pixels, tile, min_score=min_score)
             dets = dets.by_category("clock")
-            for a in gts.get(im["id"], []):
-                gt = bx.xywh_to_xyxy(np.array([a["bbox"]]))
-                hit = len(dets) > 0 and bool((bx.iou(gt, dets.xyxy) >= 0.5).any())
-                found.setdefault(_bucket(a["rel_size"]), []).append(hit)
+            for box, rel_size in zip(gt.detections.xyxy, gt.detections.data["rel_size"], strict=True):
+                hit = len(dets) > 0 and bool((bx.iou(box[None], dets.xyxy) >= 0.5).any())
+                found.setdefault(_bucket(float(rel_size)), []).append(hit)
         seconds = time.perf_counter() - start
         result["modes"][mode] = {
             "images_per_s": round(len(images) / seconds, 3),

@@ -30,21 +30,13 @@ from detectcrop import TileConfig, read_image, zoo
 from detectcrop.crops import crop_image, select_crops
 from pipelines.compose import DetectThenClassify
 from pipelines.labeling import label_folder
-from pipelines.watches import generate
+from pipelines.synthetic import generate, ground_truth_crops, load_ground_truth
 
 
 def _train(bench: Path, out: Path) -> Path:
-    coco = json.loads((bench / "annotations.json").read_text())
-    names = {c["id"]: c["name"] for c in coco["categories"]}
-    files = {im["id"]: im["file_name"] for im in coco["images"]}
-    crops, labels = [], []
-    for ann in coco["annotations"]:
-        if files[ann["image_id"]].startswith("photos/"):
-            x, y, w, h = (round(v) for v in ann["bbox"])
-            crops.append(read_image(bench / files[ann["image_id"]])[y : y + h, x : x + w])
-            labels.append(names[ann["category_id"]])
+    crops = ground_truth_crops(load_ground_truth(bench / "annotations.json", split="photos"))
     clf = FineClassifier(zoo.OFFLINE_BACKBONE, epochs=30, augment_views=0, validation_fraction=0, seed=0)
-    return clf.fit(crops, labels).save(out / "model.keras").parent
+    return clf.fit([c.image for c in crops], [c.label for c in crops]).save(out / "model.keras").parent
 
 
 def _models_only(pipe: DetectThenClassify, images: list[np.ndarray]) -> float:

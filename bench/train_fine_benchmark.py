@@ -2,8 +2,8 @@
 
     python -m bench.train_fine_benchmark --work /tmp/fine_bench --json bench_train_fine.json  # Markdown on stdout
 
-Data: the synthetic watch benchmark (``pipelines.watches``), a training set (``--train-seed``) and a test set drawn with
-a separate seed (``--test-seed``) but the same brand definitions, both cut into crops by
+Data: the synthetic watch benchmark (``pipelines.synthetic``), a training set (``--train-seed``) and a test set drawn
+with a separate seed (``--test-seed``) but the same brand definitions, both cut into crops by
 ``python -m pipelines.build_crops --detector centernet_mobilenetv3_512`` (``--crops gt``: ground-truth boxes instead).
 
 1. Speed (``--stage speed``), side by side in one process on the same crops, split, backbone and epochs:
@@ -38,19 +38,22 @@ import numpy as np
 logger = logging.getLogger("bench.train_fine")
 
 
-def make_photos(out: Path, brands: int, photos_per_brand: int, seed: int, brand_seed: int) -> Path:
-    """Synthetic product photos drawn with ``seed`` for the brands defined by ``brand_seed`` (a test set with a
-    separate seed still shows the training set's brands; their specs are checked equal afterwards)."""
-    from pipelines.watches import generate
+def make_photos(out: Path, brands: int, photos_per_brand: int, seed: int) -> Path:
+    """Synthetic product photos drawn with ``seed`` for the first ``brands`` brands of the default catalogue (a test
+    set with a separate seed shows the training set's brands; their catalogues are checked equal afterwards)."""
+    from pipelines.synthetic import generate
 
     if not (out / "annotations.json").exists():
-        generate(out, brands=brands, photos_per_brand=photos_per_brand, seed=seed, brand_seed=brand_seed,
-                 overwrite=True)
+        generate(out, brands=brands, photos_per_brand=photos_per_brand, seed=seed, overwrite=True)
     return out
 
 
-def _categories(photos: Path) -> list:
-    return json.loads((photos / "annotations.json").read_text())["categories"]
+def _brands(photos: Path) -> tuple[list, Any]:
+    """The categories and the recorded brand catalogue of a photo set."""
+    from pipelines.synthetic import read_catalogue
+
+    coco = json.loads((photos / "annotations.json").read_text())
+    return coco["categories"], read_catalogue(coco)
 
 
 def make_crops(photos: Path, out: Path, mode: str) -> tuple[Path, str]:
@@ -73,30 +76,17 @@ def make_crops(photos: Path, out: Path, mode: str) -> tuple[Path, str]:
         if not (out / "crops.csv").exists():
             subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         return out, " ".join(["python", *cmd[1:]])
-    from detectcrop.crops import CropPolicy, crop_boxes, crop_image, save_jpeg
-    from detectcrop.images import read_image
+    from detectcrop.crops import CropPolicy, save_jpeg
+    from pipelines.synthetic import ground_truth_crops, load_ground_truth
 
     if not (out / "crops.csv").exists():
-        coco = json.loads((photos / "annotations.json").read_text())
-        images = {im["id"]: im for im in coco["images"]}
+        truth = load_ground_truth(photos / "annotations.json", split="photos")
         rows = ["crop_path,source_path,label\n"]
-        for a in coco["annotations"]:
-            im = images[a["image_id"]]
-            if not im["file_name"].startswith("photos/"):
-                continue
-            pixels = read_image(photos / im["file_name"])
-            x, y, w, h = a["bbox"]
-            boxes, _ = crop_boxes(
-                np.array([[x, y, x + w, y + h]], np.float32),
-                np.ones(1, np.float32),
-                pixels.shape[:2],
-                CropPolicy(pad=0.1, min_size=0),
-            )
-            label = Path(im["file_name"]).parent.name
-            rel = f"{label}/{Path(im['file_name']).stem}_{a['id']}.jpg"
-            (out / label).mkdir(parents=True, exist_ok=True)
-            save_jpeg(out / rel, crop_image(pixels, boxes[0]), fsync=False)
-            rows.append(f"{rel},{im['file_name']},{label}\n")
+        for crop in ground_truth_crops(truth, CropPolicy(pad=0.1, min_size=0)):
+            rel = f"{crop.label}/{Path(crop.file_name).stem}_{crop.annotation_id}.jpg"
+            (out / crop.label).mkdir(parents=True, exist_ok=True)
+            save_jpeg(out / rel, crop.image, fsync=False)
+            rows.append(f"{rel},{crop.file_name},{crop.label}\n")
         (out / "crops.csv").write_text("".join(rows))
     return out, f"ground-truth boxes from {photos}/annotations.json, pad 0.1"
 
@@ -248,13 +238,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.work.mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
-    train_photos = make_photos(
-        args.work / f"photos_s{args.train_seed}", args.brands, args.train_photos, args.train_seed, args.train_seed
-    )
-    test_photos = make_photos(
-        args.work / f"photos_s{args.test_seed}", args.brands, args.test_photos, args.test_seed, args.train_seed
-    )
-    if _categories(train_photos) != _categories(test_photos):
+    work, brands = args.work, args.brands
+    train_photos = make_photos(work / f"photos_s{args.train_seed}", brands, args.train_photos, args.train_seed)
+    test_photos = make_photos(work / f"photos_s{args.test_seed}", brands, args.test_photos, args.test_seed)
+    if _brands(train_photos) != _brands(test_photos):
         raise RuntimeError("train and test sets disagree on the brand definitions")
     train_crops, crop_cmd = make_crops(train_photos, args.work / f"crops_{args.crops}_s{args.train_seed}", args.crops)
     test_crops, _ = make_crops(test_photos, args.work / f"crops_{args.crops}_s{args.test_seed}", args.crops)

@@ -40,7 +40,7 @@ from detectcrop import boxes
 from detectcrop.coco import COCO_NAMES, category_id
 from detectcrop.images import read_image
 from pipelines.evaluate import match_boxes
-from pipelines.watches import generate
+from pipelines.synthetic import GroundTruthImage, generate, ground_truth_crops, load_ground_truth
 
 logger = logging.getLogger(__name__)
 
@@ -51,27 +51,18 @@ CLOCK = category_id("clock")
 # ---------------------------------------------------------------------------------------------------------------------
 # Detection
 # ---------------------------------------------------------------------------------------------------------------------
-def _xyxy(bbox: Sequence[float]) -> list[float]:
-    x, y, w, h = bbox
-    return [x, y, x + w, y + h]
-
-
-def detect_all(root: Path, coco: dict[str, Any], preset: str) -> list[dict[str, Any]]:
+def detect_all(truth: Sequence[GroundTruthImage], preset: str) -> list[dict[str, Any]]:
     """Run the detector on every image; per image: ground truth and all detections with score >= 0.05."""
     from detectcrop import Detector
 
     detector = Detector.from_preset(preset)
-    per_image: dict[int, list[dict]] = {img["id"]: [] for img in coco["images"]}
-    for ann in coco["annotations"]:
-        per_image[ann["image_id"]].append(ann)
     results = []
-    for img in tqdm(coco["images"], desc="detect", unit="img"):
-        dets = detector.detect(read_image(root / img["file_name"]), min_score=0.05)
-        anns = per_image[img["id"]]
+    for gt in tqdm(truth, desc="detect", unit="img"):
+        dets = detector.detect(read_image(gt.path), min_score=0.05)
         results.append({
-            "image": img,
-            "gt": np.array([_xyxy(a["bbox"]) for a in anns], np.float64).reshape(-1, 4),
-            "rel_size": np.array([a["rel_size"] for a in anns], np.float64),
+            "image": {"file_name": gt.file_name, "split": gt.split, "background": gt.background},
+            "gt": gt.detections.xyxy.astype(np.float64),
+            "rel_size": gt.detections.data["rel_size"].astype(np.float64),
             "xyxy": dets.xyxy.astype(np.float64),
             "scores": dets.scores.astype(np.float64),
             "class_ids": dets.class_ids,
@@ -132,21 +123,6 @@ def detection_metrics(results: Sequence[dict[str, Any]], min_score: float = 0.3)
 # ---------------------------------------------------------------------------------------------------------------------
 # Fine-grained baseline
 # ---------------------------------------------------------------------------------------------------------------------
-def gt_crops(root: Path, coco: dict[str, Any]) -> tuple[list[np.ndarray], np.ndarray]:
-    """Ground-truth crops of photos/ and their category ids."""
-    split = {img["id"]: img for img in coco["images"]}
-    crops, labels = [], []
-    for ann in coco["annotations"]:
-        img = split[ann["image_id"]]
-        if img["split"] != "photos":
-            continue
-        image = read_image(root / img["file_name"])
-        box = boxes.to_int_pixels(np.array([_xyxy(ann["bbox"])]), image.shape)[0]
-        crops.append(np.ascontiguousarray(image[box[1] : box[3], box[0] : box[2]]))
-        labels.append(ann["category_id"])
-    return crops, np.array(labels)
-
-
 def colour_histograms(crops: Sequence[np.ndarray], bins: int = 8) -> np.ndarray:
     """Joint RGB histograms (``bins``^3), L1-normalised then square-rooted (Hellinger)."""
     feats = []
@@ -169,10 +145,12 @@ def macro_f1_cv(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: 
     }  # fmt: skip
 
 
-def fine_grained_metrics(root: Path, coco: dict[str, Any], backbone_preset: str) -> dict[str, Any]:
+def fine_grained_metrics(truth: Sequence[GroundTruthImage], backbone_preset: str) -> dict[str, Any]:
+    """Colour histogram vs backbone features on the ground-truth crops of ``truth`` (the product photos)."""
     from classify import Backbone
 
-    crops, labels = gt_crops(root, coco)
+    gt = ground_truth_crops(truth)
+    crops, labels = [c.image for c in gt], np.array([c.category_id for c in gt])
     hist = macro_f1_cv(colour_histograms(crops), labels)
     backbone = Backbone.from_preset(backbone_preset, include_top=False)
     t0 = time.perf_counter()
@@ -224,19 +202,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = Path(args.data)
     report: dict[str, Any] = {"machine": f"{os.cpu_count()} CPU cores", "date": time.strftime("%Y-%m-%d")}
     if not (root / "annotations.json").exists():
+        start = time.perf_counter()
         report["generation"] = generate(
             root, brands=args.brands, photos_per_brand=args.photos_per_brand, scenes=args.scenes, seed=args.seed,
             workers=args.workers, show_progress=True,
         )  # fmt: skip
-    coco = json.loads((root / "annotations.json").read_text())
-    results = detect_all(root, coco, args.detector)
+        seconds = time.perf_counter() - start
+        n_images = report["generation"]["photos"] + report["generation"]["scenes"]
+        report["generation"] |= {"seconds": round(seconds, 2), "images_per_s": round(n_images / seconds, 2)}
+    truth = load_ground_truth(root / "annotations.json")
+    results = detect_all(truth, args.detector)
     photos = [r for r in results if r["image"]["split"] == "photos"]
     scenes = [r for r in results if r["image"]["split"] == "scenes"]
     report["detection_photos"] = detection_metrics(photos, args.min_score)
     if scenes:
         report["detection_scenes"] = detection_metrics(scenes, args.min_score)
     if not args.no_fine_grained:
-        report["fine_grained"] = fine_grained_metrics(root, coco, args.backbone)
+        report["fine_grained"] = fine_grained_metrics([gt for gt in truth if gt.split == "photos"], args.backbone)
     out = Path(args.output) if args.output else root / "benchmark.json"
     out.write_text(json.dumps(report, indent=1))
     print(_markdown(report))

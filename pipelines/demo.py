@@ -24,7 +24,7 @@ from pipelines import build_crops, label, train_fine
 from pipelines.cli import setup_logging
 from pipelines.evaluate import evaluate_predictions
 from pipelines.labeling import COLUMNS
-from pipelines.watches import generate
+from pipelines.synthetic import generate
 
 logger = logging.getLogger("pipelines.demo")
 

@@ -3,7 +3,8 @@
     python -m pipelines.make_watches OUT --brands 8 --photos-per-brand 40 --seed 0 [--scenes N] [--size 640x480]
 
 Writes ``OUT/photos/<brand>/*.jpg`` (one watch per photo), ``OUT/scenes/*.jpg`` (0 or 2-4 watches) and
-``OUT/annotations.json`` (COCO ground truth, written last). Same seed -> same bytes.
+``OUT/annotations.json`` (COCO ground truth and the brand catalogue, written last). Same seed -> same bytes.
+Brand names always mean the same watch designs (the default catalogue) unless ``--brand-seed`` draws another one.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import time
 from collections.abc import Sequence
 
-from pipelines.watches import generate
+from pipelines.synthetic import CATALOGUE_SEED, generate
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +35,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--photos-per-brand", type=int, default=40, help="single-watch photos per brand")
     parser.add_argument("--scenes", type=int, default=0, help="multi-watch scenes for batch labeling")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--brand-seed", type=int, default=None,
-                        help="seed of the brand definitions (default: --seed); a test set of the same brands is "
-                             "another --seed with the training set's --brand-seed")
+    parser.add_argument("--brand-seed", type=int, default=CATALOGUE_SEED,
+                        help="seed of the brand catalogue (default: the fixed catalogue, whatever --seed); another "
+                             "value draws new designs under the same names")
     parser.add_argument("--size", type=_size, default=(640, 480), help="image size WIDTHxHEIGHT (default 640x480)")
     parser.add_argument("--workers", type=int, default=1, help="processes (output does not depend on it)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset in OUT")
@@ -49,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
+    start = time.perf_counter()
     try:
         summary = generate(
             args.out,
@@ -64,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except (FileExistsError, ValueError) as err:
         parser.error(str(err))
+    seconds = time.perf_counter() - start
+    n_images = summary["photos"] + summary["scenes"]
+    logger.info("%d images in %.1f s (%.1f images/s)", n_images, seconds, n_images / max(seconds, 1e-9))
     logger.info("summary: %s", json.dumps(summary))
     return 0
 

@@ -48,7 +48,7 @@ def _tree(root: Path) -> dict[str, bytes]:
 # -- the acceptance folder: synthetic watch photos + every kind of awkward file -----------------------------------
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory, detector) -> dict:
-    from pipelines.watches import generate
+    from pipelines.synthetic import generate
 
     gen = tmp_path_factory.mktemp("watches")
     generate(gen, brands=2, photos_per_brand=4, scenes=0, seed=3)

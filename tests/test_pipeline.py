@@ -19,7 +19,7 @@ from pipelines import label
 from pipelines.compose import DetectThenClassify
 from pipelines.evaluate import evaluate_predictions, match_boxes
 from pipelines.labeling import COLUMNS
-from pipelines.watches import generate
+from pipelines.synthetic import generate, ground_truth_crops, load_ground_truth
 
 
 @pytest.fixture(scope="module")
@@ -34,19 +34,10 @@ def bench(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def model_dir(bench, tmp_path_factory) -> Path:
     """A FineClassifier trained on the photos' ground-truth crops with the offline backbone, saved."""
-    coco = json.loads((bench / "annotations.json").read_text())
-    names = {c["id"]: c["name"] for c in coco["categories"]}
-    files = {im["id"]: im["file_name"] for im in coco["images"]}
-    crops, labels = [], []
-    for ann in coco["annotations"]:
-        if not files[ann["image_id"]].startswith("photos/"):
-            continue
-        x, y, w, h = (round(v) for v in ann["bbox"])
-        crops.append(read_image(bench / files[ann["image_id"]])[y : y + h, x : x + w])
-        labels.append(names[ann["category_id"]])
+    crops = ground_truth_crops(load_ground_truth(bench / "annotations.json", split="photos"))
     clf = FineClassifier(zoo.OFFLINE_BACKBONE, epochs=40, augment_views=1, validation_fraction=0, seed=0)
     out = tmp_path_factory.mktemp("run")
-    clf.fit(crops, labels).save(out / "model.keras")
+    clf.fit([c.image for c in crops], [c.label for c in crops]).save(out / "model.keras")
     return out
 
 
@@ -56,13 +47,8 @@ def pipe(model_dir) -> DetectThenClassify:
 
 
 def _scene_truth(bench: Path, name: str) -> tuple[np.ndarray, list[str]]:
-    coco = json.loads((bench / "annotations.json").read_text())
-    names = {c["id"]: c["name"] for c in coco["categories"]}
-    (image_id,) = [im["id"] for im in coco["images"] if im["file_name"] == f"scenes/{name}"]
-    anns = [a for a in coco["annotations"] if a["image_id"] == image_id]
-    boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                      for a in anns]).reshape(-1, 4)
-    return boxes, [names[a["category_id"]] for a in anns]
+    (truth,) = [r for r in load_ground_truth(bench / "annotations.json", split="scenes") if r.path.name == name]
+    return truth.detections.xyxy, list(truth.detections.data["label"])
 
 
 def test_labels_watches_in_a_scene(bench, pipe):
