@@ -33,7 +33,7 @@ from classify.trainer import Split, TrainSettings, train_task
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
-FORMAT_VERSION = 2  # 2: a registered CropClassifier task model (version 1 files, with a ClassifierInfo layer, do not load)
+FORMAT_VERSION = 2  # 2: a registered CropClassifier task (files of version 1, with a ClassifierInfo layer, do not load)
 
 Images = Sequence[ImageItem] | np.ndarray
 

@@ -201,8 +201,16 @@ class History(keras.callbacks.Callback):
         self.bar.close()
 
 
-def run_stage(model: keras.Model, data: keras.utils.PyDataset, stage: str, epochs: int, settings: TrainSettings,
-              history: list[dict], validation: ValidationScores | None, keep_if_not_improved: bool = False) -> int | None:
+def run_stage(
+    model: keras.Model,
+    data: keras.utils.PyDataset,
+    stage: str,
+    epochs: int,
+    settings: TrainSettings,
+    history: list[dict],
+    validation: ValidationScores | None,
+    keep_if_not_improved: bool = False,
+) -> int | None:
     """Fit a compiled ``model`` for one stage; returns the best epoch (0-based; -1: no epoch beat the model as it was,
     with ``keep_if_not_improved``) or ``None`` without validation."""
     callbacks: list[keras.callbacks.Callback] = []
