@@ -22,7 +22,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 
-from classify.augment import augmentation_to_dict, build_augmentation, save_augmentation
+from classify.augment import AugmentationSpec, augmentation_to_dict, build_augmentation, save_augmentation
 from classify.backbones import backbone_name, input_size_of, resolve_backbone
 from classify.data import grouped_split
 from classify.features import ImageItem, iter_items, predict_batches
@@ -84,11 +84,11 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
 
     def __init__(self, backbone: Any = "densenet121", *, epochs: int = 50, batch_size: int = 32,
                  learning_rate: float = 0.005, dense_units: int = 128, dropout: float = 0.5,
-                 augmentation: Any = "default", augment_views: int = 4, class_weight: str | None = None,
-                 validation_fraction: float = 0.2, patience: int = 10, reduce_lr_patience: int = 3,
-                 reduce_lr_factor: float = 0.5, min_learning_rate: float = 1e-6, fine_tune_blocks: int = 0,
+                 augmentation: AugmentationSpec = "default", augment_views: int = 4, class_weight: str | None = None,
+                 validation_fraction: float = 0.2, patience: int = 10, reduce_lr_patience: int = 4,
+                 reduce_lr_factor: float = 0.3, min_learning_rate: float = 1e-6, fine_tune_blocks: int = 0,
                  fine_tune_epochs: int = 10, fine_tune_learning_rate: float = 1e-5, unknown_below: float | None = None,
-                 unknown_label: str = "unknown", cache_dir: str | Path | None = None, seed: int | None = 0,
+                 unknown_label: str = "unknown", cache_dir: str | Path | None = None, seed: int | None = None,
                  show_progress: bool = False) -> None:
         self.backbone = backbone
         self.epochs = epochs

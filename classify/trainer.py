@@ -47,8 +47,8 @@ class TrainSettings:
     augmentation: dict | None = None
     augment_views: int = 4
     patience: int = 10
-    reduce_lr_patience: int = 3
-    reduce_lr_factor: float = 0.5
+    reduce_lr_patience: int = 4
+    reduce_lr_factor: float = 0.3
     min_learning_rate: float = 1e-6
     fine_tune_blocks: int = 0
     fine_tune_epochs: int = 10
