@@ -209,7 +209,11 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         """Load a model written by `save` (a ``.keras`` file or the folder holding ``model.keras``)."""
         path = Path(path)
         path = path / MODEL_FILE if path.is_dir() else path
-        model = keras.saving.load_model(path, compile=False)
+        try:
+            model = keras.saving.load_model(path, compile=False)
+        except TypeError as exc:  # an unknown layer class, e.g. the ClassifierInfo layer of format version 1
+            raise ValueError(f"{path} cannot be read as a FineClassifier: it holds layers this version does not know "
+                             f"(files saved before format version {FORMAT_VERSION} must be retrained)") from exc
         if not isinstance(model, CropClassifier):
             raise ValueError(f"{path} is not a FineClassifier model (files saved before format version "
                              f"{FORMAT_VERSION} must be retrained)")

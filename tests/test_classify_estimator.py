@@ -217,3 +217,10 @@ def test_unknown_rule_and_topk(data, fitted_tiny):
     assert set(clf.set_params(unknown_below=1.01).predict(X[:6])) == {"no idea"}
     assert (clf.set_params(unknown_below=0.0).predict(X[:6]) == clf.classes_[proba.argmax(1)]).all()
     assert fitted_tiny.unknown_below == 0.5
+
+
+def test_load_rejects_files_that_are_not_a_fine_classifier(tmp_path):
+    plain = tiny_backbone()
+    plain.save(tmp_path / "plain.keras")
+    with pytest.raises(ValueError, match="not a FineClassifier model"):
+        FineClassifier.load(tmp_path / "plain.keras")
