@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 from sklearn.base import clone
 
-from classify import CropClassifier, FineClassifier
+from classify import Backbone, CropClassifier, FineClassifier
 from classify.backbones import backbone_blocks
 from classify.prediction import ProbabilityPredictor
 
@@ -80,6 +80,8 @@ def test_init_only_stores_parameters_and_clone_round_trips(data):
     assert sorted(k for k in vars(clf) if k.endswith("_")) == [
         "augmentation_", "best_epoch_", "classes_", "fine_tune_best_epoch_", "history_", "input_size_", "model_",
         "timings_"]
+    shared = Backbone("tiny", tiny_backbone(), (16, 16), "unit")  # a Backbone is only read, so clones share it
+    assert clone(small(shared)).backbone is shared
     fitted_clone = clone(clf)  # a clone of a fitted estimator is unfitted
     assert not hasattr(fitted_clone, "model_")
     with pytest.raises(Exception, match="not fitted"):
