@@ -160,6 +160,10 @@ def staged_run_folder(final: Path) -> Iterator[Path]:
     """Yield a new hidden sibling folder of ``final`` to write a run into; when the block succeeds, it replaces
     ``final`` as a whole (rename the old run aside, rename the new one in, remove the old); when it fails, it is
     removed and ``final`` is untouched."""
+    leftovers = sorted(p.name for p in final.parent.glob(f".{final.name}.[no][el][wd]-*") if p.is_dir())
+    if leftovers:  # a run killed before its swap leaves its hidden folder behind
+        logger.warning("%s holds unfinished runs of %s (safe to delete): %s", final.parent, final.name,
+                       ", ".join(leftovers))
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.new-"))
     try:
         yield tmp

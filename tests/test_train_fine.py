@@ -112,7 +112,7 @@ def test_cli_refuses_to_write_over_a_run_without_overwrite(tmp_path, capsys):
     assert "not a train_fine run" in capsys.readouterr().err and (other / "holiday.jpg").exists()
 
 
-def test_a_failed_run_leaves_the_old_run_and_no_partial_folder(tmp_path, capsys, monkeypatch):
+def test_a_failed_run_leaves_the_old_run_and_no_partial_folder(tmp_path, capsys, monkeypatch, caplog):
     data = write_crops(tmp_path / "crops", photos_per_class=3, crops_per_photo=1, seed=0)
     out = tmp_path / "run"
     out.mkdir()
@@ -122,10 +122,13 @@ def test_a_failed_run_leaves_the_old_run_and_no_partial_folder(tmp_path, capsys,
         raise ValueError("backbone xyz cannot be fine-tuned; use fine_tune_blocks=0")
 
     monkeypatch.setattr(FineClassifier, "fit", broken_fit)
+    (tmp_path / ".run.new-killed").mkdir()  # left by a run killed before its swap: named, never deleted
+    caplog.set_level("WARNING", logger="pipelines.train_fine")
     argv = ["--data", str(data), "--output", str(out), "--overwrite", "--min-per-class", "2", "--val-fraction", "0.5"]
     assert train_fine.main(argv) == 2
     assert capsys.readouterr().err.strip() == "error: backbone xyz cannot be fine-tuned; use fine_tune_blocks=0"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["crops", "run"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.new-killed", "crops", "run"]
+    assert ".run.new-killed" in caplog.text
     assert [p.name for p in out.iterdir()] == ["model.keras"] and (out / "model.keras").read_text() == "old run"
 
 
