@@ -7,8 +7,11 @@ cannot disagree on pixels, and a saved ``.keras`` classifier carries its preproc
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+import random
+import re
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,9 +170,123 @@ class Backbone:
                for i in range(0, len(images), batch_size)]
         return np.concatenate(out).astype(np.float32)
 
+    def __sklearn_clone__(self) -> Backbone:
+        """`sklearn.base.clone` shares a Backbone: `FineClassifier` only reads it (fine-tuning trains a copy)."""
+        return self
+
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "input_size": list(self.input_size), "preprocessing": self.preprocessing,
                 "include_top": self.include_top}
 
     def __repr__(self) -> str:
         return f"Backbone({self.name!r}, input_size={self.input_size}, feature_dim={self.feature_dim})"
+
+
+# ---------------------------------------------------------------------------------------------- backbone surgery
+
+
+@contextlib.contextmanager
+def global_random_state_kept() -> Iterator[None]:
+    """Restore Python's and NumPy's global random state on exit. Keras draws a default seed from Python's `random`
+    for every unseeded initializer when it builds or copies layers; weights built here are overwritten (pretrained or
+    copied), so those draws must not move the caller's random streams."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
+class BareBackbone:
+    """A bare `keras.Model` (image ``[0, 255]`` in, pooled features out) seen as a backbone."""
+
+    def __init__(self, model: keras.Model) -> None:
+        self.model = model
+        self.name = model.name
+        self.input_size = tuple(int(d) if d is not None else None for d in model.input_shape[1:3])
+        self.fine_tunable = True
+
+
+def resolve_backbone(backbone: Any) -> Any:
+    """A preset name -> ``Backbone.from_preset(name)`` (built without moving global random state); a Backbone-like
+    object (``.model``, ``.input_size``, ``.name``) is returned as is; a bare `keras.Model` is wrapped."""
+    if isinstance(backbone, str):
+        with global_random_state_kept():
+            return Backbone.from_preset(backbone, include_top=False)
+    if isinstance(backbone, keras.Model):
+        return BareBackbone(backbone)
+    if not hasattr(backbone, "model"):
+        raise TypeError(f"backbone must be a preset name, a Backbone or a keras.Model, got {type(backbone).__name__}")
+    return backbone
+
+
+def backbone_name(backbone: Any) -> str:
+    return backbone if isinstance(backbone, str) else str(getattr(backbone, "name", type(backbone).__name__))
+
+
+def input_size_of(backbone: Any) -> tuple[int, int]:
+    """The fixed ``(height, width)`` a resolved backbone takes (``ValueError`` if it has none)."""
+    size = getattr(backbone, "input_size", None) or backbone.model.input_shape[1:3]
+    if size is None or None in tuple(size):
+        raise ValueError(f"backbone {backbone_name(backbone)} has no fixed input size")
+    return int(size[0]), int(size[1])
+
+
+def copy_model(model: keras.Model) -> keras.Model:
+    """An independent copy of ``model`` (same architecture and weights, own variables), made without moving global
+    random state; fine-tuning trains the copy, never the caller's model."""
+    with global_random_state_kept():
+        clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def leaf_layers(model: keras.Layer) -> list[keras.Layer]:
+    """All non-container layers of ``model``, nested models flattened, in order."""
+    out = []
+    for layer in getattr(model, "layers", []):
+        if getattr(layer, "layers", None):
+            out.extend(leaf_layers(layer))
+        else:
+            out.append(layer)
+    return out
+
+
+_BLOCK = re.compile(r"^(.*?block_?\d+)(?:_|$)")
+
+
+def block_name(layer_name: str) -> str:
+    """The block a layer belongs to, from its name: ``block16_expand`` -> ``block16``, ``block_3_project`` ->
+    ``block_3``, ``conv5_block16_1_conv`` -> ``conv5_block16``; otherwise the name's first ``_`` field
+    (``head_conv`` -> ``head``)."""
+    match = _BLOCK.match(layer_name)
+    return match.group(1) if match else layer_name.split("_", 1)[0]
+
+
+def backbone_blocks(backbone_model: keras.Model) -> list[tuple[str, list[keras.Layer]]]:
+    """The backbone's trainable-weight layers (BatchNormalization excluded) grouped into named blocks, in order."""
+    blocks: list[tuple[str, list[keras.Layer]]] = []
+    for layer in leaf_layers(backbone_model):
+        if not layer.weights or isinstance(layer, keras.layers.BatchNormalization):
+            continue
+        name = block_name(layer.name)
+        if blocks and blocks[-1][0] == name:
+            blocks[-1][1].append(layer)
+        else:
+            blocks.append((name, [layer]))
+    return blocks
+
+
+def set_fine_tunable(backbone_model: keras.Model, n_blocks: int) -> list[str]:
+    """Unfreeze the top ``n_blocks`` blocks of a backbone (in place: pass a `copy_model`); everything else, and every
+    BatchNormalization layer, stays frozen (so BatchNorm keeps its ImageNet statistics and runs in inference mode).
+    Returns the unfrozen blocks."""
+    backbone_model.trainable = True
+    for layer in leaf_layers(backbone_model):
+        layer.trainable = False
+    chosen = backbone_blocks(backbone_model)[-n_blocks:] if n_blocks > 0 else []
+    for _, layers in chosen:
+        for layer in layers:
+            layer.trainable = True
+    return [name for name, _ in chosen]

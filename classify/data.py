@@ -11,13 +11,13 @@ import csv
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from detectcrop.images import IMAGE_EXTENSIONS
+from detectcrop.images import IMAGE_EXTENSIONS, ImageReadError, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,8 @@ class ImageFolder:
         class_names: the label names, sorted (the folder names).
         groups: ``(N,)`` group ids; images sharing a group must stay on one side of a split (the source photo and
             duplicate group from ``crops.csv``; the image's own path when there is no manifest).
+        skipped: files in the class folders that were left out, ``{"path", "reason"}`` each (unreadable or corrupt
+            images, files that are not images).
     """
 
     root: Path
@@ -47,6 +49,7 @@ class ImageFolder:
     labels: np.ndarray
     class_names: list[str]
     groups: np.ndarray
+    skipped: list[dict[str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -64,6 +67,7 @@ class ImageFolder:
             labels=self.labels[index],
             class_names=self.class_names,
             groups=self.groups[index],
+            skipped=self.skipped,
         )
 
     @property
@@ -72,15 +76,33 @@ class ImageFolder:
         return np.asarray(self.class_names, dtype=object)[self.labels]
 
 
-def list_images(folder: Path) -> list[Path]:
+def list_images(folder: Path, others: list[Path] | None = None) -> list[Path]:
     """Image files anywhere under ``folder`` (build_crops mirrors deeper photo folders), sorted by relative path;
-    hidden files and folders are skipped."""
+    hidden files and folders are skipped. Visible files without an image extension are appended to ``others``."""
     found = []
     for p in folder.rglob("*"):
         rel = p.relative_to(folder)
-        if p.suffix.lower() in IMAGE_EXTENSIONS and not any(part.startswith(".") for part in rel.parts) and p.is_file():
+        if any(part.startswith(".") for part in rel.parts) or not p.is_file():
+            continue
+        if p.suffix.lower() in IMAGE_EXTENSIONS:
             found.append((rel.as_posix(), p))
+        elif others is not None:
+            others.append(p)
     return [p for _, p in sorted(found)]
+
+
+def _readable(files: list[Path], skipped: list[dict[str, str]]) -> list[Path]:
+    """The files that decode as images; the others are logged by name and recorded in ``skipped``."""
+    good = []
+    for path in files:
+        try:
+            read_image(path)
+        except ImageReadError as exc:
+            skipped.append({"path": str(path), "reason": str(exc)})
+            logger.warning("skipping %s: %s", path, exc)
+        else:
+            good.append(path)
+    return good
 
 
 def load_image_folder(
@@ -88,6 +110,7 @@ def load_image_folder(
     *,
     class_names: Sequence[str] | None = None,
     min_per_class: int = 1,
+    check_images: bool = True,
 ) -> ImageFolder:
     """Read ``root/<class>/*`` (one sub-folder per class; files at the top level are ignored).
 
@@ -96,12 +119,20 @@ def load_image_folder(
         class_names: the label set to map onto (e.g. a trained model's, for a test folder). A sub-folder outside it
             is an error; classes without a folder simply have no images. ``None``: the sorted sub-folder names.
         min_per_class: fewest images a class may have (a clear ``ValueError`` otherwise).
+        check_images: decode every file once and skip (with a warning naming it) those that are not readable
+            images; skipped files, and files without an image extension, are listed in ``skipped``.
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder {root} does not exist")
     folders = {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")}
-    per_class = {name: list_images(folder) for name, folder in folders.items()}
+    others: list[Path] = []
+    per_class = {name: list_images(folder, others) for name, folder in folders.items()}
+    skipped = [{"path": str(p), "reason": "not an image file (extension)"} for p in others]
+    for entry in skipped:
+        logger.warning("skipping %s: %s", entry["path"], entry["reason"])
+    if check_images:
+        per_class = {name: _readable(files, skipped) for name, files in per_class.items()}
     per_class = {name: files for name, files in per_class.items() if files or class_names is None}
     if class_names is None:
         class_names = sorted(per_class)
@@ -117,14 +148,16 @@ def load_image_folder(
         listing = ", ".join(f"{name!r}: {n}" for name, n in sorted(too_few.items()))
         raise ValueError(
             f"too few images in {len(too_few)} class(es) of {root} ({listing}); each class needs at least "
-            f"{min_per_class}. Add images, remove the folder, or lower the minimum."
+            f"{min_per_class}. Add images, remove the folder, or lower the minimum (train_fine: --min-per-class)."
         )
     index = {name: i for i, name in enumerate(class_names)}
     paths = [p for name in class_names for p in per_class.get(name, [])]
     labels = np.asarray([index[name] for name in class_names for _ in per_class.get(name, [])], dtype=np.int64)
     groups = _manifest_groups(root, paths)
-    dataset = ImageFolder(root=root, paths=paths, labels=labels, class_names=class_names, groups=groups)
-    logger.info("read %d images in %d classes from %s", len(dataset), len(class_names), root)
+    dataset = ImageFolder(root=root, paths=paths, labels=labels, class_names=class_names, groups=groups,
+                          skipped=skipped)
+    logger.info("read %d images in %d classes from %s (%d files skipped)", len(dataset), len(class_names), root,
+                len(skipped))
     return dataset
 
 
@@ -203,13 +236,18 @@ def grouped_split(
     *,
     val_fraction: float = 0.2,
     seed: int | None = 0,
+    class_names: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices ``(train, val)`` of a stratified split that never puts one group on both sides.
 
     One fold of `sklearn.model_selection.StratifiedGroupKFold` with ``round(1 / val_fraction)`` folds. Every class
     needs at least two groups; a class that still lands on one side only raises ``ValueError`` (train) or is logged
-    (validation).
+    (validation). ``class_names[label]`` names a class in messages (default: the label itself).
     """
+
+    def names(values: Sequence) -> str:
+        return ", ".join(repr(str(class_names[v] if class_names is not None else v)) for v in values)
+
     labels = np.asarray(labels)
     groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
     if not 0.0 < val_fraction < 1.0:
@@ -219,19 +257,29 @@ def grouped_split(
     lonely = sorted(c for c, n in per_class_groups.items() if n < 2)
     if lonely:
         raise ValueError(
-            f"class(es) {lonely} have images from fewer than 2 source photos/groups, so a validation split cannot "
-            "hold them out without leaking; add photos or pass validation data explicitly"
+            f"class(es) {names(lonely)} have images from fewer than 2 source photos/groups, so a validation split "
+            "cannot hold them out without leaking; add photos of them, remove their folders, or pass validation "
+            "data explicitly"
         )
     n_splits = max(2, round(1.0 / val_fraction))
     n_splits = min(n_splits, len(np.unique(group_codes)))
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    train_idx, val_idx = next(splitter.split(np.zeros(len(labels)), labels, group_codes))
+    try:
+        train_idx, val_idx = next(splitter.split(np.zeros(len(labels)), labels, group_codes))
+    except ValueError as exc:
+        raise ValueError(
+            f"cannot make a {n_splits}-fold grouped split of {len(labels)} images ({exc}); add images or raise "
+            "val_fraction (train_fine: --val-fraction) to use fewer folds"
+        ) from exc
     missing_train = sorted(set(np.unique(labels).tolist()) - set(labels[train_idx].tolist()))
     if missing_train:
-        raise ValueError(f"the grouped split left class(es) {missing_train} without training images")
+        raise ValueError(
+            f"the grouped split left class(es) {names(missing_train)} without training images; add photos of them "
+            "or lower val_fraction (train_fine: --val-fraction)"
+        )
     missing_val = sorted(set(np.unique(labels).tolist()) - set(labels[val_idx].tolist()))
     if missing_val:
-        logger.warning("class(es) %s have no validation images in this split", missing_val)
+        logger.warning("class(es) %s have no validation images in this split", names(missing_val))
     return np.sort(train_idx), np.sort(val_idx)
 
 
@@ -239,5 +287,6 @@ def split_image_folder(
     dataset: ImageFolder, *, val_fraction: float = 0.2, seed: int | None = 0
 ) -> tuple[ImageFolder, ImageFolder]:
     """`grouped_split` applied to an `ImageFolder`: ``(train, val)``."""
-    train_idx, val_idx = grouped_split(dataset.labels, dataset.groups, val_fraction=val_fraction, seed=seed)
+    train_idx, val_idx = grouped_split(dataset.labels, dataset.groups, val_fraction=val_fraction, seed=seed,
+                                       class_names=dataset.class_names)
     return dataset.subset(train_idx), dataset.subset(val_idx)

@@ -19,8 +19,9 @@ from typing import Any, Literal
 import numpy as np
 import tensorflow as tf
 
-from classify.features import ImageItem, iter_items, load_batch
-from classify.model import FineClassifier, decide_labels
+from classify.features import ImageItem, iter_items
+from classify.model import FineClassifier
+from classify.prediction import ProbabilityPredictor
 from classify.report import write_json
 from detectcrop.io import atomic_write_bytes
 
@@ -75,8 +76,9 @@ def _interpreter(model_path: str, num_threads: int | None) -> Any:
         return tf.lite.Interpreter(model_path=model_path, num_threads=num_threads)
 
 
-class TFLiteClassifier:
-    """Runs an exported ``.tflite`` classifier on images (paths or RGB arrays), like `FineClassifier`."""
+class TFLiteClassifier(ProbabilityPredictor):
+    """Runs an exported ``.tflite`` classifier on images (paths or RGB arrays); ``predict_proba``, ``predict``,
+    ``predict_topk`` and the unknown rule are `FineClassifier`'s (`classify.prediction.ProbabilityPredictor`)."""
 
     def __init__(self, path: str | Path, num_threads: int | None = None) -> None:
         self.path = Path(path)
@@ -90,27 +92,14 @@ class TFLiteClassifier:
         self._output = self._interp.get_output_details()[0]["index"]
         self._batch = -1
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        if len(batch) != self._batch:
-            self._interp.resize_tensor_input(self._input, list(batch.shape))
+    def predict_batch_proba(self, images: np.ndarray) -> np.ndarray:
+        if len(images) != self._batch:
+            self._interp.resize_tensor_input(self._input, list(images.shape))
             self._interp.allocate_tensors()
-            self._batch = len(batch)
-        self._interp.set_tensor(self._input, batch)
+            self._batch = len(images)
+        self._interp.set_tensor(self._input, np.ascontiguousarray(images, dtype=np.float32))
         self._interp.invoke()
         return np.array(self._interp.get_tensor(self._output), dtype=np.float32)
-
-    def predict_proba(self, X: Sequence[ImageItem] | np.ndarray, batch_size: int = 32) -> np.ndarray:
-        """Class probabilities ``(N, n_classes)`` in the order of ``classes_``."""
-        items = iter_items(X)
-        outs = [
-            self._run(load_batch(items[i : i + batch_size], self.input_size_).astype(np.float32))
-            for i in range(0, len(items), batch_size)
-        ]
-        return np.concatenate(outs) if outs else np.zeros((0, len(self.classes_)), np.float32)
-
-    def predict(self, X: Sequence[ImageItem] | np.ndarray) -> np.ndarray:
-        """The most probable label per image (``unknown_label`` below ``unknown_below``)."""
-        return decide_labels(self.predict_proba(X), self.classes_, self.unknown_below, self.unknown_label)
 
 
 def agreement(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:

@@ -7,16 +7,24 @@ Writes ``RUN/model.keras`` (labels and preprocessing inside), ``RUN/model.augmen
 (``val`` and, with ``--test-data``, ``test``), ``RUN/confusion_matrix.png``, ``RUN/history.csv``, ``RUN/curves.png``,
 ``RUN/predictions.csv`` and ``RUN/config.json`` (the resolved configuration). Progress goes to stderr; the last line
 on stdout is the macro-F1 (test when ``--test-data`` is given, else validation).
+
+A run is built in a hidden sibling folder and renamed into place when complete, so ``RUN`` never mixes files of two
+runs. An existing run folder is replaced as a whole only with ``--overwrite``. User errors (data, output, model) end
+with exit status 2 and one ``error: ...`` line.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +39,8 @@ from classify.report import (
     write_history_csv,
     write_json,
 )
-from detectcrop.io import atomic_write_text, csv_text, prepare_output_dir
+from detectcrop.images import ImageReadError
+from detectcrop.io import OutputLocationError, atomic_write_text, csv_text
 from detectcrop.zoo import ModelUnavailableError
 from pipelines.cli import fail, setup_logging
 
@@ -44,7 +53,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         description="Transfer-learn a crop classifier on CROPS/<class>/* and report macro-F1.",
     )
     p.add_argument("--data", required=True, type=Path, help="training crops: DATA/<class>/*.jpg (+ crops.csv)")
-    p.add_argument("--output", required=True, type=Path, help="run folder to write")
+    p.add_argument("--output", required=True, type=Path, help="run folder to write (see --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing run folder as a whole (its files, e.g. an old model.tflite, are removed)")
     p.add_argument(
         "--backbone",
         default="densenet121",
@@ -103,9 +114,76 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+RUN_MARKERS = ("model.keras", "config.json", "report.json")  # a folder holding one of these is a train_fine run
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _csv_cell(value: object) -> str:
+    """A CSV cell that spreadsheets will not run as a formula (OWASP CSV injection): text beginning with ``=``,
+    ``+``, ``-``, ``@``, tab or CR gets a leading ``'``; numbers are written as they are."""
+    # TODO: use detectcrop.io.csv_safe once it lands (same rule; detectcrop.io.csv_unsafe reverses it).
+    if isinstance(value, int | float | np.number) and not isinstance(value, bool):
+        return str(value)
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
+
+
 def _predictions_csv(rows: list[tuple[str, str, str, str, float]]) -> str:
     header = ("split", "path", "label", "predicted", "probability")
-    return csv_text([header, *((s, p, t, y, f"{q:.6f}") for s, p, t, y, q in rows)])
+    return csv_text(
+        [header, *((_csv_cell(s), _csv_cell(p), _csv_cell(t), _csv_cell(y), f"{q:.6f}") for s, p, t, y, q in rows)]
+    )
+
+
+def check_output(path: Path, overwrite: bool) -> Path:
+    """The resolved run folder, after checking that a run may be written there (``ValueError`` / `OSError` with
+    what to do otherwise). Nothing is created or removed here."""
+    dst = path.resolve()
+    if dst.exists() and not dst.is_dir():
+        raise OutputLocationError(f"the output location {path} exists and is not a folder")
+    if not dst.parent.is_dir():
+        raise OutputLocationError(f"cannot create {path}: its parent folder {dst.parent} does not exist")
+    if not os.access(dst.parent, os.W_OK | os.X_OK):
+        raise OutputLocationError(f"cannot write next to {path}: {dst.parent} is not writable")
+    if dst.is_dir() and any(dst.iterdir()):
+        if not any((dst / name).exists() for name in RUN_MARKERS):
+            raise ValueError(f"the output folder {path} is not empty and is not a train_fine run; choose another "
+                             "--output (--overwrite only replaces run folders)")
+        if not overwrite:
+            raise ValueError(f"the output folder {path} already holds a run; pass --overwrite to replace it as a "
+                             "whole, or choose another --output")
+    return dst
+
+
+@contextlib.contextmanager
+def staged_run_folder(final: Path) -> Iterator[Path]:
+    """Yield a new hidden sibling folder of ``final`` to write a run into; when the block succeeds, it replaces
+    ``final`` as a whole (rename the old run aside, rename the new one in, remove the old); when it fails, it is
+    removed and ``final`` is untouched."""
+    leftovers = sorted(p.name for p in final.parent.glob(f".{final.name}.[no][el][wd]-*") if p.is_dir())
+    if leftovers:  # a run killed before its swap leaves its hidden folder behind
+        logger.warning("%s holds unfinished runs of %s (safe to delete): %s", final.parent, final.name,
+                       ", ".join(leftovers))
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.new-"))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old-"))
+        os.replace(final, old / "run")
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        if old is not None:
+            os.replace(old / "run", final)
+            shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _evaluate(clf: FineClassifier, data: ImageFolder, split: str, rows: list) -> tuple[dict[str, Any], np.ndarray]:
@@ -128,12 +206,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level)
     t_start = time.perf_counter()
     try:  # data and output problems are the user's to fix: a one-line message, no traceback
+        final = check_output(args.output, args.overwrite)
         dataset = load_image_folder(args.data, min_per_class=args.min_per_class)
         train, val = split_image_folder(dataset, val_fraction=args.val_fraction, seed=args.seed)
         test = None
         if args.test_data is not None:
             test = load_image_folder(args.test_data, class_names=dataset.class_names, min_per_class=0)
-        out = prepare_output_dir(args.output)
     except (ValueError, OSError) as exc:
         return fail(exc)
     logger.info(
@@ -143,8 +221,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         len(set(dataset.groups.tolist())),
         dataset.class_counts(),
     )
+    try:
+        with staged_run_folder(final) as out:
+            headline = _train_and_write(args, argv, dataset, train, val, test, out, final, t_start)
+    except (ModelUnavailableError, ImageReadError, ValueError, OSError) as exc:
+        logger.debug("training failed", exc_info=True)
+        return fail(exc)
+    logger.info("wrote %s in %.1fs; macro-F1 (%s) follows", final, time.perf_counter() - t_start,
+                "test" if test is not None else "val")
+    print(f"{headline:.4f}", flush=True)
+    return 0
 
-    clf = FineClassifier(
+
+def _classifier(args: argparse.Namespace) -> FineClassifier:
+    return FineClassifier(
         args.backbone,
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -163,6 +253,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         show_progress=not args.no_progress,
     )
+
+
+def _train_and_write(
+    args: argparse.Namespace,
+    argv: Sequence[str] | None,
+    dataset: ImageFolder,
+    train: ImageFolder,
+    val: ImageFolder,
+    test: ImageFolder | None,
+    out: Path,
+    final: Path,
+    t_start: float,
+) -> float:
+    """Fit, evaluate and write every file of the run into ``out``; returns the headline macro-F1."""
+    clf = _classifier(args)
+    skipped = [*dataset.skipped, *(test.skipped if test is not None else [])]
     config: dict[str, Any] = {
         "command": "python -m pipelines.train_fine " + " ".join(sys.argv[1:] if argv is None else argv),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
@@ -177,18 +283,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "python": platform.python_version(),
     }
-    write_json(out / "config.json", config)
-
-    try:
-        clf.fit(train.paths, train.label_names, validation_data=(val.paths, val.label_names))
-    except ModelUnavailableError as exc:
-        return fail(exc)
-    model_path = clf.save(out / "model.keras")
+    clf.fit(train.paths, train.label_names, validation_data=(val.paths, val.label_names))
+    clf.save(out / "model.keras")
 
     rows: list = []
     report: dict[str, Any] = {
         "best_epoch": clf.best_epoch_ + 1 if clf.best_epoch_ is not None else None,
         "timings_s": clf.timings_,
+        "skipped_files_count": len(skipped),
+        "skipped_files": skipped,
     }
     report["val"], _ = _evaluate(clf, val, "val", rows)
     plot_confusion_matrix(
@@ -214,11 +317,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         check = test if test is not None else val
         report["tflite"] = export_and_check(clf, out, check.paths)
+        for result in report["tflite"].values():
+            result["path"] = str(final / Path(result["path"]).name)
     atomic_write_text(out / "predictions.csv", _predictions_csv(rows))
     write_history_csv(clf.history_, out / "history.csv")
     plot_history(clf.history_, out / "curves.png")
     config["model"] = {
-        "path": str(model_path),
+        "path": str(final / "model.keras"),
         "input_size": list(clf.input_size_),
         "classes": clf.classes_.tolist(),
         "augmentation": clf.augmentation_,
@@ -227,9 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["wall_s"] = config["wall_s"]
     write_json(out / "config.json", config)
     write_json(out / "report.json", report)
-    logger.info("wrote %s in %.1fs; macro-F1 (%s) follows", out, config["wall_s"], "test" if test else "val")
-    print(f"{headline['macro_f1']:.4f}", flush=True)
-    return 0
+    return float(headline["macro_f1"])
 
 
 if __name__ == "__main__":

@@ -3,25 +3,17 @@
 Each class is one real photograph from scikit-image; a "source photo" is a random window of it and its crops are
 sub-windows, so crops of one photo overlap and must never straddle a train/validation split. ``crops.csv`` follows
 `detectcrop.dataset.CROPS_COLUMNS`; pairs of photos are linked by a ``duplicate_group`` like near-duplicate shots.
-Objects are cached per process (functools.cache) so every test module shares one backbone and one fitted model.
+The shared, built-once objects (folders, the offline backbone, a fitted model) are session fixtures in conftest.py.
 """
 
 from __future__ import annotations
 
-import atexit
 import csv
-import functools
-import shutil
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 from skimage import data as skdata
-
-if TYPE_CHECKING:
-    from classify import Backbone, FineClassifier, ImageFolder
 
 SOURCES = {"astronaut": "astronaut", "cat": "chelsea", "coffee": "coffee", "rocket": "rocket"}
 CROP_SIDE = 112
@@ -66,41 +58,3 @@ def write_crops(root: Path, *, photos_per_class: int, crops_per_photo: int, seed
             writer.writerows(rows)
     (root / "images.csv").write_text("path,status,n_crops,error\n")  # a manifest the reader must ignore
     return root
-
-
-@functools.cache
-def workdir() -> Path:
-    """A temporary folder for this test process, removed when it exits."""
-    path = Path(tempfile.mkdtemp(prefix="classify_tests_"))
-    atexit.register(shutil.rmtree, path, True)
-    return path
-
-
-@functools.cache
-def train_dir() -> Path:
-    return write_crops(workdir() / "train", photos_per_class=6, crops_per_photo=2, seed=0)
-
-
-@functools.cache
-def heldout_dir() -> Path:
-    return write_crops(workdir() / "test", photos_per_class=3, crops_per_photo=2, seed=123, manifest=False)
-
-
-@functools.cache
-def backbone() -> Backbone:
-    """The real offline backbone (torchvision ImageNet MobileNetV2, 224x224), built once."""
-    from classify.backbones import Backbone
-
-    return Backbone.from_preset("mobilenet_v2_torchvision")
-
-
-@functools.cache
-def fitted() -> tuple[FineClassifier, ImageFolder, ImageFolder]:
-    """A classifier trained once on `train_dir` (grouped split), with the test folder it is judged on."""
-    from classify import FineClassifier, load_image_folder
-
-    train = load_image_folder(train_dir(), min_per_class=2)
-    test = load_image_folder(heldout_dir(), class_names=train.class_names)
-    clf = FineClassifier(backbone(), epochs=15, augment_views=1, seed=0, cache_dir=workdir() / "cache")
-    clf.fit(train.paths, train.label_names, groups=train.groups)
-    return clf, train, test

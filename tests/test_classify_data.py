@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from classify_testdata import SOURCES, train_dir, write_crops
+from classify_testdata import SOURCES, write_crops
 
 from classify.data import grouped_split, load_image_folder, split_image_folder
 
@@ -17,8 +17,8 @@ def _source_of(dataset) -> dict[Path, str]:
         return {(dataset.root / r["crop_path"]).resolve(): r["source_path"] for r in csv.DictReader(f)}
 
 
-def test_reads_class_folders_and_ignores_manifests():
-    ds = load_image_folder(train_dir())
+def test_reads_class_folders_and_ignores_manifests(train_dir):
+    ds = load_image_folder(train_dir)
     assert ds.class_names == sorted(SOURCES)
     assert len(ds) == len(SOURCES) * 6 * 2
     assert all(p.suffix == ".jpg" for p in ds.paths)
@@ -26,8 +26,8 @@ def test_reads_class_folders_and_ignores_manifests():
     assert all(p.parent.name == name for p, name in zip(ds.paths, ds.label_names, strict=True))
 
 
-def test_groups_follow_source_photo_and_duplicate_group():
-    ds = load_image_folder(train_dir())
+def test_groups_follow_source_photo_and_duplicate_group(train_dir):
+    ds = load_image_folder(train_dir)
     source = _source_of(ds)
     group_of = dict(zip([p.resolve() for p in ds.paths], ds.groups, strict=True))
     by_source: dict[str, set] = {}
@@ -42,8 +42,8 @@ def test_groups_follow_source_photo_and_duplicate_group():
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_grouped_split_never_puts_a_photo_on_both_sides(seed):
-    ds = load_image_folder(train_dir())
+def test_grouped_split_never_puts_a_photo_on_both_sides(train_dir, seed):
+    ds = load_image_folder(train_dir)
     train, val = split_image_folder(ds, val_fraction=0.25, seed=seed)
     source = _source_of(ds)
     train_src = {source[p.resolve()] for p in train.paths}
@@ -54,8 +54,8 @@ def test_grouped_split_never_puts_a_photo_on_both_sides(seed):
     assert len(train) + len(val) == len(ds)
 
 
-def test_split_is_repeatable_for_a_seed():
-    ds = load_image_folder(train_dir())
+def test_split_is_repeatable_for_a_seed(train_dir):
+    ds = load_image_folder(train_dir)
     a = grouped_split(ds.labels, ds.groups, seed=3)
     b = grouped_split(ds.labels, ds.groups, seed=3)
     np.testing.assert_array_equal(a[0], b[0])
@@ -80,8 +80,37 @@ def test_too_few_images_is_a_clear_error(tmp_path):
 def test_a_class_from_one_photo_cannot_be_split(tmp_path):
     root = write_crops(tmp_path / "d", photos_per_class=1, crops_per_photo=3, seed=1)
     ds = load_image_folder(root)
-    with pytest.raises(ValueError, match="fewer than 2 source photos"):
+    with pytest.raises(ValueError, match="fewer than 2 source photos") as err:
         split_image_folder(ds)
+    assert "'astronaut', 'cat', 'coffee', 'rocket'" in str(err.value)  # class names, not label indices
+    assert "np.int64" not in str(err.value)
+
+
+def test_split_errors_name_classes_and_what_to_change(tmp_path):
+    root = write_crops(tmp_path / "d", photos_per_class=3, crops_per_photo=1, seed=1, manifest=False)
+    ds = load_image_folder(root)
+    labels = np.r_[ds.labels, 4, 4]  # a fifth class, "zebra", with two crops of one photo
+    groups = np.concatenate([ds.groups, ["zebra-photo", "zebra-photo"]])
+    with pytest.raises(ValueError, match=r"class\(es\) 'zebra' have images from fewer than 2") as err:
+        grouped_split(labels, groups, class_names=[*ds.class_names, "zebra"])
+    assert "np.int64" not in str(err.value)
+
+
+def test_corrupt_and_non_image_files_are_skipped_and_named(tmp_path, caplog):
+    root = write_crops(tmp_path / "d", photos_per_class=2, crops_per_photo=1, seed=1, manifest=False)
+    (root / "cat" / "truncated.jpg").write_bytes((root / "cat" / "cat_000_0.jpg").read_bytes()[:200])
+    (root / "cat" / "notes.jpg").write_text("not an image")
+    (root / "coffee" / "empty.png").write_bytes(b"")
+    (root / "coffee" / "readme.txt").write_text("hello")
+    with caplog.at_level("WARNING", logger="classify.data"):
+        ds = load_image_folder(root)
+    assert len(ds) == 8 and ds.class_counts() == dict.fromkeys(sorted(SOURCES), 2)
+    skipped = {Path(s["path"]).name: s["reason"] for s in ds.skipped}
+    assert set(skipped) == {"truncated.jpg", "notes.jpg", "empty.png", "readme.txt"}
+    assert "empty" in skipped["empty.png"] and "not an image" in skipped["readme.txt"]
+    for name in skipped:
+        assert name in caplog.text
+    assert ds.subset([0, 1]).skipped == ds.skipped
 
 
 def test_test_folder_maps_onto_known_classes(tmp_path):

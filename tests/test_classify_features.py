@@ -5,7 +5,6 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-from classify_testdata import train_dir
 
 from classify.data import load_image_folder
 from classify.features import as_rgb_uint8, extract_features, extract_views, load_batch
@@ -21,8 +20,8 @@ def tiny():
 
 
 @pytest.fixture(scope="module")
-def paths():
-    return load_image_folder(train_dir()).paths[:10]
+def paths(train_dir):
+    return load_image_folder(train_dir).paths[:10]
 
 
 def test_views_shape_and_clean_view_matches_plain_features(tiny, paths):

@@ -1,20 +1,19 @@
-"""FineClassifier on real pixels with the real offline backbone (torchvision ImageNet MobileNetV2)."""
+"""FineClassifier on real pixels with the real offline backbone (torchvision ImageNet MobileNetV2); the estimator
+contract on tiny models is in test_classify_estimator.py."""
 
 from __future__ import annotations
 
 import keras
 import numpy as np
 import pytest
-from classify_testdata import backbone, fitted, workdir
 from sklearn.metrics import f1_score
 
-from classify import FineClassifier
-from classify.backbones import Backbone
-from classify.model import ClassifierInfo, backbone_blocks, block_name
+from classify import CropClassifier, FineClassifier
+from classify.backbones import backbone_blocks, block_name, leaf_layers
 
 
-def test_training_beats_chance_clearly():
-    clf, _, test = fitted()
+def test_training_beats_chance_clearly(fitted):
+    clf, _, test = fitted
     pred = clf.predict(test.paths)
     accuracy = np.mean(pred == test.label_names)
     macro_f1 = f1_score(test.label_names, pred, average="macro")
@@ -25,8 +24,8 @@ def test_training_beats_chance_clearly():
     assert clf.timings_["features_s"] > 0 and clf.input_size_ == (224, 224)
 
 
-def test_save_load_gives_identical_outputs_and_carries_labels(tmp_path):
-    clf, _, test = fitted()
+def test_save_load_gives_identical_outputs_and_carries_labels(fitted, tmp_path):
+    clf, _, test = fitted
     path = clf.save(tmp_path / "run")
     assert path == tmp_path / "run" / "model.keras"
     (tmp_path / "run" / "model.augmentation.json").unlink()  # the .keras file alone must be enough
@@ -35,10 +34,10 @@ def test_save_load_gives_identical_outputs_and_carries_labels(tmp_path):
     assert loaded.classes_.tolist() == clf.classes_.tolist()
     assert loaded.input_size_ == clf.input_size_ and loaded.backbone == "mobilenet_v2_torchvision"
     assert loaded.augmentation_ == clf.augmentation_ and loaded.get_params()["epochs"] == clf.epochs
-    info = next(layer for layer in loaded.model_.layers if isinstance(layer, ClassifierInfo))
-    assert info.class_names == clf.classes_.tolist() and info.info["input_size"] == [224, 224]
+    assert isinstance(loaded.model_, CropClassifier) and loaded.model_.class_names == clf.classes_.tolist()
+    assert loaded.model_.input_size == (224, 224)
     # preprocessing is inside: raw [0, 255] pixels in, probabilities out
-    assert any("preprocess" in layer.name for layer in loaded.model_.get_layer(index=1).layers)
+    assert any("preprocess" in layer.name for layer in loaded.model_.backbone.layers)
     # arrays of any size are accepted and resized the same way as files
     from classify.features import as_rgb_uint8
 
@@ -46,34 +45,18 @@ def test_save_load_gives_identical_outputs_and_carries_labels(tmp_path):
     np.testing.assert_allclose(loaded.predict_proba(arrays), clf.predict_proba(test.paths[:3]), rtol=0, atol=1e-6)
 
 
-def test_topk_and_unknown_answer():
-    clf, _, test = fitted()
-    proba = clf.predict_proba(test.paths[:4])
-    top = clf.predict_topk(test.paths[:4], k=2)
-    for p, answers in zip(proba, top, strict=True):
-        assert [label for label, _ in answers] == clf.classes_[np.argsort(-p)[:2]].tolist()
-        assert answers[0][1] >= answers[1][1] and np.isclose(answers[0][1], p.max())
-    clf.set_params(unknown_below=1.01)
-    try:
-        assert set(clf.predict(test.paths[:4])) == {"unknown"}
-        clf.set_params(unknown_below=0.0)
-        assert (clf.predict(test.paths[:4]) == clf.classes_[proba.argmax(1)]).all()
-    finally:
-        clf.set_params(unknown_below=None)
-
-
-def test_seed_makes_training_repeatable():
-    _, train, test = fitted()
-    kwargs = {"epochs": 6, "augment_views": 1, "seed": 0, "cache_dir": workdir() / "cache"}  # features cached
-    a = FineClassifier(backbone(), **kwargs).fit(train.paths, train.label_names, groups=train.groups)
-    b = FineClassifier(backbone(), **kwargs).fit(train.paths, train.label_names, groups=train.groups)
+def test_seed_makes_training_repeatable(fitted, offline_backbone, classify_workdir):
+    _, train, test = fitted
+    kwargs = {"epochs": 6, "augment_views": 1, "seed": 0, "cache_dir": classify_workdir / "cache"}  # features cached
+    a = FineClassifier(offline_backbone, **kwargs).fit(train.paths, train.label_names, groups=train.groups)
+    b = FineClassifier(offline_backbone, **kwargs).fit(train.paths, train.label_names, groups=train.groups)
     np.testing.assert_array_equal(a.predict_proba(test.paths), b.predict_proba(test.paths))
     assert a.history_ == b.history_
 
 
-def test_fine_tuning_unfreezes_top_blocks_and_keeps_batchnorm_frozen():
-    _, train, _ = fitted()
-    bb = Backbone.from_preset("mobilenet_v2_torchvision")  # its own copy: fine-tuning changes weights in place
+def test_fine_tuning_unfreezes_top_blocks_and_keeps_batchnorm_frozen(fitted, offline_backbone):
+    _, train, _ = fitted
+    bb = offline_backbone  # shared with other tests: fine-tuning must train a copy
     blocks = backbone_blocks(bb.model)
     assert [name for name, _ in blocks][:2] == ["stem", "block1"] and [n for n, _ in blocks][-2:] == ["block17", "head"]
     before = {w.path: keras.ops.convert_to_numpy(w).copy() for w in bb.model.weights}
@@ -90,19 +73,15 @@ def test_fine_tuning_unfreezes_top_blocks_and_keeps_batchnorm_frozen():
     )
     clf.fit([train.paths[i] for i in idx], train.label_names[idx])
     assert [r["stage"] for r in clf.history_] == ["head", "head", "fine_tune"]
-    changed = {w.path for w in bb.model.weights if not np.array_equal(before[w.path], keras.ops.convert_to_numpy(w))}
+    assert all(np.array_equal(before[w.path], keras.ops.convert_to_numpy(w)) for w in bb.model.weights)
+    tuned = clf.model_.backbone
+    changed = {w.path for w in tuned.weights if not np.array_equal(before[w.path], keras.ops.convert_to_numpy(w))}
     top = {w.path for _, layers in blocks[-2:] for layer in layers for w in layer.weights}
     assert changed and changed <= top, sorted(changed - top)[:5]
-    for layer in _leaves(bb.model):
+    for layer in leaf_layers(tuned):
         if isinstance(layer, keras.layers.BatchNormalization):
             assert not layer.trainable
     assert not any("_bn" in p for p in changed)  # BatchNorm statistics and affine weights untouched
-
-
-def _leaves(model):
-    from classify.model import leaf_layers
-
-    return leaf_layers(model)
 
 
 @pytest.mark.parametrize(
@@ -119,35 +98,9 @@ def test_block_names(name, block):
     assert block_name(name) == block
 
 
-def _tiny_backbone() -> keras.Model:
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((32, 32, 3))
-    x = keras.layers.Rescaling(1 / 255.0)(inp)
-    x = keras.layers.Conv2D(8, 3, activation="relu", name="block1_conv")(x)
-    return keras.Model(inp, keras.layers.GlobalAveragePooling2D()(x), name="tiny")
-
-
-def test_api_contract_with_a_stand_in_backbone():
-    _, train, _ = fitted()
-    idx = np.r_[0:48:2]
-    X, y = [train.paths[i] for i in idx], train.label_names[idx]
-    clf = FineClassifier(_tiny_backbone(), epochs=2, augmentation=None, class_weight="balanced", seed=0)
-    assert "model_" not in vars(clf)  # __init__ only stores parameters
-    assert clf.fit(X, y, groups=train.groups[idx]) is clf
-    assert clf.predict_proba(X).shape == (len(X), 4)
-    np.testing.assert_allclose(clf.predict_proba(X).sum(axis=1), 1.0, rtol=1e-5)
-    assert clf.predict([]).shape == (0,)
-    with pytest.raises(ValueError, match="class_weight"):
-        FineClassifier(_tiny_backbone(), class_weight="inverse").fit(X, y)
-    with pytest.raises(ValueError, match="at least 2 classes"):
-        FineClassifier(_tiny_backbone()).fit(X[:2], ["cat", "cat"])
-    with pytest.raises(ValueError, match="not in the training labels"):
-        FineClassifier(_tiny_backbone(), epochs=1).fit(X, y, validation_data=(X[:1], ["zebra"]))
-
-
-def test_fine_tuning_never_ends_worse_on_validation_than_the_head_stage():
-    _, train, _ = fitted()
-    bb = Backbone.from_preset("mobilenet_v2_torchvision")
+def test_fine_tuning_never_ends_worse_on_validation_than_the_head_stage(fitted, offline_backbone):
+    _, train, _ = fitted
+    bb = offline_backbone
     idx = np.r_[0:36:2]
     items, labels = [train.paths[i] for i in idx], train.label_names[idx]
     clf = FineClassifier(bb, epochs=3, augment_views=0, validation_fraction=0.3, fine_tune_blocks=3,

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from classify_testdata import fitted
 
 from classify.tflite import TFLiteClassifier, agreement, export_and_check
 
 
-def test_float_and_dynamic_exports_agree_with_keras(tmp_path):
-    clf, _, test = fitted()
+def test_float_and_dynamic_exports_agree_with_keras(fitted, tmp_path):
+    clf, _, test = fitted
     results = export_and_check(clf, tmp_path, test.paths)
     reference = clf.predict_proba(test.paths)
 

@@ -3,29 +3,38 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
+import shutil
 
 import numpy as np
 import pytest
-from classify_testdata import heldout_dir, train_dir, workdir, write_crops
+from classify_testdata import write_crops
 from PIL import Image
 
 from classify import FineClassifier
 from pipelines import train_fine
 
 
-def test_cli_writes_the_run_folder_and_prints_macro_f1_last(tmp_path, capsys):
+def test_cli_writes_the_run_folder_and_prints_macro_f1_last(tmp_path, capsys, train_dir, heldout_dir,
+                                                           classify_workdir):
     out = tmp_path / "run"
+    out.mkdir()  # an earlier run, exported to TFLite: none of its files may survive next to the new model
+    for name in ("model.keras", "model.tflite", "model.tflite.json", "report.json", "notes.txt"):
+        (out / name).write_text("old run")
+    test_dir = shutil.copytree(heldout_dir, tmp_path / "test")
+    (test_dir / "cat" / "broken.jpg").write_bytes((test_dir / "cat" / "cat_000_0.jpg").read_bytes()[:300])
     argv = [
         "--data",
-        str(train_dir()),
+        str(train_dir),
         "--output",
         str(out),
+        "--overwrite",
         "--backbone",
         "mobilenet_v2_torchvision",
         "--test-data",
-        str(heldout_dir()),
+        str(test_dir),
         "--epochs",
         "8",
         "--augment-views",
@@ -35,7 +44,7 @@ def test_cli_writes_the_run_folder_and_prints_macro_f1_last(tmp_path, capsys):
         "--seed",
         "0",
         "--cache-dir",
-        str(workdir() / "cache"),
+        str(classify_workdir / "cache"),
         "--class-weight",
         "balanced",
         "--no-progress",
@@ -66,6 +75,11 @@ def test_cli_writes_the_run_folder_and_prints_macro_f1_last(tmp_path, capsys):
     with open(out / "predictions.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
     assert [r["predicted"] for r in rows] == clf.predict([r["path"] for r in rows]).tolist()
+    # the old run was replaced as a whole, and nothing is left beside it
+    assert not (out / "model.tflite").exists() and not (out / "notes.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "test"]
+    assert report["skipped_files_count"] == 1 and report["skipped_files"][0]["path"].endswith("broken.jpg")
+    assert config["model"]["path"] == str((out / "model.keras").resolve())
 
 
 def test_cli_reports_too_few_images_clearly(tmp_path, capsys):
@@ -73,3 +87,71 @@ def test_cli_reports_too_few_images_clearly(tmp_path, capsys):
     assert train_fine.main(["--data", str(data), "--output", str(tmp_path / "run"), "--min-per-class", "3"]) == 2
     assert re.search(r"too few images .*'cat': 2", capsys.readouterr().err)
     assert not (tmp_path / "run").exists()  # nothing written before the data is known to be usable
+    assert list(tmp_path.iterdir()) == [tmp_path / "crops"]
+
+
+def test_cli_names_classes_that_cannot_be_split(tmp_path, capsys):
+    data = write_crops(tmp_path / "crops", photos_per_class=1, crops_per_photo=3, seed=0)
+    assert train_fine.main(["--data", str(data), "--output", str(tmp_path / "run"), "--min-per-class", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ")
+    assert "'astronaut', 'cat', 'coffee', 'rocket'" in err and "int64" not in err
+
+
+def test_cli_refuses_to_write_over_a_run_without_overwrite(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "model.keras").write_text("old run")
+    assert train_fine.main(["--data", str(tmp_path / "missing"), "--output", str(out)]) == 2
+    assert re.search(r"already holds a run; pass --overwrite", capsys.readouterr().err)
+    assert (out / "model.keras").read_text() == "old run"
+    other = tmp_path / "photos"
+    other.mkdir()
+    (other / "holiday.jpg").write_text("not a run")
+    assert train_fine.main(["--data", str(tmp_path / "missing"), "--output", str(other), "--overwrite"]) == 2
+    assert "not a train_fine run" in capsys.readouterr().err and (other / "holiday.jpg").exists()
+
+
+def test_a_failed_run_leaves_the_old_run_and_no_partial_folder(tmp_path, capsys, monkeypatch, caplog):
+    data = write_crops(tmp_path / "crops", photos_per_class=3, crops_per_photo=1, seed=0)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "model.keras").write_text("old run")
+
+    def broken_fit(self, *args, **kwargs):
+        raise ValueError("backbone xyz cannot be fine-tuned; use fine_tune_blocks=0")
+
+    monkeypatch.setattr(FineClassifier, "fit", broken_fit)
+    (tmp_path / ".run.new-killed").mkdir()  # left by a run killed before its swap: named, never deleted
+    caplog.set_level("WARNING", logger="pipelines.train_fine")
+    argv = ["--data", str(data), "--output", str(out), "--overwrite", "--min-per-class", "2", "--val-fraction", "0.5"]
+    assert train_fine.main(argv) == 2
+    assert capsys.readouterr().err.strip() == "error: backbone xyz cannot be fine-tuned; use fine_tune_blocks=0"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run.new-killed", "crops", "run"]
+    assert ".run.new-killed" in caplog.text
+    assert [p.name for p in out.iterdir()] == ["model.keras"] and (out / "model.keras").read_text() == "old run"
+
+
+@pytest.mark.parametrize(
+    ("value", "cell"),
+    [
+        ("=HYPERLINK(\"x\")", "'=HYPERLINK(\"x\")"),
+        ("+1", "'+1"),
+        ("-cmd", "'-cmd"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tx", "'\tx"),
+        ("\rx", "'\rx"),
+        ("rolex", "rolex"),
+        ("/data/=odd.jpg", "/data/=odd.jpg"),
+        (-0.5, "-0.5"),
+        (3, "3"),
+    ],
+)
+def test_csv_cells_never_start_a_formula(value, cell):
+    assert train_fine._csv_cell(value) == cell
+
+
+def test_predictions_csv_escapes_text_cells_only():
+    text = train_fine._predictions_csv([("val", "-a.jpg", "=cmd", "@x", 0.25)])
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[1] == ["val", "'-a.jpg", "'=cmd", "'@x", "0.250000"]
