@@ -18,12 +18,11 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from classify.data import ImageFolder, load_image_folder, split_image_folder
-from classify.model import FineClassifier
 from classify.report import (
     classification_metrics,
     plot_confusion_matrix,
@@ -31,9 +30,13 @@ from classify.report import (
     write_history_csv,
     write_json,
 )
+from detectcrop import presets
 from detectcrop.io import atomic_write_text, csv_text, prepare_output_dir
 from detectcrop.zoo import ModelUnavailableError
 from pipelines.cli import fail, setup_logging
+
+if TYPE_CHECKING:
+    from classify.model import FineClassifier
 
 logger = logging.getLogger("pipelines.train_fine")
 
@@ -47,9 +50,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, type=Path, help="run folder to write")
     p.add_argument(
         "--backbone",
-        default="densenet121",
-        help="backbone preset: densenet121 (default), mobilenet_v2, mobilenet_v2_hub, "
-        "mobilenet_v2_torchvision (offline)",
+        default=presets.default("backbone"),
+        choices=presets.names("backbone"),
+        metavar="PRESET",
+        help=f"backbone preset: {presets.describe('backbone')}",
     )
     p.add_argument("--test-data", type=Path, default=None, help="held-out test crops: DIR/<class>/*")
     p.add_argument("--epochs", type=int, default=50, help="head-stage epochs (early stopping may end sooner)")
@@ -99,7 +103,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="also export model.tflite and model_dynamic.tflite and check them against the Keras model",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", default="INFO", help="logging level (DEBUG also shows TensorFlow's own logs)")
     return p
 
 
@@ -126,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Train, evaluate and write ``RUN/``; 0 on success, 2 on a data, output or model problem (one-line error)."""
     args = get_args_parser().parse_args(argv)
     setup_logging(args.log_level)
+    from classify.model import FineClassifier  # TensorFlow: after the logging set-up, not for --help
+
     t_start = time.perf_counter()
     try:  # data and output problems are the user's to fix: a one-line message, no traceback
         dataset = load_image_folder(args.data, min_per_class=args.min_per_class)
