@@ -22,20 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from classify.data import ImageFolder, load_image_folder, split_image_folder
-from classify.report import (
-    classification_metrics,
-    plot_confusion_matrix,
-    plot_history,
-    write_history_csv,
-    write_json,
-)
 from detectcrop import presets
 from detectcrop.io import atomic_write_text, csv_text, prepare_output_dir
 from detectcrop.zoo import ModelUnavailableError
 from pipelines.cli import fail, setup_logging
 
 if TYPE_CHECKING:
+    from classify.data import ImageFolder
     from classify.model import FineClassifier
 
 logger = logging.getLogger("pipelines.train_fine")
@@ -113,6 +106,8 @@ def _predictions_csv(rows: list[tuple[str, str, str, str, float]]) -> str:
 
 
 def _evaluate(clf: FineClassifier, data: ImageFolder, split: str, rows: list) -> tuple[dict[str, Any], np.ndarray]:
+    from classify.report import classification_metrics
+
     proba = clf.predict_proba(data.paths)
     predicted = clf.labels_from_proba(proba)
     metrics = classification_metrics(data.label_names, predicted, clf.classes_.tolist())
@@ -130,7 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Train, evaluate and write ``RUN/``; 0 on success, 2 on a data, output or model problem (one-line error)."""
     args = get_args_parser().parse_args(argv)
     setup_logging(args.log_level)
-    from classify.model import FineClassifier  # TensorFlow: after the logging set-up, not for --help
+    # Heavy imports (TensorFlow, scikit-learn, matplotlib) after the logging set-up, and never for --help.
+    from classify.data import load_image_folder, split_image_folder
+    from classify.model import FineClassifier
+    from classify.report import plot_confusion_matrix, plot_history, write_history_csv, write_json
 
     t_start = time.perf_counter()
     try:  # data and output problems are the user's to fix: a one-line message, no traceback
