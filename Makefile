@@ -12,9 +12,11 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-# Reinstall only when the dependency list changes.
-$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install --quiet -e '.[dev]'
+# Reinstall only when the dependency ranges or the tested set change: every extra the tests use, pinned to the lock.
+LOCK := requirements/lock.txt
+EXTRAS := dev,heic,synthetic
+$(VENV)/.installed: pyproject.toml $(LOCK) | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -c $(LOCK) -e '.[$(EXTRAS)]'
 	touch $@
 
 # Fetch, verify (sha256) and convert the offline models into $$DETECTCROP_HOME; a no-op once cached.

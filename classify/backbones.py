@@ -18,7 +18,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from detectcrop import zoo
+from detectcrop import presets, zoo
 from detectcrop.detector import ModelUnavailableError, load_hub_model
 from detectcrop.images import resize_image
 
@@ -90,29 +90,41 @@ def _keras_app(constructor: str) -> Callable[[bool, str | None, tuple[int, int, 
     return build
 
 
-def _torchvision(include_top: bool, weights: str | None, input_shape: tuple[int, int, int]) -> keras.Model:
-    from classify.torchvision_mobilenet import mobilenet_v2_torchvision
-
-    path = None if weights is None else zoo.ensure(zoo.OFFLINE_BACKBONE) / "weights.npz"
-    return mobilenet_v2_torchvision(path, include_top, input_shape)
+Builder = Callable[[bool, str | None, tuple[int, int, int]], keras.Model]
 
 
-def _hub_mobilenet(include_top: bool, weights: str | None, input_shape: tuple[int, int, int]) -> keras.Model:
-    if include_top:
-        raise ValueError("mobilenet_v2_hub is a feature-vector model; it has no ImageNet classifier (include_top)")
-    inputs = keras.Input(input_shape)
-    outputs = HubFeatureLayer(zoo.CATALOGUE["mobilenet_v2_hub"].handle, 1280, name="hub_mobilenet_v2")(inputs)
-    return keras.Model(inputs, outputs, name="mobilenet_v2_hub")
+def _torchvision(preset: presets.Preset) -> Builder:
+    def build(include_top: bool, weights: str | None, input_shape: tuple[int, int, int]) -> keras.Model:
+        from classify.torchvision_mobilenet import mobilenet_v2_torchvision
 
+        path = None if weights is None else zoo.ensure(preset.name) / "weights.npz"
+        return mobilenet_v2_torchvision(path, include_top, input_shape)
+
+    return build
+
+
+def _hub_feature_vector(preset: presets.Preset) -> Builder:
+    def build(include_top: bool, weights: str | None, input_shape: tuple[int, int, int]) -> keras.Model:
+        if include_top:
+            raise ValueError(f"{preset.name} is a feature-vector model; it has no ImageNet classifier (include_top)")
+        inputs = keras.Input(input_shape)
+        layer = HubFeatureLayer(preset.handle, preset.feature_dim, name=f"hub_{preset.name.removesuffix('_hub')}")
+        return keras.Model(inputs, layer(inputs), name=preset.name)
+
+    return build
+
+
+# How each `detectcrop.presets` builder name becomes a network; a preset record names one of these.
+BUILDERS: dict[str, Callable[[presets.Preset], Builder]] = {
+    "keras_application": lambda preset: _keras_app(preset.handle),
+    "hub_feature_vector": _hub_feature_vector,
+    "torchvision_mobilenet_v2": _torchvision,
+}
 
 PRESETS: dict[str, BackbonePreset] = {
-    p.name: p
-    for p in [
-        BackbonePreset("densenet121", (224, 224), "torch", _keras_app("DenseNet121")),
-        BackbonePreset("mobilenet_v2", (224, 224), "tf", _keras_app("MobileNetV2")),
-        BackbonePreset("mobilenet_v2_hub", (224, 224), "unit", _hub_mobilenet, fine_tunable=False),
-        BackbonePreset("mobilenet_v2_torchvision", (224, 224), "torch", _torchvision),
-    ]
+    p.name: BackbonePreset(p.name, p.input_size, p.preprocessing, BUILDERS[p.builder](p), p.fine_tunable)
+    for p in presets.PRESETS.values()
+    if p.kind == "backbone"
 }
 
 

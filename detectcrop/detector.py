@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from detectcrop import boxes, cache, zoo
+from detectcrop import boxes, cache, environment, presets, zoo
 from detectcrop.detections import Detections
 from detectcrop.zoo import ModelUnavailableError
 
@@ -34,6 +34,7 @@ def _is_remote(handle: str) -> bool:
 
 def load_hub_model(handle: str, *, offline_alternative: str) -> Any:
     """``tensorflow_hub.load`` with errors that say what to do; works for handles, URLs and local paths."""
+    environment.use_tfhub_cache()  # downloads go under $DETECTCROP_HOME/tfhub unless TFHUB_CACHE_DIR is set
     import tensorflow_hub as hub
 
     try:
@@ -50,18 +51,16 @@ def load_hub_model(handle: str, *, offline_alternative: str) -> Any:
 def _resolve_handle(preset: str | os.PathLike) -> tuple[str, str]:
     """Map a preset name, TF Hub handle/URL or local path to ``(name, loadable handle)``."""
     text = os.fspath(preset)
-    spec = zoo.CATALOGUE.get(text)
-    if spec is not None:
-        if spec.task != "detector":
-            raise ValueError(f"{text!r} is a {spec.task} preset, not a detector")
-        if spec.source == "offline":
+    if text in presets.PRESETS:
+        spec = presets.get(text, "detector")
+        if spec.offline:
             return text, str(zoo.ensure(text) / "saved_model")
         return text, spec.handle
     if _is_remote(text) or Path(text).exists():
         return text, text
-    detectors = [n for n, p in zoo.CATALOGUE.items() if p.task == "detector"]
     raise ValueError(
-        f"unknown detector {text!r}: not a preset, URL or existing path. Presets: {', '.join(detectors)}"
+        f"unknown detector {text!r}: not a preset, URL or existing path. "
+        f"Presets: {', '.join(presets.names('detector'))}"
     )
 
 

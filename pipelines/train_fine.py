@@ -26,23 +26,19 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from classify.data import ImageFolder, load_image_folder, split_image_folder
-from classify.model import FineClassifier
-from classify.report import (
-    classification_metrics,
-    plot_confusion_matrix,
-    plot_history,
-    write_history_csv,
-    write_json,
-)
+from detectcrop import presets
 from detectcrop.images import ImageReadError
 from detectcrop.io import OutputLocationError, atomic_write_text, csv_text
 from detectcrop.zoo import ModelUnavailableError
 from pipelines.cli import fail, setup_logging
+
+if TYPE_CHECKING:
+    from classify.data import ImageFolder
+    from classify.model import FineClassifier
 
 logger = logging.getLogger("pipelines.train_fine")
 
@@ -58,9 +54,10 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="replace an existing run folder as a whole (its files, e.g. an old model.tflite, are removed)")
     p.add_argument(
         "--backbone",
-        default="densenet121",
-        help="backbone preset: densenet121 (default), mobilenet_v2, mobilenet_v2_hub, "
-        "mobilenet_v2_torchvision (offline)",
+        default=presets.default("backbone"),
+        choices=presets.names("backbone"),
+        metavar="PRESET",
+        help=f"backbone preset: {presets.describe('backbone')}",
     )
     p.add_argument("--test-data", type=Path, default=None, help="held-out test crops: DIR/<class>/*")
     p.add_argument("--epochs", type=int, default=50, help="head-stage epochs (early stopping may end sooner)")
@@ -110,29 +107,16 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="also export model.tflite and model_dynamic.tflite and check them against the Keras model",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", default="INFO", help="logging level (DEBUG also shows TensorFlow's own logs)")
     return p
 
 
 RUN_MARKERS = ("model.keras", "config.json", "report.json")  # a folder holding one of these is a train_fine run
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _csv_cell(value: object) -> str:
-    """A CSV cell that spreadsheets will not run as a formula (OWASP CSV injection): text beginning with ``=``,
-    ``+``, ``-``, ``@``, tab or CR gets a leading ``'``; numbers are written as they are."""
-    # TODO: use detectcrop.io.csv_safe once it lands (same rule; detectcrop.io.csv_unsafe reverses it).
-    if isinstance(value, int | float | np.number) and not isinstance(value, bool):
-        return str(value)
-    text = str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def _predictions_csv(rows: list[tuple[str, str, str, str, float]]) -> str:
     header = ("split", "path", "label", "predicted", "probability")
-    return csv_text(
-        [header, *((_csv_cell(s), _csv_cell(p), _csv_cell(t), _csv_cell(y), f"{q:.6f}") for s, p, t, y, q in rows)]
-    )
+    return csv_text([header, *((s, p, t, y, f"{q:.6f}") for s, p, t, y, q in rows)])  # text cells made safe
 
 
 def check_output(path: Path, overwrite: bool) -> Path:
@@ -187,6 +171,8 @@ def staged_run_folder(final: Path) -> Iterator[Path]:
 
 
 def _evaluate(clf: FineClassifier, data: ImageFolder, split: str, rows: list) -> tuple[dict[str, Any], np.ndarray]:
+    from classify.report import classification_metrics
+
     proba = clf.predict_proba(data.paths)
     predicted = clf.labels_from_proba(proba)
     metrics = classification_metrics(data.label_names, predicted, clf.classes_.tolist())
@@ -204,6 +190,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Train, evaluate and write ``RUN/``; 0 on success, 2 on a data, output or model problem (one-line error)."""
     args = get_args_parser().parse_args(argv)
     setup_logging(args.log_level)
+    # Heavy imports (TensorFlow, scikit-learn, matplotlib) after the logging set-up, and never for --help.
+    from classify.data import load_image_folder, split_image_folder
+
     t_start = time.perf_counter()
     try:  # data and output problems are the user's to fix: a one-line message, no traceback
         final = check_output(args.output, args.overwrite)
@@ -234,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _classifier(args: argparse.Namespace) -> FineClassifier:
+    from classify.model import FineClassifier
+
     return FineClassifier(
         args.backbone,
         epochs=args.epochs,
@@ -267,6 +258,8 @@ def _train_and_write(
     t_start: float,
 ) -> float:
     """Fit, evaluate and write every file of the run into ``out``; returns the headline macro-F1."""
+    from classify.report import plot_confusion_matrix, plot_history, write_history_csv, write_json
+
     clf = _classifier(args)
     skipped = [*dataset.skipped, *(test.skipped if test is not None else [])]
     config: dict[str, Any] = {

@@ -132,25 +132,6 @@ def test_a_failed_run_leaves_the_old_run_and_no_partial_folder(tmp_path, capsys,
     assert [p.name for p in out.iterdir()] == ["model.keras"] and (out / "model.keras").read_text() == "old run"
 
 
-@pytest.mark.parametrize(
-    ("value", "cell"),
-    [
-        ("=HYPERLINK(\"x\")", "'=HYPERLINK(\"x\")"),
-        ("+1", "'+1"),
-        ("-cmd", "'-cmd"),
-        ("@SUM(A1)", "'@SUM(A1)"),
-        ("\tx", "'\tx"),
-        ("\rx", "'\rx"),
-        ("rolex", "rolex"),
-        ("/data/=odd.jpg", "/data/=odd.jpg"),
-        (-0.5, "-0.5"),
-        (3, "3"),
-    ],
-)
-def test_csv_cells_never_start_a_formula(value, cell):
-    assert train_fine._csv_cell(value) == cell
-
-
 def test_predictions_csv_escapes_text_cells_only():
     text = train_fine._predictions_csv([("val", "-a.jpg", "=cmd", "@x", 0.25)])
     rows = list(csv.reader(io.StringIO(text)))
