@@ -17,13 +17,11 @@ need every crop, so they are computed at the end from the hashes in crops.csv an
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import hashlib
 import json
 import logging
 import os
-import queue
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -36,19 +34,20 @@ from tqdm.auto import tqdm
 
 from detectcrop import dedupe
 from detectcrop.core import DetectSteps, ImageCrops, category_ids, process_image
-from detectcrop.crops import JPEG_QUALITY, CropPolicy, save_jpeg
-from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS, ImageReadError
+from detectcrop.crop_writer import CropWorker, ImageRows, ManifestWriter, detector_config, label_of
+from detectcrop.crops import JPEG_QUALITY, CropPolicy
+from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS
 from detectcrop.inputs import InputEntry, read_entries, scan_inputs
 from detectcrop.io import (
     CsvManifest,
     OutputLocationError,
     atomic_write_text,
     inside,
-    one_line,
     prepare_output_dir,
     remove_stale_temporaries,
 )
 from detectcrop.locks import RUN_LOCK, OutputLock
+from detectcrop.ray_engine import RayOptions, ray_map
 from detectcrop.tiling import SupportsDetect, TileConfig
 
 logger = logging.getLogger(__name__)
@@ -151,92 +150,14 @@ def crop_basenames(rel_paths: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _label(rel_path: str) -> str:
-    """The class of a photo: its first-level folder (``rolex/shop 2/b.jpg`` -> ``rolex``); none at the top level."""
-    parts = Path(rel_path).parts
-    return parts[0] if len(parts) > 1 else ""
-
-
 def _entry_problem(entry: InputEntry) -> str:
     """Why an entry cannot be processed, known before reading it."""
     if entry.problem:
         return entry.problem
-    label = _label(entry.rel)
+    label = label_of(entry.rel)
     if label.casefold() in RESERVED_NAMES:
         return f"the folder name {label!r} is reserved for an output file of build_crops; rename the folder"
     return ""
-
-
-# -- the work ----------------------------------------------------------------------------------------------------
-class _Writer(threading.Thread):
-    """Writes crops and manifest rows in input order, off the detection thread.
-
-    A failure to write one image's crops (a name the file system refuses, an image too large for JPEG, a full or
-    read-only subfolder) becomes that image's ``error`` row, and its partial crops are removed; only a failure to
-    append to the manifests themselves stops the run.
-    """
-
-    def __init__(self, out: Path, names: dict[str, str], images: CsvManifest, crops: CsvManifest, depth: int) -> None:
-        super().__init__(name="detectcrop-writer", daemon=True)
-        self.out, self.names, self.images, self.crops = out, names, images, crops
-        self.jobs: queue.Queue[ImageCrops | None] = queue.Queue(maxsize=max(1, depth))
-        self.failure: BaseException | None = None
-        self.stop_now = threading.Event()
-
-    def run(self) -> None:
-        try:
-            while not self.stop_now.is_set():
-                job = self.jobs.get()
-                if job is None:
-                    return
-                self._write(job)
-        except BaseException as exc:  # handed to the main thread
-            self.failure = exc
-
-    def _write(self, job: ImageCrops) -> None:
-        if job.status == "error":
-            logger.warning("%s: %s", job.source, job.error)
-            self.images.append([[job.source, "error", 0, job.error]])
-            return
-        try:
-            rows = self._save_crops(job)
-        except Exception as exc:  # this image's outputs cannot be written: its row says why, the run goes on
-            reason = one_line(f"WriteError: {type(exc).__name__}: {exc}")
-            logger.warning("%s: %s", job.source, reason)
-            self.images.append([[job.source, "error", 0, reason]])
-            return
-        self.crops.append(rows)
-        self.images.append([[job.source, "ok" if rows else "no_detection", len(rows), ""]])
-
-    def _save_crops(self, job: ImageCrops) -> list[list[object]]:
-        label = _label(job.source)
-        folder = Path(job.source).parent  # the input's subfolders, mirrored
-        rows: list[list[object]] = []
-        written: list[Path] = []
-        try:
-            for k, (box, pixels) in enumerate(zip(job.boxes, job.crops, strict=True)):
-                crop_rel = (folder / f"{self.names[job.source]}_{k}.jpg").as_posix()
-                target = inside(self.out, crop_rel)
-                written.append(save_jpeg(target, pixels, JPEG_QUALITY))
-                x1, y1, x2, y2 = (int(v) for v in box)
-                rows.append([crop_rel, job.source, label, x1, y1, x2, y2, f"{float(job.detections.scores[k]):.4f}",
-                             dedupe.hash_to_hex(dedupe.phash(pixels)), "", 0])
-        except BaseException:
-            for path in written:
-                with contextlib.suppress(OSError):
-                    path.unlink()
-            raise
-        return rows
-
-    def put(self, job: ImageCrops | None) -> None:
-        while True:
-            if self.failure is not None:
-                raise RuntimeError(f"writing the outputs failed: {self.failure}") from self.failure
-            try:
-                self.jobs.put(job, timeout=0.5)
-                return
-            except queue.Full:
-                continue
 
 
 def _config(
@@ -324,6 +245,8 @@ def build_crops(
     decode_budget: int | None = DEFAULT_DECODE_BUDGET,
     workers: int = 2,
     prefetch: int = 8,
+    engine: str = "local",
+    ray: RayOptions | None = None,
     show_progress: bool = False,
 ) -> BuildSummary:
     """Detect ``category`` in every photo under ``input_dir`` and save the crops under ``output_dir``.
@@ -345,10 +268,15 @@ def build_crops(
         max_pixels: refuse larger images (decompression bombs); ``None``: no limit.
         max_image_bytes: refuse images that need more memory to decode (`detectcrop.images.decode_bytes`).
         decode_budget: bytes of images decoded ahead at once (one that needs more decodes alone); ``None``: no limit.
-        workers, prefetch: decoding threads and how many images they may decode ahead.
+        workers, prefetch: decoding threads and how many images they may decode ahead (local engine).
+        engine: ``"local"`` (this process) or ``"ray"`` (a Ray Data actor pool, see `detectcrop.ray_engine`); both
+            write the same files.
+        ray: Ray settings (address, actors, ...) for ``engine="ray"``.
         show_progress: a progress bar (images/s).
     """
     started = time.perf_counter()
+    if engine not in ("local", "ray"):
+        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
     steps = DetectSteps(detector, category_ids([category] if isinstance(category, str | int) else category),
                         min_score, policy or CropPolicy(), tile)
     src, out = check_locations(input_dir, output_dir)
@@ -357,13 +285,16 @@ def build_crops(
         done = _prepare_resume(out, config, resume)
         atomic_write_text(out / CONFIG_JSON, json.dumps(config, indent=2, sort_keys=True) + "\n")
         entries = scan_inputs(src)
-        todo = [e for e in entries if e.rel not in done]
+        names = crop_basenames([e.rel for e in entries])
+        todo = [InputEntry(e.rel, e.path, _entry_problem(e)) for e in entries if e.rel not in done]
         logger.info("%d entries under %s, %d already done, %d to process", len(entries), src,
                     len(entries) - len(todo), len(todo))
-        reader = read_entries([InputEntry(e.rel, e.path, _entry_problem(e)) for e in todo], image_types_only=True,
-                              workers=workers, prefetch=prefetch, max_pixels=max_pixels, decode_budget=decode_budget,
-                              max_image_bytes=max_image_bytes)
-        loop_seconds = _run(out, entries, todo, steps, reader, prefetch, show_progress)
+        read = {"max_pixels": max_pixels, "max_image_bytes": max_image_bytes}
+        if engine == "ray":
+            results = _ray_results(out, todo, names, steps, read, ray or RayOptions(), show_progress)
+        else:
+            results = _local_results(todo, steps, read, decode_budget, workers, prefetch)
+        loop_seconds = _write(out, names, len(todo), results, prefetch, show_progress)
         n_groups, n_dups, n_dropped = _finish_duplicates(out, drop_duplicates, max_distance)
     summary = _summarize(out, len(entries), len(todo), loop_seconds, time.perf_counter() - started)
     summary.n_duplicate_groups, summary.n_duplicates, summary.n_dropped = n_groups, n_dups, n_dropped
@@ -374,30 +305,56 @@ def build_crops(
     return summary
 
 
-def _run(
-    out: Path, entries: list[InputEntry], todo: list[InputEntry], steps: DetectSteps,
-    reader: Iterator[tuple[InputEntry, np.ndarray | ImageReadError]], prefetch: int, show_progress: bool,
+def _local_results(
+    todo: list[InputEntry], steps: DetectSteps, read: dict[str, Any], decode_budget: int | None, workers: int,
+    prefetch: int,
+) -> Iterator[ImageCrops]:
+    """The local engine: decode ahead on threads, detect and crop here, in order."""
+    reader = read_entries(todo, image_types_only=True, workers=workers, prefetch=prefetch,
+                          decode_budget=decode_budget, **read)
+    try:
+        for entry, image in reader:
+            yield process_image(entry.rel, image, steps)
+            del image  # not held while the next image decodes
+    finally:
+        reader.close()
+
+
+def _ray_results(
+    out: Path, todo: list[InputEntry], names: dict[str, str], steps: DetectSteps, read: dict[str, Any],
+    options: RayOptions, show_progress: bool,
+) -> Iterator[ImageRows]:
+    """The Ray engine: actors read, detect, crop and write crops; their rows come back in order."""
+    worker = functools.partial(
+        CropWorker, str(out), detector_config(steps.detector),
+        {"category_ids": steps.category_ids, "min_score": steps.min_score, "policy": steps.policy.to_dict(),
+         "tile": steps.tile.to_dict() if steps.tile else None}, read,
+    )
+    items = [{"key": e.rel, "path": os.fspath(e.path), "name": names[e.rel], "problem": e.problem} for e in todo]
+    for payload in ray_map(items, worker, options, show_progress=show_progress):
+        yield ImageRows(payload["image"], payload["crops"])
+
+
+def _write(
+    out: Path, names: dict[str, str], total: int, results: Iterator[ImageCrops | ImageRows], prefetch: int,
+    show_progress: bool,
 ) -> float:
-    """Detect and crop ``todo`` (in order) and write the outputs; returns the seconds the loop took."""
-    names = crop_basenames([e.rel for e in entries])
+    """Write each input's crops and rows in order (on a writer thread); returns the seconds the loop took."""
     images = CsvManifest(out / IMAGES_CSV, IMAGES_COLUMNS).open()
     crops = CsvManifest(out / CROPS_CSV, CROPS_COLUMNS).open()
-    writer = _Writer(out, names, images, crops, depth=prefetch)
+    writer = ManifestWriter(out, names, images, crops, depth=prefetch)
     writer.start()
     loop_start = time.perf_counter()
     try:
-        with tqdm(total=len(todo), unit="img", desc="build_crops", disable=not show_progress) as bar:
-            for entry, image in reader:
-                writer.put(process_image(entry.rel, image, steps))
+        with tqdm(total=total, unit="img", desc="build_crops", disable=not show_progress) as bar:
+            for result in results:
+                writer.put(result)
                 bar.update(1)
         writer.put(None)
     except BaseException:
-        writer.stop_now.set()
-        with contextlib.suppress(queue.Full):
-            writer.jobs.put_nowait(None)
+        writer.abort()
         raise
     finally:
-        reader.close()
         writer.join()
     if writer.failure is not None:
         raise RuntimeError(f"writing the outputs failed: {writer.failure}") from writer.failure

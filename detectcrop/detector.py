@@ -89,6 +89,17 @@ class Detector:
         loaded = load_hub_model(handle, offline_alternative=zoo.OFFLINE_DETECTOR)
         return cls(_callable(loaded, name), name, **kwargs)
 
+    def to_config(self) -> dict[str, Any]:
+        """What `from_config` needs to load this detector again (in another process, e.g. a Ray actor)."""
+        if self.name == "custom":
+            raise ValueError("a Detector built from a model object has no config; load it with from_preset")
+        return {"preset": self.name, "min_score": self.min_score, "nms_iou": self.nms_iou}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Detector:
+        config = dict(config)
+        return cls.from_preset(config.pop("preset"), **config)
+
     def __call__(self, image: np.ndarray, **kwargs: Any) -> Detections:
         return self.detect(image, **kwargs)
 

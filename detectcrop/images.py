@@ -329,19 +329,17 @@ def iter_images(
                 continue
             pending.append((p, ticket, pool.submit(load, p, ticket)))
             if len(pending) >= max(1, prefetch):
-                q, held_next, fut = pending.popleft()
-                result = fut.result()
-                if held is not None:
+                if held is not None:  # the caller asks for the next image: it is done with the one it held
                     held.release()
-                held = held_next
-                yield q, result
+                q, held, fut = pending.popleft()
+                yield q, fut.result()
+                del fut  # the future holds the image: drop it before the next one is decoded
         while pending:
-            q, held_next, fut = pending.popleft()
-            result = fut.result()
             if held is not None:
                 held.release()
-            held = held_next
-            yield q, result
+            q, held, fut = pending.popleft()
+            yield q, fut.result()
+            del fut
     finally:
         if budget is not None:
             budget.close()  # wakes any decoder still waiting, so the pool can shut down

@@ -116,6 +116,16 @@ def discover_images(
     return out
 
 
+def read_entry(entry: InputEntry, *, image_types_only: bool = False, **kwargs: Any) -> np.ndarray:
+    """`read_image` for one entry; its known problem, or (with ``image_types_only``) a file without an image
+    extension, is an `ImageReadError` without the file being opened."""
+    if entry.problem:
+        raise ImageReadError(entry.path, entry.problem)
+    if image_types_only and entry.path.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise NotAnImageError(entry.path, f"not an image file type ({entry.path.suffix or 'no extension'})")
+    return read_image(entry.path, **kwargs)
+
+
 def read_entries(
     entries: Sequence[InputEntry],
     *,
@@ -131,14 +141,10 @@ def read_entries(
     by_path = {entry.path: entry for entry in entries}
 
     def reader(path: Path, **kwargs: Any) -> np.ndarray:
-        entry = by_path[path]
-        if entry.problem:
-            raise ImageReadError(path, entry.problem)
-        if image_types_only and path.suffix.lower() not in IMAGE_EXTENSIONS:
-            raise NotAnImageError(path, f"not an image file type ({path.suffix or 'no extension'})")
-        return read_image(path, **kwargs)
+        return read_entry(by_path[path], image_types_only=image_types_only, **kwargs)
 
     stream = iter_images([e.path for e in entries], workers=workers, prefetch=prefetch, max_pixels=max_pixels,
                          reader=reader, decode_budget=decode_budget, max_image_bytes=max_image_bytes)
     for path, result in stream:
         yield by_path[path], result
+        del result  # not held while the next image decodes

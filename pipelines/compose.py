@@ -286,7 +286,7 @@ class DetectThenClassify:
             paths = [Path(p) for p in inputs]
         stream = iter_images(paths, workers=workers, prefetch=prefetch, max_pixels=self.max_pixels,
                              decode_budget=decode_budget)
-        return self.label_images((os.fspath(p), image) for p, image in stream)
+        return self.label_images(_sources(stream))
 
     def detect(self, image: np.ndarray) -> Detections:
         """Stage 1 alone: the parent-category detections of one image."""
@@ -300,6 +300,7 @@ class DetectThenClassify:
         n_crops = 0
         for source, image in items:
             item = process_image(source, image, steps)
+            del image  # only the crops are kept: the image is not held while the next one decodes
             if item.status == "error":
                 logger.warning("%s: %s", source, item.error)
             pending.append(item)
@@ -360,6 +361,13 @@ class DetectThenClassify:
         return (f"DetectThenClassify(detector={_source(self.detector, 'detector', strict=False)!r}, "
                 f"classifier={_source(self.classifier, 'classifier', strict=False)!r}, category={self.category!r}, "
                 f"tile={self.tile is not None})")
+
+
+def _sources(stream: Iterable[tuple[os.PathLike, Any]]) -> Iterator[tuple[str, Any]]:
+    """``(path, image)`` pairs as ``(source text, image)``, not holding an image while the next one decodes."""
+    for path, image in stream:
+        yield os.fspath(path), image
+        del image
 
 
 def _source(step: Any, what: str, strict: bool = True) -> str:

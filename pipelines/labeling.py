@@ -16,6 +16,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,13 @@ def annotated_names(rels: list[str]) -> dict[str, str]:
     return {r: (Path(r).parent / f"{stems[r]}.jpg").as_posix() for r in rels}
 
 
+def _sources(stream: Iterator[tuple[InputEntry, Any]]) -> Iterator[tuple[str, Any]]:
+    """``(entry, image)`` pairs as ``(path text, image)``, not holding an image while the next one decodes."""
+    for entry, image in stream:
+        yield os.fspath(entry.path), image
+        del image
+
+
 def _fingerprints(pipeline: DetectThenClassify) -> dict[str, str]:
     """sha256 fingerprints of the models' files, so a resumed run notices a retrained model."""
     from detectcrop.detector import detector_fingerprint
@@ -201,7 +209,7 @@ def label_folder(
                               decode_budget=decode_budget, max_image_bytes=max_image_bytes)
         start = time.perf_counter()
         with tqdm(total=len(todo), unit="img", desc="label", disable=not show_progress) as bar:
-            for result in pipeline.label_images((os.fspath(e.path), image) for e, image in stream):
+            for result in pipeline.label_images(_sources(stream)):
                 entry = by_source[result.source]
                 note = ""
                 if annotate and result.status != "error":

@@ -274,11 +274,35 @@ def test_iter_images_keeps_decoded_bytes_within_the_budget(tmp_path, photo, monk
         peaks.append(self.used)
 
     monkeypatch.setattr(im.DecodeBudget, "_reserve", watch)
-    out = [p for p, _ in iter_images(paths, workers=3, prefetch=8, decode_budget=2 * one)]
-    assert out == paths and len(peaks) == 10
+    def slowly(budget):  # a slow consumer, so the decoders run as far ahead as they may
+        out = []
+        for p, _ in iter_images(paths, workers=3, prefetch=8, decode_budget=budget):
+            time.sleep(0.02)
+            out.append(p)
+        return out
+
+    assert slowly(2 * one) == paths and len(peaks) == 10
     assert max(peaks) <= 2 * one
     unbounded = []
     monkeypatch.setattr(im.DecodeBudget, "_reserve", lambda self, seq, n: (real_reserve(self, seq, n),
                                                                              unbounded.append(self.used)))
-    list(iter_images(paths, workers=3, prefetch=8, decode_budget=100 * one))
+    slowly(100 * one)
     assert max(unbounded) > 2 * one  # the baseline: without the bound, more images are held at once
+
+
+def test_iter_images_never_waits_on_the_image_the_caller_has_finished_with(tmp_path, photo):
+    """A budget that fits one image and a half: each image must be released when the next is asked for."""
+    paths = []
+    for i in range(6):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(photo).save(paths[-1])
+    one = im.decode_bytes("RGB", photo.shape[1::-1])
+    done = []
+
+    def consume():
+        done.extend(p for p, _ in iter_images(paths, workers=2, prefetch=4, decode_budget=one * 3 // 2))
+
+    t = threading.Thread(target=consume, daemon=True)
+    t.start()
+    t.join(timeout=30)
+    assert done == paths

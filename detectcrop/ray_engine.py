@@ -1,0 +1,199 @@
+"""Scale-out on Ray Data: file paths in, an actor pool of workers rebuilt from their config, results back in order.
+
+`ray_map` is the engine both folder tools use with ``engine="ray"``. Only small records (entry paths and a JSON
+payload per entry) travel through the dataset: each actor decodes its files with the project's own reader, runs the
+per-image core and writes its own outputs (crops, annotated copies) into the output folder, which must be on a file
+system every node shares; the driver appends the manifest rows in input order, exactly as the local engine does, so
+both engines write the same bytes and ``--resume`` works the same way (files already in the manifests are skipped).
+
+Faults: Ray restarts a killed actor and retries its batch. A batch that died before is redone one entry at a time,
+counting the tries of each entry in a small counter actor; an entry that kills its worker ``max_attempts`` times
+becomes an ``error`` row instead of failing the job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+#: What a worker returns for one entry: a JSON-able payload; ``worker_error`` makes the payload for an entry that
+#: kept killing its worker.
+Payload = dict[str, Any]
+
+
+class RayUnavailableError(RuntimeError):
+    """The optional package ``ray[data]`` is not installed."""
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+        import ray.data
+    except ImportError as exc:
+        raise RayUnavailableError(
+            "--engine ray needs the optional package ray[data]: pip install 'detectcrop[ray]'"
+        ) from exc
+    return ray
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How to run on Ray.
+
+    Args:
+        address: ``None`` starts a local Ray (this machine's cores); ``"auto"`` or ``"HOST:PORT"`` joins a cluster.
+        actors: the actor pool's size, or ``(min, max)`` to let it grow with the work.
+        cpus_per_actor: CPU cores each actor reserves (and the TensorFlow threads it uses).
+        gpus_per_actor: GPUs each actor reserves (0: CPU only).
+        batch_size: entries per actor call.
+        max_attempts: tries of an entry that kills its worker before it becomes an ``error`` row.
+    """
+
+    address: str | None = None
+    actors: int | tuple[int, int] = 1
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    batch_size: int = 8
+    max_attempts: int = 3
+
+    def __post_init__(self) -> None:
+        low, high = self.pool_size
+        if not 1 <= low <= high:
+            raise ValueError(f"actors must be N >= 1 or a range MIN,MAX with 1 <= MIN <= MAX, got {self.actors}")
+        if self.batch_size < 1 or self.max_attempts < 1 or self.cpus_per_actor <= 0 or self.gpus_per_actor < 0:
+            raise ValueError("batch_size and max_attempts must be >= 1, cpus_per_actor > 0, gpus_per_actor >= 0")
+
+    @property
+    def pool_size(self) -> tuple[int, int]:
+        return (self.actors, self.actors) if isinstance(self.actors, int) else tuple(self.actors)  # type: ignore
+
+    @classmethod
+    def parse_actors(cls, text: str) -> int | tuple[int, int]:
+        """``"4"`` -> 4, ``"1,8"`` -> (1, 8) (the ``--actors`` flag)."""
+        parts = [p.strip() for p in str(text).split(",")]
+        try:
+            values = [int(p) for p in parts]
+        except ValueError as exc:
+            raise ValueError(f"--actors must be N or MIN,MAX, got {text!r}") from exc
+        if len(values) == 1:
+            return values[0]
+        if len(values) == 2:
+            return values[0], values[1]
+        raise ValueError(f"--actors must be N or MIN,MAX, got {text!r}")
+
+
+def connect(options: RayOptions) -> Any:
+    """``ray.init`` once per process: a local Ray with this machine's cores, or the cluster at ``options.address``."""
+    ray = import_ray()
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
+                                  "configure_logging": False}
+        if options.address is None:
+            kwargs["num_cpus"] = os.cpu_count() or 1
+        ray.init(address=options.address, **kwargs)
+    return ray
+
+
+def limit_threads(cpus: float) -> None:
+    """Size the numerical libraries' thread pools to this actor's share of the cores (before TensorFlow starts)."""
+    n = str(max(1, int(cpus)))
+    for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        os.environ[var] = n
+    import cv2
+
+    cv2.setNumThreads(max(1, int(cpus)))
+    try:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, int(cpus)))
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, int(cpus)))
+    except (ImportError, RuntimeError):  # already initialised: the environment variables above still apply
+        pass
+
+
+class _Attempts:
+    """Counts unfinished tries per entry key (a Ray actor): a try begins, and ends unless its worker died."""
+
+    def __init__(self) -> None:
+        self.open: dict[str, int] = {}
+
+    def begin(self, keys: list[str]) -> int:
+        """Start a try of ``keys``; returns how many earlier tries of any of them never ended."""
+        before = max((self.open.get(k, 0) for k in keys), default=0)
+        for k in keys:
+            self.open[k] = self.open.get(k, 0) + 1
+        return before
+
+    def end(self, keys: list[str]) -> None:
+        for k in keys:
+            self.open.pop(k, None)
+
+
+class _Actor:
+    """One Ray Data actor: builds its worker once, then processes batches of entries."""
+
+    def __init__(self, make_worker: Callable[[], Any], counter: Any, cpus: float, max_attempts: int) -> None:
+        limit_threads(cpus)
+        logging.getLogger("detectcrop").setLevel(logging.WARNING)
+        self.worker = make_worker()
+        self.counter, self.max_attempts = counter, max_attempts
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import ray
+
+        items = [json.loads(s) for s in batch["item"]]
+        keys = [str(i["key"]) for i in items]
+        if ray.get(self.counter.begin.remote(keys)) == 0:
+            payloads = self.worker.process(items)
+            self.counter.end.remote(keys)
+        else:  # this batch killed a worker before: one entry at a time, so only the culprit is given up
+            payloads = []
+            for key, item in zip(keys, items, strict=True):
+                died = ray.get(self.counter.begin.remote([f"single:{key}"]))
+                if died >= self.max_attempts - 1:
+                    payloads.append(self.worker.died(item, died + 1))
+                else:
+                    payloads.extend(self.worker.process([item]))
+                self.counter.end.remote([f"single:{key}"])
+            self.counter.end.remote(keys)
+        return {"payload": [json.dumps(p) for p in payloads]}
+
+
+def ray_map(
+    items: Sequence[Payload], make_worker: Callable[[], Any], options: RayOptions, show_progress: bool = False
+) -> Iterator[Payload]:
+    """Run ``make_worker().process(batch_of_items)`` on a Ray Data actor pool; yield one payload per item, in order.
+
+    ``items`` are JSON-able dicts with a unique ``key``; ``make_worker`` must be picklable (it runs in each actor) and
+    its worker needs ``process(items) -> payloads`` (one per item, same order) and ``died(item, tries) -> payload``.
+    """
+    if not items:
+        return
+    ray = connect(options)
+    from ray.data import ActorPoolStrategy, DataContext
+
+    ctx = DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # rows come back in input order: manifests as the local engine's
+    ctx.enable_progress_bars = show_progress
+    low, high = options.pool_size
+    counter = ray.remote(num_cpus=0)(_Attempts).remote()
+    blocks = max(1, min(len(items) // options.batch_size, 10_000))
+    ds = ray.data.from_items([{"item": json.dumps(i)} for i in items], override_num_blocks=blocks)
+    ds = ds.map_batches(
+        _Actor,
+        fn_constructor_kwargs={"make_worker": make_worker, "counter": counter, "cpus": options.cpus_per_actor,
+                               "max_attempts": options.max_attempts},
+        compute=ActorPoolStrategy(min_size=low, max_size=high),
+        batch_size=options.batch_size,
+        num_cpus=options.cpus_per_actor,
+        num_gpus=options.gpus_per_actor or None,
+        batch_format="pandas",
+    )
+    for row in ds.iter_rows():
+        yield json.loads(row["payload"])
