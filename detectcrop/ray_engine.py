@@ -92,8 +92,14 @@ def connect(options: RayOptions) -> Any:
     """``ray.init`` once per process: a local Ray with this machine's cores, or the cluster at ``options.address``."""
     ray = import_ray()
     if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING,
-                                  "configure_logging": False}
+        verbose = logging.getLogger("detectcrop").getEffectiveLevel() <= logging.DEBUG
+        for name in ("ray", "ray.data"):  # Ray's own progress and start-up lines, unless asked for
+            logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+        kwargs: dict[str, Any] = {
+            "include_dashboard": False, "logging_level": logging.INFO if verbose else logging.WARNING,
+            "log_to_driver": verbose,  # actors' logs stay in Ray's session logs; every file's fate is in the rows
+            "runtime_env": {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}},
+        }
         if options.address is None:
             kwargs["num_cpus"] = os.cpu_count() or 1
         ray.init(address=options.address, **kwargs)
@@ -183,7 +189,7 @@ def ray_map(
     ctx.enable_progress_bars = show_progress
     low, high = options.pool_size
     counter = ray.remote(num_cpus=0)(_Attempts).remote()
-    blocks = max(1, min(len(items) // options.batch_size, 10_000))
+    blocks = min(len(items), max(2 * high, -(-len(items) // options.batch_size)))
     ds = ray.data.from_items([{"item": json.dumps(i)} for i in items], override_num_blocks=blocks)
     ds = ds.map_batches(
         _Actor,

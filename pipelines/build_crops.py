@@ -17,6 +17,7 @@ from detectcrop.crops import CropPolicy
 from detectcrop.dataset import build_crops, check_locations
 from detectcrop.dedupe import DEFAULT_MAX_DISTANCE
 from detectcrop.locks import OutputLock
+from detectcrop.ray_engine import RayUnavailableError
 from detectcrop.tiling import TileConfig
 from pipelines.cli import (
     add_common_args,
@@ -24,6 +25,7 @@ from pipelines.cli import (
     decode_limits,
     detection_settings,
     fail,
+    ray_options,
     setup_logging,
 )
 
@@ -54,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_locations(args.input, args.output)  # before loading any model
         with OutputLock(args.output, "build_crops"):  # held from the start: a second run fails at once
             return _run(args, categories, policy, tile)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, RayUnavailableError) as exc:
         return fail(exc)
 
 
@@ -69,7 +71,7 @@ def _run(args: argparse.Namespace, categories: list[int], policy: CropPolicy, ti
         args.input, args.output, detector, category=categories, min_score=args.min_score, policy=policy,
         tile=tile, resume=args.resume, drop_duplicates=args.drop_duplicates, max_distance=args.dedupe_distance,
         max_pixels=args.max_pixels or None, **decode_limits(args), workers=args.workers,
-        prefetch=args.prefetch, show_progress=not args.no_progress,
+        prefetch=args.prefetch, engine=args.engine, ray=ray_options(args), show_progress=not args.no_progress,
     )
     for line in summary.lines():
         print(line)

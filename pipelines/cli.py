@@ -10,6 +10,7 @@ from detectcrop import environment, presets
 from detectcrop.coco import category_id
 from detectcrop.crops import CropPolicy
 from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS
+from detectcrop.ray_engine import RayOptions
 from detectcrop.tiling import TileConfig
 
 
@@ -37,6 +38,15 @@ def add_detection_args(p: argparse.ArgumentParser, what: str = "crop") -> None:
                    help="memory for images decoded ahead at once (MB); an image that needs more decodes alone")
     p.add_argument("--workers", type=int, default=2, help="image decoding threads")
     p.add_argument("--prefetch", type=int, default=8, help="images decoded ahead of the detector")
+    g = p.add_argument_group("scale-out (Ray Data; needs the ray extra)")
+    g.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this process; ray: an actor pool on a local Ray or a cluster (same outputs)")
+    g.add_argument("--ray-address", default=None,
+                   help="join a Ray cluster ('auto' or HOST:PORT); default: start a local Ray on this machine's cores")
+    g.add_argument("--actors", default="1", help="actors in the pool: N, or MIN,MAX to scale with the work")
+    g.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPU cores per actor (its TensorFlow threads)")
+    g.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs per actor (0: CPU only)")
+    g.add_argument("--batch-per-actor", type=int, default=8, help="files per actor call")
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:
@@ -59,6 +69,13 @@ def decode_limits(args: argparse.Namespace) -> dict[str, int | None]:
     ``--max-decode-mb``."""
     return {"max_image_bytes": args.max_image_mb * 2**20 if args.max_image_mb > 0 else None,
             "decode_budget": args.max_decode_mb * 2**20 if args.max_decode_mb > 0 else None}
+
+
+def ray_options(args: argparse.Namespace) -> RayOptions:
+    """`RayOptions` from the scale-out flags (ValueError on bad values)."""
+    return RayOptions(address=args.ray_address, actors=RayOptions.parse_actors(args.actors),
+                      cpus_per_actor=args.cpus_per_actor, gpus_per_actor=args.gpus_per_actor,
+                      batch_size=args.batch_per_actor)
 
 
 def setup_logging(level: str) -> None:

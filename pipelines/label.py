@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from detectcrop.crops import CropPolicy
+from detectcrop.ray_engine import RayUnavailableError
 from detectcrop.tiling import TileConfig
 from pipelines.cli import (
     add_common_args,
@@ -22,6 +23,7 @@ from pipelines.cli import (
     decode_limits,
     detection_settings,
     fail,
+    ray_options,
     setup_logging,
 )
 
@@ -62,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = prepare_output(args.input, args.output)  # before loading any model
         with OutputLock(out, "label"):  # held from the start: a second run fails at once
             return _run(args, model, categories, policy, tile)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, RayUnavailableError) as exc:
         return fail(exc)
 
 
@@ -80,6 +82,7 @@ def _run(args: argparse.Namespace, model: Path, categories: list[int], policy: C
     try:
         summary = label_folder(pipe.load(), args.input, args.output, resume=args.resume, annotate=args.annotate,
                                workers=args.workers, prefetch=args.prefetch, **decode_limits(args),
+                               engine=args.engine, ray=ray_options(args),
                                show_progress=not args.no_progress, run_config=pipe.to_config())
     except ModelUnavailableError as exc:
         return fail(exc)

@@ -11,6 +11,7 @@ run ends with the same files as an uninterrupted one. One run at a time per outp
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -28,10 +29,11 @@ from detectcrop.coco import category_name
 from detectcrop.crops import save_jpeg
 from detectcrop.dataset import check_locations, check_not_nested, crop_basenames
 from detectcrop.draw import draw_boxes
-from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_BYTES, read_image, resize_image
-from detectcrop.inputs import InputEntry, read_entries, scan_inputs
+from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_BYTES, ImageReadError, read_image, resize_image
+from detectcrop.inputs import InputEntry, read_entries, read_entry, scan_inputs
 from detectcrop.io import CsvManifest, OutputLocationError, atomic_write_text, inside, one_line, prepare_output_dir
 from detectcrop.locks import OutputLock
+from detectcrop.ray_engine import RayOptions, ray_map
 from pipelines.compose import DetectThenClassify, ImageResult
 
 logger = logging.getLogger(__name__)
@@ -127,6 +129,67 @@ def annotated_names(rels: list[str]) -> dict[str, str]:
     return {r: (Path(r).parent / f"{stems[r]}.jpg").as_posix() for r in rels}
 
 
+def labeled_rows(
+    pipeline: DetectThenClassify, out: Path, entries: list[InputEntry], names: dict[str, str],
+    images: Iterator[tuple[str, Any]],
+) -> Iterator[list[list[Any]]]:
+    """Label ``images`` (``(path text, image or read error)`` of ``entries``, in order) and annotate them when
+    ``names`` gives annotated copies' names; one list of predictions.csv rows per entry."""
+    by_source = {os.fspath(e.path): e for e in entries}
+    for result in pipeline.label_images(images):
+        entry = by_source[result.source]
+        note = ""
+        if names and result.status != "error":
+            note = _annotate(entry.path, result, inside(out / ANNOTATED_DIR, names[entry.rel]), pipeline.max_pixels)
+        yield _rows(entry.rel, result, note)
+
+
+class LabelWorker:
+    """A Ray worker for label: rebuilds the pipeline from its config, then reads, labels and annotates entries."""
+
+    def __init__(self, out: str, pipeline: dict[str, Any], annotate: bool, read: dict[str, Any]) -> None:
+        self.out, self.annotate, self.read = Path(out), annotate, read
+        self.pipeline = DetectThenClassify.from_config(pipeline).load()
+
+    def process(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        entries = [InputEntry(i["key"], Path(i["path"]), i["problem"]) for i in items]
+        names = {i["key"]: i["name"] for i in items} if self.annotate else {}
+        rows = labeled_rows(self.pipeline, self.out, entries, names, _read_each(entries, self.read))
+        return [{"rows": r} for r in rows]
+
+    def died(self, item: dict[str, Any], tries: int) -> dict[str, Any]:
+        result = ImageResult(item["path"], "error", error=f"WorkerDied: labeling this file killed its worker "
+                                                          f"{tries} times")
+        return {"rows": _rows(item["key"], result)}
+
+
+def _read_each(entries: list[InputEntry], read: dict[str, Any]) -> Iterator[tuple[str, Any]]:
+    for entry in entries:
+        try:
+            image: Any = read_entry(entry, **read)
+        except ImageReadError as exc:
+            image = exc
+        except Exception as exc:  # reported per file, never fatal (as `iter_images` does)
+            image = ImageReadError(entry.path, f"{type(exc).__name__}: {exc}")
+        yield os.fspath(entry.path), image
+        del image
+
+
+def _ray_rows(
+    pipeline: DetectThenClassify, out: Path, todo: list[InputEntry], names: dict[str, str], read: dict[str, Any],
+    options: RayOptions, show_progress: bool,
+) -> Iterator[list[list[Any]]]:
+    try:
+        config = pipeline.to_config()
+    except ValueError as exc:
+        raise ValueError(f"engine 'ray' rebuilds the pipeline in each actor: {exc}") from exc
+    worker = functools.partial(LabelWorker, str(out), config, bool(names), read)
+    items = [{"key": e.rel, "path": os.fspath(e.path), "problem": e.problem, "name": names.get(e.rel, "")}
+             for e in todo]
+    for payload in ray_map(items, worker, options, show_progress=show_progress):
+        yield payload["rows"]
+
+
 def _sources(stream: Iterator[tuple[InputEntry, Any]]) -> Iterator[tuple[str, Any]]:
     """``(entry, image)`` pairs as ``(path text, image)``, not holding an image while the next one decodes."""
     for entry, image in stream:
@@ -181,14 +244,20 @@ def label_folder(
     prefetch: int = 8,
     decode_budget: int | None = DEFAULT_DECODE_BUDGET,
     max_image_bytes: int | None = DEFAULT_MAX_IMAGE_BYTES,
+    engine: str = "local",
+    ray: RayOptions | None = None,
     show_progress: bool = False,
     run_config: dict[str, Any] | None = None,
 ) -> LabelSummary:
     """Label every entry under ``input_path`` (a folder, recursively, or one file) into ``output``.
 
     ``run_config`` (JSON-able) is recorded in ``label_config.json`` with the models' fingerprints; ``resume``
-    requires the same config and fingerprints.
+    requires the same config and fingerprints. ``engine="ray"`` labels on a Ray Data actor pool (``ray`` says where
+    and how many; the pipeline's steps must be preset names or paths, and the output folder on storage every node
+    shares); both engines write the same files.
     """
+    if engine not in ("local", "ray"):
+        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
     src = Path(input_path)
     out = prepare_output(src, output)
     with OutputLock(out, "label"):
@@ -204,18 +273,16 @@ def label_folder(
         todo = [e for e in entries if e.rel not in done]
         logger.info("%d entries, %d already labeled, %d to label", len(entries), len(entries) - len(todo), len(todo))
         names = annotated_names([e.rel for e in entries]) if annotate else {}
-        by_source = {os.fspath(e.path): e for e in todo}
-        stream = read_entries(todo, workers=workers, prefetch=prefetch, max_pixels=pipeline.max_pixels,
-                              decode_budget=decode_budget, max_image_bytes=max_image_bytes)
+        read = {"max_pixels": pipeline.max_pixels, "max_image_bytes": max_image_bytes}
+        if engine == "ray":
+            results = _ray_rows(pipeline, out, todo, names, read, ray or RayOptions(), show_progress)
+        else:
+            stream = read_entries(todo, workers=workers, prefetch=prefetch, decode_budget=decode_budget, **read)
+            results = labeled_rows(pipeline, out, todo, names, _sources(stream))
         start = time.perf_counter()
         with tqdm(total=len(todo), unit="img", desc="label", disable=not show_progress) as bar:
-            for result in pipeline.label_images(_sources(stream)):
-                entry = by_source[result.source]
-                note = ""
-                if annotate and result.status != "error":
-                    target = inside(out / ANNOTATED_DIR, names[entry.rel])
-                    note = _annotate(entry.path, result, target, pipeline.max_pixels)
-                manifest.append(_rows(entry.rel, result, note))
+            for rows in results:
+                manifest.append(rows)
                 bar.update(1)
         seconds = time.perf_counter() - start
 
