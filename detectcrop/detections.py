@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +69,18 @@ class Detections:
     ) -> Detections:
         """Build from ``xyxy`` boxes in fractions of an image of ``image_shape`` ``(height, width)``."""
         return cls(bx.normalized_to_pixel(xyxy, image_shape), scores, class_ids, **kwargs)
+
+    @classmethod
+    def from_tfhub(cls, outputs: Mapping[str, Any], image_shape: tuple[int, ...]) -> Detections:
+        """From the TF Hub object-detection outputs of one image (batch of 1): ``detection_boxes`` (normalised
+        ``ymin, xmin, ymax, xmax``), ``detection_scores``, ``detection_classes`` (COCO ids), ``num_detections``;
+        boxes in pixels of an image of ``image_shape`` ``(height, width, ...)``, clipped to it."""
+        n = int(np.asarray(outputs["num_detections"]).reshape(-1)[0])
+        xyxy = bx.clip(bx.normalized_to_pixel(bx.yxyx_to_xyxy(np.asarray(outputs["detection_boxes"])[0, :n]),
+                                              image_shape), image_shape)
+        scores = np.asarray(outputs["detection_scores"])[0, :n]
+        class_ids = np.rint(np.asarray(outputs["detection_classes"])[0, :n]).astype(np.int64)
+        return cls(xyxy, scores, class_ids)
 
     @classmethod
     def concatenate(cls, items: Iterable[Detections]) -> Detections:

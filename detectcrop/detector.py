@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from detectcrop import boxes, cache, environment, presets, zoo
+from detectcrop import cache, environment, presets, zoo
 from detectcrop.detections import Detections
 from detectcrop.zoo import ModelUnavailableError
 
@@ -116,19 +116,9 @@ class Detector:
                                interpolation=cv2.INTER_AREA)
         else:
             small = image
-        out = self.model(tf.convert_to_tensor(small[None]))
-        n = int(np.asarray(out["num_detections"]).reshape(-1)[0])
-        xyxy = boxes.normalized_to_pixel(boxes.yxyx_to_xyxy(np.asarray(out["detection_boxes"])[0, :n]), image.shape)
-        h, w = image.shape[:2]
-        xyxy = np.clip(xyxy, 0, [w, h, w, h])
-        scores = np.asarray(out["detection_scores"])[0, :n]
-        class_ids = np.rint(np.asarray(out["detection_classes"])[0, :n]).astype(np.int64)
-        keep = scores >= (self.min_score if min_score is None else min_score)
-        xyxy, scores, class_ids = xyxy[keep], scores[keep], class_ids[keep]
-        if self.nms_iou is not None and len(scores):
-            order = boxes.batched_nms(xyxy, scores, class_ids, self.nms_iou)
-            xyxy, scores, class_ids = xyxy[order], scores[order], class_ids[order]
-        return Detections(xyxy, scores, class_ids)
+        dets = Detections.from_tfhub(self.model(tf.convert_to_tensor(small[None])), image.shape)
+        dets = dets.by_score(self.min_score if min_score is None else min_score)
+        return dets.nms(self.nms_iou) if self.nms_iou is not None else dets
 
     def __repr__(self) -> str:
         return f"Detector({self.name!r}, min_score={self.min_score}, nms_iou={self.nms_iou})"
