@@ -18,8 +18,7 @@ from typing import Any
 from detectcrop import dedupe
 from detectcrop.core import DetectSteps, ImageCrops, process_image
 from detectcrop.crops import JPEG_QUALITY, save_jpeg
-from detectcrop.images import ImageReadError
-from detectcrop.inputs import InputEntry, read_entry
+from detectcrop.inputs import InputEntry, read_entries
 from detectcrop.io import CsvManifest, inside, one_line
 
 logger = logging.getLogger(__name__)
@@ -122,17 +121,13 @@ class CropWorker:
         )
 
     def process(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Decoding runs ahead on a thread while the detector works (as in the local engine)."""
+        entries = [InputEntry(i["key"], Path(i["path"]), i["problem"]) for i in items]
+        names = {i["key"]: i["name"] for i in items}
         out = []
-        for item in items:
-            path = Path(item["path"])
-            try:
-                image: Any = read_entry(InputEntry(item["key"], path, item["problem"]), image_types_only=True,
-                                        **self.read)
-            except ImageReadError as exc:
-                image = exc
-            except Exception as exc:  # reported per file, never fatal (as `iter_images` does)
-                image = ImageReadError(path, f"{type(exc).__name__}: {exc}")
-            rows = save_image_crops(self.out, item["name"], process_image(item["key"], image, self.steps))
+        for entry, image in read_entries(entries, image_types_only=True, workers=1, prefetch=2, **self.read):
+            rows = save_image_crops(self.out, names[entry.rel], process_image(entry.rel, image, self.steps))
+            del image
             out.append({"image": rows.image, "crops": rows.crops})
         return out
 

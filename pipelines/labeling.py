@@ -29,8 +29,8 @@ from detectcrop.coco import category_name
 from detectcrop.crops import save_jpeg
 from detectcrop.dataset import check_locations, check_not_nested, crop_basenames
 from detectcrop.draw import draw_boxes
-from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_BYTES, ImageReadError, read_image, resize_image
-from detectcrop.inputs import InputEntry, read_entries, read_entry, scan_inputs
+from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_BYTES, read_image, resize_image
+from detectcrop.inputs import InputEntry, read_entries, scan_inputs
 from detectcrop.io import CsvManifest, OutputLocationError, atomic_write_text, inside, one_line, prepare_output_dir
 from detectcrop.locks import OutputLock
 from detectcrop.ray_engine import RayOptions, ray_map
@@ -154,25 +154,14 @@ class LabelWorker:
     def process(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         entries = [InputEntry(i["key"], Path(i["path"]), i["problem"]) for i in items]
         names = {i["key"]: i["name"] for i in items} if self.annotate else {}
-        rows = labeled_rows(self.pipeline, self.out, entries, names, _read_each(entries, self.read))
+        stream = read_entries(entries, workers=1, prefetch=2, **self.read)  # decoding runs ahead on a thread
+        rows = labeled_rows(self.pipeline, self.out, entries, names, _sources(stream))
         return [{"rows": r} for r in rows]
 
     def died(self, item: dict[str, Any], tries: int) -> dict[str, Any]:
         result = ImageResult(item["path"], "error", error=f"WorkerDied: labeling this file killed its worker "
                                                           f"{tries} times")
         return {"rows": _rows(item["key"], result)}
-
-
-def _read_each(entries: list[InputEntry], read: dict[str, Any]) -> Iterator[tuple[str, Any]]:
-    for entry in entries:
-        try:
-            image: Any = read_entry(entry, **read)
-        except ImageReadError as exc:
-            image = exc
-        except Exception as exc:  # reported per file, never fatal (as `iter_images` does)
-            image = ImageReadError(entry.path, f"{type(exc).__name__}: {exc}")
-        yield os.fspath(entry.path), image
-        del image
 
 
 def _ray_rows(
