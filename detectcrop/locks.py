@@ -40,11 +40,18 @@ class OutputLock:
     process (a command line tool holding the folder while a library call takes it again) is allowed.
     """
 
-    def __init__(self, folder: str | os.PathLike[str], command: str = "") -> None:
-        self.path = Path(folder) / RUN_LOCK
+    def __init__(self, folder: str | os.PathLike[str], command: str = "", lock_file: Path | None = None) -> None:
+        self.folder = Path(folder)
+        self.path = lock_file or self.folder / RUN_LOCK
         self.command = command or Path(sys.argv[0]).name
         self._fd: int | None = None
         self._nested = False
+
+    @classmethod
+    def beside(cls, folder: str | os.PathLike[str], command: str = "") -> OutputLock:
+        """The lock of a folder that is replaced as a whole (a train_fine run): a hidden file next to it."""
+        folder = Path(folder).resolve()
+        return cls(folder, command, folder.parent / f".{folder.name}.lock")
 
     def acquire(self) -> OutputLock:
         key = self.path.resolve()
@@ -58,19 +65,26 @@ class OutputLock:
         return self
 
     def _acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _describe(os.pread(fd, 4096, 0))
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _describe(os.pread(fd, 4096, 0))
+                os.close(fd)
+                raise OutputBusyError(
+                    f"{self.folder} is in use by another run ({holder}); wait for it to finish or use another "
+                    "output folder"
+                ) from None
+            except OSError:
+                os.close(fd)
+                raise
+            try:  # the holder before us removes the file as it lets go: lock the file that is there now
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
             os.close(fd)
-            raise OutputBusyError(
-                f"{self.path.parent} is in use by another run ({holder}); wait for it to finish or use another "
-                "output folder"
-            ) from None
-        except OSError:
-            os.close(fd)
-            raise
         info = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
                 "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
         os.ftruncate(fd, 0)
@@ -88,7 +102,7 @@ class OutputLock:
                 return
             _HELD.pop(key, None)
             with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, 0)
+                os.unlink(self.path)  # still holding it: a newcomer locks a fresh file (see _acquire)
             os.close(self._fd)  # closing the descriptor releases the lock
             self._fd = None
 

@@ -33,6 +33,7 @@ import numpy as np
 from detectcrop import presets
 from detectcrop.images import ImageReadError
 from detectcrop.io import OutputLocationError, atomic_write_text, csv_text
+from detectcrop.locks import OutputLock
 from detectcrop.zoo import ModelUnavailableError
 from pipelines.cli import fail, setup_logging
 
@@ -190,6 +191,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Train, evaluate and write ``RUN/``; 0 on success, 2 on a data, output or model problem (one-line error)."""
     args = get_args_parser().parse_args(argv)
     setup_logging(args.log_level)
+    try:  # one run per run folder: a second one stops at once, naming the first
+        check_output(args.output, args.overwrite)
+        lock = OutputLock.beside(args.output, "train_fine").acquire()
+    except (ValueError, OSError) as exc:
+        return fail(exc)
+    try:
+        return _main(args, argv)
+    finally:
+        lock.release()
+
+
+def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     # Heavy imports (TensorFlow, scikit-learn, matplotlib) after the logging set-up, and never for --help.
     from classify.data import load_image_folder, split_image_folder
 

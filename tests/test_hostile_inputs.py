@@ -217,3 +217,29 @@ def test_a_second_run_on_the_same_output_is_refused(hostile, model_dir, tmp_path
         assert f"in use by another run (pid {pid}" in proc.stderr and "someone else" in proc.stderr
         assert "Traceback" not in proc.stderr
     assert not (out / "images.csv").exists()
+
+
+def test_a_second_train_fine_on_the_same_run_folder_is_refused(tmp_path, capsys):
+    import subprocess
+    import sys
+    import textwrap
+
+    from pipelines import train_fine
+
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from detectcrop.locks import OutputLock
+        OutputLock.beside({str(run)!r}, 'train_fine').acquire()
+        print('held', flush=True)
+        time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[1])
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert train_fine.main(["--data", str(tmp_path / "nothing"), "--output", str(run)]) == 2
+        err = capsys.readouterr().err
+        assert f"in use by another run (pid {holder.pid}" in err and "train_fine" in err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not run.exists()
