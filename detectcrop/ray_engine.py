@@ -48,7 +48,8 @@ class RayOptions:
 
     Args:
         address: ``None`` starts a local Ray (this machine's cores); ``"auto"`` or ``"HOST:PORT"`` joins a cluster.
-        actors: the actor pool's size, or ``(min, max)`` to let it grow with the work.
+        actors: the actor pool's size, or ``(min, max)`` to let it grow with the work; ``None``: from 1 up to as many
+            as the cluster's CPUs allow (``cpus_per_actor`` each).
         cpus_per_actor: CPU cores each actor reserves (and the TensorFlow threads it uses).
         gpus_per_actor: GPUs each actor reserves (0: CPU only).
         batch_size: entries per actor call.
@@ -56,14 +57,14 @@ class RayOptions:
     """
 
     address: str | None = None
-    actors: int | tuple[int, int] = 1
+    actors: int | tuple[int, int] | None = None
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
     batch_size: int = 8
     max_attempts: int = 3
 
     def __post_init__(self) -> None:
-        low, high = self.pool_size
+        low, high = self.pool_size if self.actors is not None else (1, 1)
         if not 1 <= low <= high:
             raise ValueError(f"actors must be N >= 1 or a range MIN,MAX with 1 <= MIN <= MAX, got {self.actors}")
         if self.batch_size < 1 or self.max_attempts < 1 or self.cpus_per_actor <= 0 or self.gpus_per_actor < 0:
@@ -71,11 +72,19 @@ class RayOptions:
 
     @property
     def pool_size(self) -> tuple[int, int]:
+        """``(min, max)`` actors; with ``actors=None``, as many as the connected cluster's CPUs allow."""
+        if self.actors is None:
+            import ray
+
+            cpus = ray.cluster_resources().get("CPU", 1) if ray.is_initialized() else (os.cpu_count() or 1)
+            return 1, max(1, int(cpus // self.cpus_per_actor))
         return (self.actors, self.actors) if isinstance(self.actors, int) else tuple(self.actors)  # type: ignore
 
     @classmethod
-    def parse_actors(cls, text: str) -> int | tuple[int, int]:
-        """``"4"`` -> 4, ``"1,8"`` -> (1, 8) (the ``--actors`` flag)."""
+    def parse_actors(cls, text: str) -> int | tuple[int, int] | None:
+        """``"4"`` -> 4, ``"1,8"`` -> (1, 8), ``"auto"`` -> None (the ``--actors`` flag)."""
+        if str(text).strip().lower() == "auto":
+            return None
         parts = [p.strip() for p in str(text).split(",")]
         try:
             values = [int(p) for p in parts]

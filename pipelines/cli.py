@@ -43,7 +43,9 @@ def add_detection_args(p: argparse.ArgumentParser, what: str = "crop") -> None:
                    help="local: this process; ray: an actor pool on a local Ray or a cluster (same outputs)")
     g.add_argument("--ray-address", default=None,
                    help="join a Ray cluster ('auto' or HOST:PORT); default: start a local Ray on this machine's cores")
-    g.add_argument("--actors", default="1", help="actors in the pool: N, or MIN,MAX to scale with the work")
+    g.add_argument("--actors", default="auto",
+                   help="actors in the pool: N, MIN,MAX to scale with the work, or auto (1 up to one per "
+                        "--cpus-per-actor cores of the cluster)")
     g.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPU cores per actor (its TensorFlow threads)")
     g.add_argument("--gpus-per-actor", type=float, default=0.0, help="GPUs per actor (0: CPU only)")
     g.add_argument("--batch-per-actor", type=int, default=8, help="files per actor call")
