@@ -172,6 +172,7 @@ def write_label_report(out: str | os.PathLike, low_confidence: float = 0.5, unkn
     low-confidence and unknown objects, and the files that could not be labeled with their reasons."""
     from detectcrop.crops import crop_image
     from detectcrop.draw import draw_boxes
+    from detectcrop.images import resize_image
     from pipelines.coco_results import read_predictions
 
     out = Path(out)
@@ -205,7 +206,10 @@ def write_label_report(out: str | os.PathLike, low_confidence: float = 0.5, unkn
         if image is None:
             continue
         found = images[rel]
-        image = draw_boxes(image, np.array([[float(r[k]) for k in ("x1", "y1", "x2", "y2")] for r in found]),
+        scale = min(1.0, THUMB_SIDE / max(image.shape[:2]))  # draw on the thumbnail: captions stay legible
+        if scale < 1:
+            image = resize_image(image, (max(1, round(image.shape[0] * scale)), max(1, round(image.shape[1] * scale))))
+        image = draw_boxes(image, scale * np.array([[float(r[k]) for k in ("x1", "y1", "x2", "y2")] for r in found]),
                            [f"{r['label']} {float(r['probability']):.2f}" for r in found],
                            colors_by=[r["label"] for r in found])
         caption = f"{esc(rel)}<br>" + esc(", ".join(f"{k}: {v}" for k, v in Counter(r["label"] for r in found)
