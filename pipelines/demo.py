@@ -3,8 +3,9 @@
     python -m pipelines.demo [--output demo_out] [--brands 6] [--photos-per-brand 30] [--scenes 30]
 
 Runs the same entry points users run (make_watches, build_crops, train_fine, label) with the offline presets, on a
-synthetic benchmark with known boxes and brands, then scores the labeled scenes against the ground truth. A damaged
-upload is added to the scenes folder to show that every file is accounted for.
+synthetic benchmark with known boxes and brands, then scores the labeled scenes against the ground truth
+(`detectcrop evaluate`: COCO AP per brand). A damaged upload is added to the scenes folder to show that every file
+is accounted for.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from detectcrop.io import CsvManifest
 from detectcrop.zoo import OFFLINE_BACKBONE, OFFLINE_DETECTOR
-from pipelines import build_crops, label, train_fine
+from pipelines import build_crops, evaluate, label, train_fine
 from pipelines.cli import setup_logging
 from pipelines.evaluate import evaluate_predictions
 from pipelines.labeling import COLUMNS
@@ -115,9 +116,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"   speed: build_crops {result['build_crops_images_per_s']:.1f} images/s (incl. model load), "
           f"label with tiles {result['label_images_per_s']:.2f} images/s; train {train_seconds:.0f} s")
     print(f"   total {result['seconds']:.0f} s")
+    print(f"\n== detectcrop evaluate --predictions {labels} --ground-truth {data / 'annotations.json'} "
+          "--image-prefix scenes/")
+    if evaluate.main(["--predictions", str(labels), "--ground-truth", str(data / "annotations.json"),
+                      "--image-prefix", "scenes/"]) != 0:
+        return 1
     print("\n== outputs")
     outputs = [("crops + manifests", crops), ("model + report", run), ("predictions", labels / "predictions.csv"),
-               ("COCO results", labels / "results.coco.json"), ("annotated scenes", labels / "annotated")]
+               ("COCO results", labels / "results.coco.json"), ("annotated scenes", labels / "annotated"),
+               ("review pages", f"{run / 'report.html'}, {labels / 'report.html'}"),
+               ("COCO metrics", labels / "evaluation.json")]
     for what, path in outputs:
         print(f"   {what:18s} {path}")
     return 0

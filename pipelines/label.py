@@ -4,7 +4,8 @@
         [--category clock] [--tile] [--top-k 3] [--unknown-below 0.5] [--annotate] [--resume]
 
 Writes OUT/predictions.csv (one row per object; one row per image with no detection or an error),
-OUT/results.coco.json (COCO format with scores), OUT/summary.json and, with --annotate, OUT/annotated/.
+OUT/results.coco.json (COCO format with scores), OUT/summary.json and, with --annotate, OUT/annotated/; with
+--coco-gt FILE, OUT/results.coco-gt.json (a COCO results list keyed to FILE's ids).
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32, help="crops classified per batch")
     p.add_argument("--annotate", action="store_true", help="also save copies with boxes and labels drawn")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --output")
+    p.add_argument("--coco-gt", type=Path, default=None,
+                   help="COCO ground truth: also write OUT/results.coco-gt.json, the results keyed to its image and "
+                        "category ids (COCO.loadRes reads it; see `detectcrop evaluate` for how images match)")
+    p.add_argument("--image-prefix", default=None, help="with --coco-gt: file_name = PREFIX + image (e.g. 'scenes/')")
     add_common_args(p)
     return p
 
@@ -61,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise FileNotFoundError(f"--model must be a train_fine run folder or a .keras file: {model}")
         if args.top_k < 1:
             raise ValueError("--top-k must be >= 1")
+        if args.coco_gt is not None and not args.coco_gt.is_file():
+            raise FileNotFoundError(f"--coco-gt does not exist: {args.coco_gt}")
         out = prepare_output(args.input, args.output)  # before loading any model
         with OutputLock(out, "label"):  # held from the start: a second run fails at once
             return _run(args, model, categories, policy, tile)
@@ -89,6 +96,10 @@ def _run(args: argparse.Namespace, model: Path, categories: list[int], policy: C
     for line in summary.lines():
         print(line)
     print(f"predictions: {Path(args.output) / 'predictions.csv'}")
+    if args.coco_gt is not None:
+        from pipelines.coco_results import RESULTS_GT_JSON, write_ground_truth_results
+
+        write_ground_truth_results(args.output, args.coco_gt, Path(args.output) / RESULTS_GT_JSON, args.image_prefix)
     return 0
 
 

@@ -6,7 +6,8 @@ Each image's rows are appended in one write (after its annotated copy, if any, i
 last image of the file (a kill may have torn its rows) and continues after it, refusing when the settings or the
 models' fingerprints (sha256 of their files) changed. At the end, ``OUT/results.coco.json`` (COCO format, with scores:
 loads in FiftyOne and pycocotools) and ``OUT/summary.json`` are derived from the CSV, so an interrupted-and-resumed
-run ends with the same files as an uninterrupted one. One run at a time per output folder.
+run ends with the same files as an uninterrupted one; ``OUT/report.html`` (`pipelines.report_html`) is the page
+to review. One run at a time per output folder.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from detectcrop.io import CsvManifest, OutputLocationError, atomic_write_text, i
 from detectcrop.locks import OutputLock
 from detectcrop.ray_engine import RayOptions, ray_map
 from pipelines.compose import DetectThenClassify, ImageResult
+from pipelines.report_html import write_label_report
 
 logger = logging.getLogger(__name__)
 
@@ -281,6 +283,7 @@ def label_folder(
         atomic_write_text(out / SUMMARY_JSON, json.dumps(
             {k: v for k, v in asdict(summary).items() if k not in ("n_processed", "seconds", "images_per_s")},
             indent=2, sort_keys=True) + "\n")
+        write_label_report(out)
     for line in summary.lines():
         logger.info(line)
     return summary

@@ -5,7 +5,8 @@
 
 Writes ``RUN/model.keras`` (labels and preprocessing inside), ``RUN/model.augmentation.json``, ``RUN/report.json``
 (``val`` and, with ``--test-data``, ``test``), ``RUN/confusion_matrix.png``, ``RUN/history.csv``, ``RUN/curves.png``,
-``RUN/predictions.csv`` and ``RUN/config.json`` (the resolved configuration). Progress goes to stderr; the last line
+``RUN/predictions.csv``, ``RUN/report.html`` (`pipelines.report_html`) and ``RUN/config.json`` (the resolved
+configuration). Progress goes to stderr; the last line
 on stdout is the macro-F1 (test when ``--test-data`` is given, else validation).
 
 A run is built in a hidden sibling folder and renamed into place when complete, so ``RUN`` never mixes files of two
@@ -272,6 +273,7 @@ def _train_and_write(
 ) -> float:
     """Fit, evaluate and write every file of the run into ``out``; returns the headline macro-F1."""
     from classify.report import plot_confusion_matrix, plot_history, write_history_csv, write_json
+    from pipelines.report_html import write_train_report
 
     clf = _classifier(args)
     skipped = [*dataset.skipped, *(test.skipped if test is not None else [])]
@@ -338,6 +340,7 @@ def _train_and_write(
     report["wall_s"] = config["wall_s"]
     write_json(out / "config.json", config)
     write_json(out / "report.json", report)
+    write_train_report(out)
     return float(headline["macro_f1"])
 
 

@@ -179,7 +179,7 @@ def _label_cli(bench, model_dir, out, *extra):
 
 def test_label_cli_accounts_for_every_file_and_resumes_identically(bench, model_dir, tmp_path, monkeypatch):
     full = tmp_path / "full"
-    assert _label_cli(bench, model_dir, full, "--annotate") == 0
+    assert _label_cli(bench, model_dir, full, "--annotate", "--coco-gt", str(bench / "annotations.json")) == 0
     rows = CsvManifest(full / "predictions.csv", COLUMNS).rows()
     files = sorted(p.name for p in (bench / "scenes").iterdir())
     assert sorted({r["image"] for r in rows}) == files
@@ -193,6 +193,11 @@ def test_label_cli_accounts_for_every_file_and_resumes_identically(bench, model_
     assert len(coco["annotations"]) == len(ok) and len(coco["images"]) == len(files) - 1
     scores = evaluate_predictions(bench / "annotations.json", rows, image_prefix="scenes/")
     assert scores["n_images"] == len(files) and scores["recall"] > 0.5
+    keyed = json.loads((full / "results.coco-gt.json").read_text())  # keyed to the ground truth's ids
+    scene_ids = {im["id"] for im in json.loads((bench / "annotations.json").read_text())["images"]
+                 if im["file_name"].startswith("scenes/")}
+    assert len(keyed) == len(ok) and {r["image_id"] for r in keyed} <= scene_ids
+    assert "<figure>" in (full / "report.html").read_text()
 
     # Kill the run after two images, then resume: the same bytes as the uninterrupted run.
     part = tmp_path / "part"

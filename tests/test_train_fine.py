@@ -80,6 +80,9 @@ def test_cli_writes_the_run_folder_and_prints_macro_f1_last(tmp_path, capsys, tr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "test"]
     assert report["skipped_files_count"] == 1 and report["skipped_files"][0]["path"].endswith("broken.jpg")
     assert config["model"]["path"] == str((out / "model.keras").resolve())
+    page = (out / "report.html").read_text()  # the review page (checked in a browser by test_html_reports)
+    assert f"{report['test']['macro_f1']:.3f}" in page and "Worst mistakes (test" in page
+    assert "run: 4 classes, backbone mobilenet_v2_torchvision" in page and page.count("<img") >= 2  # the two plots
 
 
 def test_cli_reports_too_few_images_clearly(tmp_path, capsys):

@@ -1,0 +1,106 @@
+"""Prediction rows keyed to a ground-truth COCO file: image matching and the COCO *results* list.
+
+Matching rule (one for every tool that compares ``predictions.csv`` with ground truth): a row's ``image`` (relative to
+the labeled folder) names the ground-truth image whose ``file_name`` is ``image_prefix + image``. Without a prefix,
+an image matches the ``file_name`` equal to it or, failing that, the one ending in ``"/" + image`` (the labeled folder
+is a subfolder of the ground truth's root, e.g. ``scenes/``); a name that two ``file_name`` s end in is an error (pass
+``--image-prefix``). Labeled images with no ground-truth entry are left out of the evaluation and counted.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from detectcrop.io import csv_unsafe
+
+PREDICTIONS_CSV = "predictions.csv"
+RESULTS_GT_JSON = "results.coco-gt.json"
+
+
+def load_coco(coco_gt: dict[str, Any] | str | os.PathLike) -> dict[str, Any]:
+    """A COCO dict (given, or read from its JSON path)."""
+    if isinstance(coco_gt, dict):
+        return coco_gt
+    return json.loads(Path(coco_gt).read_text(encoding="utf-8"))
+
+
+def read_predictions(out: str | os.PathLike) -> list[dict[str, str]]:
+    """The rows of ``OUT/predictions.csv`` (a label output folder) or of that CSV file itself."""
+    path = Path(out)
+    path = path / PREDICTIONS_CSV if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"no predictions file: {path} (pass a `label` output folder)")
+    with path.open(encoding="utf-8", newline="") as f:
+        header, *rows = list(csv.reader(f)) or [[]]
+    return [dict(zip(header, (csv_unsafe(v) for v in r), strict=False)) for r in rows]
+
+
+def match_images(rels: Iterable[str], coco_gt: dict[str, Any], image_prefix: str | None = None) -> dict[str, int]:
+    """The ground-truth image id of each labeled image name that has one (see the module's matching rule)."""
+    by_name = {im["file_name"]: im["id"] for im in coco_gt["images"]}
+    matched: dict[str, int] = {}
+    for rel in dict.fromkeys(rels):
+        if image_prefix is not None:
+            if image_prefix + rel in by_name:
+                matched[rel] = by_name[image_prefix + rel]
+            continue
+        if rel in by_name:
+            matched[rel] = by_name[rel]
+            continue
+        ends = [name for name in by_name if name.endswith("/" + rel)]
+        if len(ends) > 1:
+            raise ValueError(f"{rel!r} matches several ground-truth images ({', '.join(sorted(ends)[:3])}, ...); "
+                             "pass --image-prefix (the labeled folder's path under the ground truth's root)")
+        if ends:
+            matched[rel] = by_name[ends[0]]
+    return matched
+
+
+@dataclass
+class GroundTruthResults:
+    """A COCO results list keyed to a ground-truth file, and what could not be keyed."""
+
+    results: list[dict[str, Any]]
+    image_ids: dict[str, int]  #: labeled image -> ground-truth image id
+    unmatched_images: list[str] = field(default_factory=list)
+    unknown_labels: dict[str, int] = field(default_factory=dict)  #: labels with no ground-truth category: count
+
+
+def results_for_ground_truth(rows: list[dict[str, str]], coco_gt: dict[str, Any],
+                             image_prefix: str | None = None) -> GroundTruthResults:
+    """``[{"image_id", "category_id", "bbox", "score"}]`` for ``COCO.loadRes``: ids from ``coco_gt``, categories by
+    label name, ``bbox`` as ``[x, y, w, h]`` pixels, ``score`` = detection score x label probability. Objects whose
+    label is no ground-truth category (e.g. ``unknown``) are left out and counted."""
+    image_ids = match_images((r["image"] for r in rows), coco_gt, image_prefix)
+    categories = {c["name"]: c["id"] for c in coco_gt["categories"]}
+    results: list[dict[str, Any]] = []
+    unknown: dict[str, int] = {}
+    for row in rows:
+        if row["status"] != "ok" or row["image"] not in image_ids:
+            continue
+        if row["label"] not in categories:
+            unknown[row["label"]] = unknown.get(row["label"], 0) + 1
+            continue
+        x1, y1, x2, y2 = (float(row[k]) for k in ("x1", "y1", "x2", "y2"))
+        results.append({"image_id": image_ids[row["image"]], "category_id": categories[row["label"]],
+                        "bbox": [x1, y1, round(x2 - x1, 2), round(y2 - y1, 2)],
+                        "score": round(float(row["det_score"]) * float(row["probability"]), 6)})
+    unmatched = sorted({r["image"] for r in rows} - set(image_ids))
+    return GroundTruthResults(results, image_ids, unmatched, unknown)
+
+
+def write_ground_truth_results(predictions: str | os.PathLike, coco_gt: dict[str, Any] | str | os.PathLike,
+                               path: str | os.PathLike, image_prefix: str | None = None) -> GroundTruthResults:
+    """Write the results list of a `label` output (folder or predictions.csv) keyed to ``coco_gt`` to ``path``
+    (``COCO(gt).loadRes(path)`` reads it as is)."""
+    from detectcrop.io import atomic_write_text
+
+    keyed = results_for_ground_truth(read_predictions(predictions), load_coco(coco_gt), image_prefix)
+    atomic_write_text(path, json.dumps(keyed.results) + "\n")
+    return keyed

@@ -1,0 +1,162 @@
+"""Export a `label` output folder for review tools: Label Studio pre-annotations and YOLO txt.
+
+    python -m pipelines.export --predictions OUT --format labelstudio [--image-url PREFIX] [--model-version V]
+    python -m pipelines.export --predictions OUT --format yolo [--confidence]
+    detectcrop export ...   # the same
+
+- ``labelstudio`` writes ``OUT/labelstudio.json``: one task per readable image, ``data.image`` = PREFIX + the image's
+  path relative to the labeled folder (URL-quoted; e.g. ``/data/local-files/?d=photos/`` for Label Studio's local file
+  storage), and one prediction per task (``model_version``, ``score`` = its least confident object, ``result``:
+  ``rectanglelabels`` boxes in percent of the image, ``from_name="label"``, ``to_name="image"`` as in Label Studio's
+  "Object Detection with Bounding Boxes" template).
+- ``yolo`` writes ``OUT/yolo/labels/<image path>.txt`` (one per readable image, empty when nothing was detected:
+  ``class x_center y_center width height``, normalised to 0-1, plus the confidence with ``--confidence``),
+  ``OUT/yolo/classes.txt`` (one name per line, line k = class k) and ``OUT/yolo/data.yaml`` (``names``).
+
+Scores are detection score x label probability. FiftyOne reads ``OUT/results.coco.json`` (written by `label`) with
+its COCO importer; see the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import quote
+
+from pipelines.coco_results import read_predictions
+
+LABELSTUDIO_JSON = "labelstudio.json"
+YOLO_DIR = "yolo"
+
+
+def _images(rows: list[dict[str, str]]) -> dict[str, list[dict[str, str]]]:
+    """Readable images (in row order) and their detected objects."""
+    images: dict[str, list[dict[str, str]]] = {}
+    for row in rows:
+        if row["status"] == "error":
+            continue
+        images.setdefault(row["image"], [])
+        if row["status"] == "ok":
+            images[row["image"]].append(row)
+    return images
+
+
+def _score(row: dict[str, str]) -> float:
+    return round(float(row["det_score"]) * float(row["probability"]), 6)
+
+
+def _xyxy(row: dict[str, str]) -> tuple[float, float, float, float]:
+    x1, y1, x2, y2 = (float(row[k]) for k in ("x1", "y1", "x2", "y2"))
+    return x1, y1, x2, y2
+
+
+def class_names(out: str | os.PathLike, rows: list[dict[str, str]]) -> list[str]:
+    """The label output's class order (its ``results.coco.json`` categories, by id), else the labels sorted."""
+    coco = Path(out) / "results.coco.json"
+    labels = sorted({r["label"] for r in rows if r["status"] == "ok"})
+    if coco.is_file():
+        names = [c["name"] for c in sorted(json.loads(coco.read_text())["categories"], key=lambda c: c["id"])]
+        return names + [n for n in labels if n not in names]
+    return labels
+
+
+def labelstudio_tasks(rows: list[dict[str, str]], image_url: str = "", model_version: str = "detectcrop",
+                      from_name: str = "label", to_name: str = "image") -> list[dict[str, Any]]:
+    """Label Studio tasks with pre-annotations (see the module docstring)."""
+    tasks = []
+    for rel, objects in _images(rows).items():
+        result = []
+        for i, row in enumerate(objects):
+            w, h = float(row["width"]), float(row["height"])
+            x1, y1, x2, y2 = _xyxy(row)
+            result.append({
+                "id": f"r{i}", "from_name": from_name, "to_name": to_name, "type": "rectanglelabels",
+                "original_width": int(w), "original_height": int(h), "image_rotation": 0,
+                "value": {"x": 100 * x1 / w, "y": 100 * y1 / h, "width": 100 * (x2 - x1) / w,
+                          "height": 100 * (y2 - y1) / h, "rotation": 0, "rectanglelabels": [row["label"]]},
+                "score": _score(row),
+            })  # fmt: skip
+        score = min((r["score"] for r in result), default=1.0)
+        tasks.append({"data": {"image": image_url + quote(rel)},
+                      "predictions": [{"model_version": model_version, "score": score, "result": result}]})
+    return tasks
+
+
+def write_labelstudio(out: str | os.PathLike, path: str | os.PathLike | None = None, **options: Any) -> Path:
+    """``OUT/labelstudio.json`` (or ``path``) from a label output folder."""
+    from detectcrop.io import atomic_write_text
+
+    target = Path(path) if path is not None else Path(out) / LABELSTUDIO_JSON
+    return atomic_write_text(target, json.dumps(labelstudio_tasks(read_predictions(out), **options), indent=1) + "\n")
+
+
+def yolo_lines(objects: list[dict[str, str]], classes: list[str], confidence: bool = False) -> list[str]:
+    """YOLO txt lines of one image's objects: ``class xc yc w h [confidence]``, normalised."""
+    lines = []
+    for row in objects:
+        w, h = float(row["width"]), float(row["height"])
+        x1, y1, x2, y2 = _xyxy(row)
+        values = [(x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h]
+        if confidence:
+            values.append(_score(row))
+        lines.append(" ".join([str(classes.index(row["label"])), *(f"{v:.6f}" for v in values)]))
+    return lines
+
+
+def write_yolo(out: str | os.PathLike, path: str | os.PathLike | None = None, confidence: bool = False) -> Path:
+    """``OUT/yolo/`` (or ``path``): ``labels/<image path>.txt``, ``classes.txt`` and ``data.yaml``."""
+    from detectcrop.io import atomic_write_text, inside
+
+    rows = read_predictions(out)
+    classes = class_names(out, rows)
+    target = Path(path) if path is not None else Path(out) / YOLO_DIR
+    for rel, objects in _images(rows).items():
+        text = "".join(line + "\n" for line in yolo_lines(objects, classes, confidence))
+        atomic_write_text(inside(target / "labels", str(PurePosixPath(rel).with_suffix(".txt"))), text)
+    atomic_write_text(target / "classes.txt", "".join(f"{c}\n" for c in classes))
+    names = "\n".join(f"  {i}: {json.dumps(c)}" for i, c in enumerate(classes))
+    atomic_write_text(target / "data.yaml", f"# classes of {Path(out).name}/predictions.csv\nnc: {len(classes)}\n"
+                                            f"names:\n{names}\n")
+    return target
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipelines.export",
+                                description="Export a `label` output folder for review tools.")
+    p.add_argument("--predictions", required=True, type=Path, help="a `label` output folder (its predictions.csv)")
+    p.add_argument("--format", required=True, choices=["labelstudio", "yolo"])
+    p.add_argument("--output", type=Path, default=None,
+                   help=f"where to write (default: OUT/{LABELSTUDIO_JSON} or OUT/{YOLO_DIR}/)")
+    p.add_argument("--image-url", default="",
+                   help="labelstudio: prefix of each image's relative path in data.image "
+                        "(e.g. '/data/local-files/?d=photos/')")
+    p.add_argument("--model-version", default="detectcrop", help="labelstudio: the predictions' model_version")
+    p.add_argument("--confidence", action="store_true", help="yolo: a sixth column with the confidence")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    from pipelines.cli import fail
+
+    try:
+        if not args.predictions.is_dir():
+            raise FileNotFoundError(f"--predictions must be a `label` output folder: {args.predictions}")
+        if args.format == "labelstudio":
+            path = write_labelstudio(args.predictions, args.output, image_url=args.image_url,
+                                     model_version=args.model_version)
+        else:
+            path = write_yolo(args.predictions, args.output, confidence=args.confidence)
+    except (ValueError, OSError) as exc:
+        return fail(exc)
+    print(f"{args.format}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
