@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 #: COCO category id -> name, as in the 2017 annotations (ids 1..90 with gaps).
 COCO_NAMES: dict[int, str] = {
     1: "person", 2: "bicycle", 3: "car", 4: "motorcycle", 5: "airplane", 6: "bus", 7: "train", 8: "truck",
@@ -42,3 +45,18 @@ def category_id(category: str | int) -> int:
 def category_name(class_id: int) -> str:
     """The COCO name for an id, or ``"class_<id>"`` for ids outside the map."""
     return COCO_NAMES.get(int(class_id), f"class_{int(class_id)}")
+
+
+def coco_annotation(
+    ann_id: int, image_id: int | str, category_id: int, xyxy: Sequence[float], score: float | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One COCO annotation (or, with ``score``, one detection result): ``bbox`` ``[x, y, w, h]`` and ``area`` in
+    pixels rounded to 0.01, ``iscrowd`` 0, then ``extra`` fields. Every COCO file written here goes through it."""
+    x1, y1, x2, y2 = (float(v) for v in xyxy)
+    w, h = x2 - x1, y2 - y1
+    ann = {"id": int(ann_id), "image_id": image_id, "category_id": int(category_id),
+           "bbox": [round(x1, 2), round(y1, 2), round(w, 2), round(h, 2)], "area": round(w * h, 2), "iscrowd": 0}
+    if score is not None:
+        ann["score"] = round(float(score), 6)
+    return {**ann, **extra}

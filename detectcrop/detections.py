@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from detectcrop import boxes as bx
-from detectcrop.coco import category_id, category_name
+from detectcrop.coco import category_id, category_name, coco_annotation
 
 
 @dataclass
@@ -209,17 +209,7 @@ class Detections:
 
     # -- export -------------------------------------------------------------------------------------------------
     def to_coco(self, image_id: int | str, start_id: int = 1) -> list[dict[str, Any]]:
-        """COCO result/annotation dicts: ``id, image_id, category_id, bbox (x, y, w, h), area, score``."""
-        xywh = bx.xyxy_to_xywh(self.xyxy)
-        return [
-            {
-                "id": start_id + i,
-                "image_id": image_id,
-                "category_id": int(self.class_ids[i]),
-                "bbox": [round(float(v), 2) for v in xywh[i]],
-                "area": round(float(xywh[i, 2] * xywh[i, 3]), 2),
-                "score": round(float(self.scores[i]), 5),
-                "iscrowd": 0,
-            }
-            for i in range(len(self))
-        ]
+        """COCO result/annotation dicts (`detectcrop.coco.coco_annotation`): ``id, image_id, category_id,
+        bbox (x, y, w, h), area, iscrowd, score``."""
+        return [coco_annotation(start_id + i, image_id, int(self.class_ids[i]), self.xyxy[i], float(self.scores[i]))
+                for i in range(len(self))]

@@ -17,10 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from detectcrop.coco import coco_annotation
 from detectcrop.io import csv_unsafe
 
 PREDICTIONS_CSV = "predictions.csv"
 RESULTS_GT_JSON = "results.coco-gt.json"
+#: The fields of a COCO detection result (``COCO.loadRes`` adds ``id``, ``area`` and ``iscrowd`` itself).
+RESULT_KEYS = ("image_id", "category_id", "bbox", "score")
 
 
 def load_coco(coco_gt: dict[str, Any] | str | os.PathLike) -> dict[str, Any]:
@@ -87,10 +90,10 @@ def results_for_ground_truth(rows: list[dict[str, str]], coco_gt: dict[str, Any]
         if row["label"] not in categories:
             unknown[row["label"]] = unknown.get(row["label"], 0) + 1
             continue
-        x1, y1, x2, y2 = (float(row[k]) for k in ("x1", "y1", "x2", "y2"))
-        results.append({"image_id": image_ids[row["image"]], "category_id": categories[row["label"]],
-                        "bbox": [x1, y1, round(x2 - x1, 2), round(y2 - y1, 2)],
-                        "score": round(float(row["det_score"]) * float(row["probability"]), 6)})
+        xyxy = [float(row[k]) for k in ("x1", "y1", "x2", "y2")]
+        ann = coco_annotation(0, image_ids[row["image"]], categories[row["label"]], xyxy,
+                              float(row["det_score"]) * float(row["probability"]))
+        results.append({k: ann[k] for k in RESULT_KEYS})
     unmatched = sorted({r["image"] for r in rows} - set(image_ids))
     return GroundTruthResults(results, image_ids, unmatched, unknown)
 

@@ -26,7 +26,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from detectcrop.cache import tree_digest
-from detectcrop.coco import category_name
+from detectcrop.coco import category_name, coco_annotation
 from detectcrop.crops import save_jpeg
 from detectcrop.dataset import check_locations, check_not_nested, crop_basenames
 from detectcrop.draw import draw_boxes
@@ -317,12 +317,9 @@ def write_coco(rows: list[dict[str, str]], pipeline: DetectThenClassify, path: P
                                     "height": int(row["height"])}
         if row["status"] != "ok":
             continue
-        x1, y1, x2, y2 = (float(row[k]) for k in ("x1", "y1", "x2", "y2"))
-        annotations.append({
-            "id": len(annotations) + 1, "image_id": images[row["image"]]["id"], "category_id": cat_ids[row["label"]],
-            "bbox": [x1, y1, round(x2 - x1, 1), round(y2 - y1, 1)], "area": round((x2 - x1) * (y2 - y1), 1),
-            "iscrowd": 0, "score": float(row["probability"]), "detection_score": float(row["det_score"]),
-        })
+        xyxy = [float(row[k]) for k in ("x1", "y1", "x2", "y2")]
+        annotations.append(coco_annotation(len(annotations) + 1, images[row["image"]]["id"], cat_ids[row["label"]],
+                                           xyxy, float(row["probability"]), detection_score=float(row["det_score"])))
     coco = {"info": {"description": "detect-then-classify predictions"}, "images": list(images.values()),
             "categories": [{"id": i, "name": n} for n, i in cat_ids.items()], "annotations": annotations}
     atomic_write_text(path, json.dumps(coco, indent=1) + "\n")
