@@ -191,6 +191,14 @@ def test_label_cli_accounts_for_every_file_and_resumes_identically(bench, model_
     assert len(list((full / "annotated").glob("*.jpg"))) == len(files) - 1
     coco = json.loads((full / "results.coco.json").read_text())
     assert len(coco["annotations"]) == len(ok) and len(coco["images"]) == len(files) - 1
+    from pycocotools.coco import COCO  # the COCO dataset format (what FiftyOne's COCO importer reads)
+
+    dataset = COCO(str(full / "results.coco.json"))
+    first = dataset.loadAnns(dataset.getAnnIds())[0]
+    assert dataset.loadCats(first["category_id"])[0]["name"] == ok[0]["label"]
+    np.testing.assert_allclose(first["bbox"], [float(ok[0]["x1"]), float(ok[0]["y1"]),
+                                               float(ok[0]["x2"]) - float(ok[0]["x1"]),
+                                               float(ok[0]["y2"]) - float(ok[0]["y1"])], atol=0.02)
     scores = evaluate_predictions(bench / "annotations.json", rows, image_prefix="scenes/")
     assert scores["n_images"] == len(files) and scores["recall"] > 0.5
     keyed = json.loads((full / "results.coco-gt.json").read_text())  # keyed to the ground truth's ids
