@@ -9,7 +9,6 @@ is a subfolder of the ground truth's root, e.g. ``scenes/``); a name that two ``
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections.abc import Iterable
@@ -18,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from detectcrop.coco import coco_annotation
-from detectcrop.io import csv_unsafe
+from pipelines.predictions import labeled_images, read_predictions
 
-PREDICTIONS_CSV = "predictions.csv"
 RESULTS_GT_JSON = "results.coco-gt.json"
 #: The fields of a COCO detection result (``COCO.loadRes`` adds ``id``, ``area`` and ``iscrowd`` itself).
 RESULT_KEYS = ("image_id", "category_id", "bbox", "score")
@@ -31,17 +29,6 @@ def load_coco(coco_gt: dict[str, Any] | str | os.PathLike) -> dict[str, Any]:
     if isinstance(coco_gt, dict):
         return coco_gt
     return json.loads(Path(coco_gt).read_text(encoding="utf-8"))
-
-
-def read_predictions(out: str | os.PathLike) -> list[dict[str, str]]:
-    """The rows of ``OUT/predictions.csv`` (a label output folder) or of that CSV file itself."""
-    path = Path(out)
-    path = path / PREDICTIONS_CSV if path.is_dir() else path
-    if not path.is_file():
-        raise FileNotFoundError(f"no predictions file: {path} (pass a `label` output folder)")
-    with path.open(encoding="utf-8", newline="") as f:
-        header, *rows = list(csv.reader(f)) or [[]]
-    return [dict(zip(header, (csv_unsafe(v) for v in r), strict=False)) for r in rows]
 
 
 def match_images(rels: Iterable[str], coco_gt: dict[str, Any], image_prefix: str | None = None) -> dict[str, int]:
@@ -84,16 +71,15 @@ def results_for_ground_truth(rows: list[dict[str, str]], coco_gt: dict[str, Any]
     categories = {c["name"]: c["id"] for c in coco_gt["categories"]}
     results: list[dict[str, Any]] = []
     unknown: dict[str, int] = {}
-    for row in rows:
-        if row["status"] != "ok" or row["image"] not in image_ids:
+    for labeled in labeled_images(rows):
+        if labeled.image not in image_ids:
             continue
-        if row["label"] not in categories:
-            unknown[row["label"]] = unknown.get(row["label"], 0) + 1
-            continue
-        xyxy = [float(row[k]) for k in ("x1", "y1", "x2", "y2")]
-        ann = coco_annotation(0, image_ids[row["image"]], categories[row["label"]], xyxy,
-                              float(row["det_score"]) * float(row["probability"]))
-        results.append({k: ann[k] for k in RESULT_KEYS})
+        for box, label, score in zip(labeled.detections.xyxy, labeled.labels, labeled.scores, strict=True):
+            if label not in categories:
+                unknown[label] = unknown.get(label, 0) + 1
+                continue
+            ann = coco_annotation(0, image_ids[labeled.image], categories[label], box, score)
+            results.append({k: ann[k] for k in RESULT_KEYS})
     unmatched = sorted({r["image"] for r in rows} - set(image_ids))
     return GroundTruthResults(results, image_ids, unmatched, unknown)
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from detectcrop import boxes as bx
 from pipelines.coco_results import load_coco
+from pipelines.predictions import labeled_images
 
 
 def match_boxes(gt: np.ndarray, pred: np.ndarray, pred_scores: np.ndarray, iou_threshold: float = 0.5) -> list[int]:
@@ -56,32 +57,25 @@ def evaluate_predictions(coco_gt: dict[str, Any] | str | os.PathLike, rows: Iter
     names = {c["id"]: c["name"] for c in coco_gt["categories"]}
     gt_by_file: dict[str, list[tuple[list[float], str]]] = {}
     id_to_file = {im["id"]: im["file_name"] for im in coco_gt["images"]}
-    preds: dict[str, list[dict[str, str]]] = {}
-    for row in rows:
-        preds.setdefault(image_prefix + row["image"], [])
-        if row["status"] == "ok":
-            preds[image_prefix + row["image"]].append(row)
-    files = set(preds)
+    preds = {image_prefix + im.image: im for im in labeled_images(list(rows))}
     for ann in coco_gt["annotations"]:
         file_name = id_to_file[ann["image_id"]]
-        if file_name in files:
+        if file_name in preds:
             x, y, w, h = ann["bbox"]
             gt_by_file.setdefault(file_name, []).append(([x, y, x + w, y + h], names[ann["category_id"]]))
     n_objects = n_found = n_correct = n_pred = 0
-    for file_name in files:
+    for file_name, labeled in preds.items():
         gt = gt_by_file.get(file_name, [])
-        rows_here = preds[file_name]
-        pred_boxes = np.array([[float(r[k]) for k in ("x1", "y1", "x2", "y2")] for r in rows_here]).reshape(-1, 4)
-        scores = np.array([float(r["det_score"]) for r in rows_here])
-        matched = match_boxes(np.array([g[0] for g in gt]).reshape(-1, 4), pred_boxes, scores, iou_threshold)
+        dets = labeled.detections
+        matched = match_boxes(np.array([g[0] for g in gt]).reshape(-1, 4), dets.xyxy, dets.scores, iou_threshold)
         n_objects += len(gt)
-        n_pred += len(rows_here)
+        n_pred += len(dets)
         for (_, brand), m in zip(gt, matched, strict=True):
             if m >= 0:
                 n_found += 1
-                n_correct += rows_here[m]["label"] == brand
+                n_correct += labeled.labels[m] == brand
     return {
-        "n_images": len(files), "n_objects": n_objects, "n_found": n_found,
+        "n_images": len(preds), "n_objects": n_objects, "n_found": n_found,
         "recall": n_found / n_objects if n_objects else None,
         "n_predictions": n_pred, "precision": n_found / n_pred if n_pred else None,
         "label_accuracy": n_correct / n_found if n_found else None,
@@ -157,7 +151,8 @@ def evaluate_folder(predictions: str | os.PathLike, coco_gt: dict[str, Any] | st
     with no ground-truth category), ``labels`` (`evaluate_predictions` at IoU 0.5: detection recall/precision and
     label accuracy on matched objects) and ``unknown_rate`` (share of detected objects labeled ``unknown_label``).
     """
-    from pipelines.coco_results import read_predictions, results_for_ground_truth
+    from pipelines.coco_results import results_for_ground_truth
+    from pipelines.predictions import read_predictions
 
     coco_gt = load_coco(coco_gt)
     rows = read_predictions(predictions)

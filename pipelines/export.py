@@ -28,31 +28,15 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
-from pipelines.coco_results import read_predictions
+from pipelines.predictions import LabeledImage, labeled_images, read_predictions
 
 LABELSTUDIO_JSON = "labelstudio.json"
 YOLO_DIR = "yolo"
 
 
-def _images(rows: list[dict[str, str]]) -> dict[str, list[dict[str, str]]]:
-    """Readable images (in row order) and their detected objects."""
-    images: dict[str, list[dict[str, str]]] = {}
-    for row in rows:
-        if row["status"] == "error":
-            continue
-        images.setdefault(row["image"], [])
-        if row["status"] == "ok":
-            images[row["image"]].append(row)
-    return images
-
-
-def _score(row: dict[str, str]) -> float:
-    return round(float(row["det_score"]) * float(row["probability"]), 6)
-
-
-def _xyxy(row: dict[str, str]) -> tuple[float, float, float, float]:
-    x1, y1, x2, y2 = (float(row[k]) for k in ("x1", "y1", "x2", "y2"))
-    return x1, y1, x2, y2
+def _readable(rows: list[dict[str, str]]) -> list[LabeledImage]:
+    """The images that could be read (in row order), with their objects."""
+    return [im for im in labeled_images(rows) if im.status != "error"]
 
 
 def class_names(out: str | os.PathLike, rows: list[dict[str, str]]) -> list[str]:
@@ -69,20 +53,21 @@ def labelstudio_tasks(rows: list[dict[str, str]], image_url: str = "", model_ver
                       from_name: str = "label", to_name: str = "image") -> list[dict[str, Any]]:
     """Label Studio tasks with pre-annotations (see the module docstring)."""
     tasks = []
-    for rel, objects in _images(rows).items():
+    for im in _readable(rows):
+        w, h = float(im.width), float(im.height)
         result = []
-        for i, row in enumerate(objects):
-            w, h = float(row["width"]), float(row["height"])
-            x1, y1, x2, y2 = _xyxy(row)
+        for i, (box, label, score) in enumerate(zip(im.detections.xyxy.astype(float), im.labels, im.scores,
+                                                   strict=True)):
+            x1, y1, x2, y2 = box
             result.append({
                 "id": f"r{i}", "from_name": from_name, "to_name": to_name, "type": "rectanglelabels",
                 "original_width": int(w), "original_height": int(h), "image_rotation": 0,
                 "value": {"x": 100 * x1 / w, "y": 100 * y1 / h, "width": 100 * (x2 - x1) / w,
-                          "height": 100 * (y2 - y1) / h, "rotation": 0, "rectanglelabels": [row["label"]]},
-                "score": _score(row),
+                          "height": 100 * (y2 - y1) / h, "rotation": 0, "rectanglelabels": [label]},
+                "score": round(float(score), 6),
             })  # fmt: skip
         score = min((r["score"] for r in result), default=1.0)
-        tasks.append({"data": {"image": image_url + quote(rel)},
+        tasks.append({"data": {"image": image_url + quote(im.image)},
                       "predictions": [{"model_version": model_version, "score": score, "result": result}]})
     return tasks
 
@@ -95,16 +80,16 @@ def write_labelstudio(out: str | os.PathLike, path: str | os.PathLike | None = N
     return atomic_write_text(target, json.dumps(labelstudio_tasks(read_predictions(out), **options), indent=1) + "\n")
 
 
-def yolo_lines(objects: list[dict[str, str]], classes: list[str], confidence: bool = False) -> list[str]:
+def yolo_lines(image: LabeledImage, classes: list[str], confidence: bool = False) -> list[str]:
     """YOLO txt lines of one image's objects: ``class xc yc w h [confidence]``, normalised."""
+    w, h = float(image.width), float(image.height)
     lines = []
-    for row in objects:
-        w, h = float(row["width"]), float(row["height"])
-        x1, y1, x2, y2 = _xyxy(row)
+    for (x1, y1, x2, y2), label, score in zip(image.detections.xyxy.astype(float), image.labels, image.scores,
+                                              strict=True):
         values = [(x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h]
         if confidence:
-            values.append(_score(row))
-        lines.append(" ".join([str(classes.index(row["label"])), *(f"{v:.6f}" for v in values)]))
+            values.append(round(float(score), 6))
+        lines.append(" ".join([str(classes.index(label)), *(f"{v:.6f}" for v in values)]))
     return lines
 
 
@@ -115,9 +100,9 @@ def write_yolo(out: str | os.PathLike, path: str | os.PathLike | None = None, co
     rows = read_predictions(out)
     classes = class_names(out, rows)
     target = Path(path) if path is not None else Path(out) / YOLO_DIR
-    for rel, objects in _images(rows).items():
-        text = "".join(line + "\n" for line in yolo_lines(objects, classes, confidence))
-        atomic_write_text(inside(target / "labels", str(PurePosixPath(rel).with_suffix(".txt"))), text)
+    for im in _readable(rows):
+        text = "".join(line + "\n" for line in yolo_lines(im, classes, confidence))
+        atomic_write_text(inside(target / "labels", str(PurePosixPath(im.image).with_suffix(".txt"))), text)
     atomic_write_text(target / "classes.txt", "".join(f"{c}\n" for c in classes))
     names = "\n".join(f"  {i}: {json.dumps(c)}" for i, c in enumerate(classes))
     atomic_write_text(target / "data.yaml", f"# classes of {Path(out).name}/predictions.csv\nnc: {len(classes)}\n"

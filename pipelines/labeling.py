@@ -36,19 +36,17 @@ from detectcrop.io import CsvManifest, OutputLocationError, atomic_write_text, i
 from detectcrop.locks import OutputLock
 from detectcrop.ray_engine import RayOptions, ray_map
 from pipelines.compose import DetectThenClassify, ImageResult
+from pipelines.predictions import COLUMNS, PREDICTIONS_CSV, labeled_images
 from pipelines.report_html import write_label_report
 
 logger = logging.getLogger(__name__)
 
-PREDICTIONS_CSV = "predictions.csv"
 COCO_JSON = "results.coco.json"
 SUMMARY_JSON = "summary.json"
 CONFIG_JSON = "label_config.json"
 ANNOTATED_DIR = "annotated"
 #: JPEG's largest side; larger annotated copies are scaled down to it.
 JPEG_MAX_SIDE = 65500
-COLUMNS = ["image", "status", "width", "height", "object", "x1", "y1", "x2", "y2", "det_score", "det_class",
-           "label", "probability", "top_k", "error"]
 
 
 @dataclass
@@ -307,19 +305,18 @@ def write_coco(rows: list[dict[str, str]], pipeline: DetectThenClassify, path: P
     classes = [str(c) for c in pipeline.classifier_.classes_]
     names = classes + sorted({r["label"] for r in rows if r["status"] == "ok"} - set(classes))
     cat_ids = {name: i + 1 for i, name in enumerate(names)}
-    images: dict[str, dict[str, Any]] = {}
+    images: list[dict[str, Any]] = []
     annotations = []
-    for row in rows:
-        if row["status"] == "error":
+    for labeled in labeled_images(rows):
+        if labeled.status == "error":
             continue
-        if row["image"] not in images:
-            images[row["image"]] = {"id": len(images) + 1, "file_name": row["image"], "width": int(row["width"]),
-                                    "height": int(row["height"])}
-        if row["status"] != "ok":
-            continue
-        xyxy = [float(row[k]) for k in ("x1", "y1", "x2", "y2")]
-        annotations.append(coco_annotation(len(annotations) + 1, images[row["image"]]["id"], cat_ids[row["label"]],
-                                           xyxy, float(row["probability"]), detection_score=float(row["det_score"])))
-    coco = {"info": {"description": "detect-then-classify predictions"}, "images": list(images.values()),
+        images.append({"id": len(images) + 1, "file_name": labeled.image, "width": labeled.width,
+                       "height": labeled.height})
+        dets = labeled.detections
+        for i, label in enumerate(labeled.labels):
+            annotations.append(coco_annotation(
+                len(annotations) + 1, len(images), cat_ids[label], dets.xyxy[i], float(dets.data["probability"][i]),
+                detection_score=round(float(dets.scores[i]), 6)))
+    coco = {"info": {"description": "detect-then-classify predictions"}, "images": images,
             "categories": [{"id": i, "name": n} for n, i in cat_ids.items()], "annotations": annotations}
     atomic_write_text(path, json.dumps(coco, indent=1) + "\n")

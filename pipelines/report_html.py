@@ -173,7 +173,7 @@ def write_label_report(out: str | os.PathLike, low_confidence: float = 0.5, unkn
     from detectcrop.crops import crop_image
     from detectcrop.draw import draw_boxes
     from detectcrop.images import resize_image
-    from pipelines.coco_results import read_predictions
+    from pipelines.predictions import read_predictions
 
     out = Path(out)
     rows = read_predictions(out)

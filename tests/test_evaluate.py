@@ -11,9 +11,10 @@ import pytest
 from labeling_testdata import CLASSES, ground_truth, predictions, write_label_output
 
 from pipelines import console
-from pipelines.coco_results import match_images, read_predictions, results_for_ground_truth
+from pipelines.coco_results import match_images, results_for_ground_truth
 from pipelines.evaluate import COCO_STATS, evaluate_folder
 from pipelines.labeling import COLUMNS
+from pipelines.predictions import read_predictions
 
 
 def pycocotools_stats(gt_path: Path, results_path: Path, image_ids: list[int], cat_ids: list[int] | None = None):

@@ -11,8 +11,8 @@ from labeling_testdata import ground_truth, predictions, write_label_output
 
 from detectcrop.io import csv_text
 from pipelines import console
-from pipelines.coco_results import read_predictions
 from pipelines.labeling import COLUMNS
+from pipelines.predictions import read_predictions
 
 
 @pytest.fixture
