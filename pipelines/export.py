@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -29,6 +30,8 @@ from typing import Any
 from urllib.parse import quote
 
 from pipelines.predictions import LabeledImage, labeled_images, read_predictions
+
+logger = logging.getLogger(__name__)
 
 LABELSTUDIO_JSON = "labelstudio.json"
 YOLO_DIR = "yolo"
@@ -100,9 +103,15 @@ def write_yolo(out: str | os.PathLike, path: str | os.PathLike | None = None, co
     rows = read_predictions(out)
     classes = class_names(out, rows)
     target = Path(path) if path is not None else Path(out) / YOLO_DIR
+    written: dict[str, str] = {}
     for im in _readable(rows):
+        name = str(PurePosixPath(im.image).with_suffix(".txt"))
+        if name.casefold() in written:  # YOLO pairs labels with images by stem: a.jpg and a.png cannot both have one
+            logger.warning("%s: no YOLO label file: %s already has %s", im.image, written[name.casefold()], name)
+            continue
+        written[name.casefold()] = im.image
         text = "".join(line + "\n" for line in yolo_lines(im, classes, confidence))
-        atomic_write_text(inside(target / "labels", str(PurePosixPath(im.image).with_suffix(".txt"))), text)
+        atomic_write_text(inside(target / "labels", name), text)
     atomic_write_text(target / "classes.txt", "".join(f"{c}\n" for c in classes))
     names = "\n".join(f"  {i}: {json.dumps(c)}" for i, c in enumerate(classes))
     atomic_write_text(target / "data.yaml", f"# classes of {Path(out).name}/predictions.csv\nnc: {len(classes)}\n"
