@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -124,11 +125,16 @@ def _smoke_test(flatbuffer: bytes) -> None:
         raise ConversionError(f"the converted model does not run: {type(exc).__name__}: {exc}") from exc
 
 
+#: Interpreters kept per thread, one per input shape: resizing an interpreter's input re-plans the XNNPACK graph
+#: (weights are repacked), which costs more than the inference, and tiles and whole images alternate two shapes.
+MAX_SHAPES = 4
+
+
 class TFLiteDetectorModel:
     """A ``.tflite`` detector with the TF Hub contract as a callable ``uint8 [1, H, W, 3] -> dict of arrays``.
 
-    One interpreter per calling thread (interpreters are not thread-safe); each resizes its input only when the
-    image's shape changes.
+    One interpreter per calling thread (interpreters are not thread-safe) and per input shape (the `MAX_SHAPES` most
+    recently used), so an image size seen before never re-plans the graph.
     """
 
     def __init__(self, model: str | os.PathLike | bytes, num_threads: int | None = None) -> None:
@@ -136,23 +142,28 @@ class TFLiteDetectorModel:
         self.num_threads = num_threads
         self._local = threading.local()
 
-    def _state(self) -> dict[str, Any]:
-        state = getattr(self._local, "state", None)
+    def _state(self, shape: tuple[int, ...]) -> dict[str, Any]:
+        states: OrderedDict[tuple[int, ...], dict[str, Any]] | None = getattr(self._local, "states", None)
+        if states is None:
+            states = self._local.states = OrderedDict()
+        state = states.get(shape)
         if state is None:
             interp = make_interpreter(self.model, self.num_threads)
             runner = interp.get_signature_runner("serving_default")
             (details,) = runner.get_input_details().values()
             outputs = {k: d["index"] for k, d in runner.get_output_details().items()}
-            state = self._local.state = {"interp": interp, "input": details["index"], "outputs": outputs, "shape": None}
+            del runner  # it holds views of the interpreter's tensors, which forbid resizing
+            interp.resize_tensor_input(details["index"], list(shape))
+            interp.allocate_tensors()
+            state = states[shape] = {"interp": interp, "input": details["index"], "outputs": outputs}
+            while len(states) > MAX_SHAPES:
+                states.popitem(last=False)
+        states.move_to_end(shape)
         return state
 
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        state = self._state()
+        state = self._state(tuple(images.shape))
         interp = state["interp"]
-        if state["shape"] != images.shape:  # reallocate only when the image size changes
-            interp.resize_tensor_input(state["input"], list(images.shape))
-            interp.allocate_tensors()
-            state["shape"] = images.shape
         interp.set_tensor(state["input"], np.ascontiguousarray(images))
         interp.invoke()
         return {k: np.array(interp.get_tensor(i)) for k, i in state["outputs"].items()}
