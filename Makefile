@@ -14,7 +14,7 @@ $(VENV)/bin/python:
 
 # Reinstall only when the dependency ranges or the tested set change: every extra the tests use, pinned to the lock.
 LOCK := requirements/lock.txt
-EXTRAS := dev,heic,synthetic,ray,eval
+EXTRAS := dev,heic,synthetic,ray,eval,litert
 $(VENV)/.installed: pyproject.toml $(LOCK) | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -c $(LOCK) -e '.[$(EXTRAS)]'
 	touch $@

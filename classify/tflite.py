@@ -1,5 +1,6 @@
-"""TFLite export of a fitted `FineClassifier` (float32, or dynamic-range quantised weights), a small runner, and an
-agreement check against the Keras model.
+"""TFLite export of a fitted `FineClassifier` (float32, dynamic-range quantised weights, or full-integer int8
+calibrated on representative crops), a small runner on the LiteRT interpreter, and an agreement check against the
+Keras model.
 
 The exported model keeps the Keras model's contract: ``(N, H, W, 3)`` float32 RGB in ``[0, 255]`` in, class
 probabilities out (preprocessing inside). Label names and the input size go to a JSON sidecar,
@@ -24,10 +25,12 @@ from classify.model import FineClassifier
 from classify.prediction import ProbabilityPredictor
 from classify.report import write_json
 from detectcrop.io import atomic_write_bytes
+from detectcrop.litert import default_threads, litert_available, make_interpreter
 
 logger = logging.getLogger(__name__)
 
-Quantization = Literal["float", "dynamic"]
+Quantization = Literal["float", "dynamic", "int8"]
+QUANTIZATIONS: tuple[str, ...] = ("float", "dynamic", "int8")
 
 
 def _sidecar(path: Path) -> Path:
@@ -35,24 +38,33 @@ def _sidecar(path: Path) -> Path:
 
 
 def export_tflite(
-    clf: FineClassifier, path: str | Path, quantization: Quantization = "float", *, saved_model: Path | None = None
+    clf: FineClassifier, path: str | Path, quantization: Quantization = "float", *, saved_model: Path | None = None,
+    calibration: np.ndarray | None = None, extra_meta: dict[str, Any] | None = None,
 ) -> Path:
     """Convert ``clf``'s Keras model to a ``.tflite`` file (written atomically) plus its JSON sidecar.
 
     ``quantization``: ``"float"`` keeps float32 weights; ``"dynamic"`` stores weights as int8 (dynamic-range
-    quantisation: about 4x smaller, activations stay float). ``saved_model``: an existing SavedModel export of
-    ``clf.model_`` to convert from (saves re-tracing when exporting several variants).
+    quantisation: about 4x smaller, activations stay float); ``"int8"`` is full-integer quantisation (weights and
+    activations; float32 in and out) calibrated on ``calibration``, crops as ``(N, H, W, 3)`` float32 RGB in
+    ``[0, 255]`` at the model's input size. ``saved_model``: an existing SavedModel export of ``clf.model_`` to
+    convert from (saves re-tracing when exporting several variants). ``extra_meta`` goes into the sidecar.
     """
-    if quantization not in ("float", "dynamic"):
-        raise ValueError(f"quantization must be 'float' or 'dynamic', got {quantization!r}")
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
+    if quantization == "int8" and (calibration is None or not len(calibration)):
+        raise ValueError("int8 quantisation needs calibration crops")
     path = Path(path)
     with tempfile.TemporaryDirectory() as tmp:
         if saved_model is None:
             saved_model = Path(tmp) / "saved_model"
             clf.model_.export(str(saved_model), format="tf_saved_model", verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-        if quantization == "dynamic":
+        if quantization in ("dynamic", "int8"):
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantization == "int8":
+            samples = np.asarray(calibration, dtype=np.float32)
+            converter.representative_dataset = lambda: ([s[None]] for s in samples)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         flatbuffer = converter.convert()
     atomic_write_bytes(path, flatbuffer, fsync=False)
     write_json(
@@ -64,6 +76,7 @@ def export_tflite(
             "quantization": quantization,
             "unknown_below": clf.unknown_below,
             "unknown_label": clf.unknown_label,
+            **(extra_meta or {}),
         },
     )
     logger.info("exported %s (%s, %.1f MB)", path, quantization, len(flatbuffer) / 1e6)
@@ -71,9 +84,12 @@ def export_tflite(
 
 
 def _interpreter(model_path: str, num_threads: int | None) -> Any:
+    """The LiteRT interpreter (the ``litert`` extra) with explicit threads; TensorFlow's deprecated copy without it."""
+    if litert_available():
+        return make_interpreter(model_path, num_threads)
     with warnings.catch_warnings():  # tf.lite.Interpreter announces its move to the ai-edge-litert package
         warnings.simplefilter("ignore", UserWarning)
-        return tf.lite.Interpreter(model_path=model_path, num_threads=num_threads)
+        return tf.lite.Interpreter(model_path=model_path, num_threads=num_threads or default_threads())
 
 
 class TFLiteClassifier(ProbabilityPredictor):
@@ -87,6 +103,7 @@ class TFLiteClassifier(ProbabilityPredictor):
         self.input_size_ = tuple(meta["input_size"])
         self.unknown_below = meta.get("unknown_below")
         self.unknown_label = meta.get("unknown_label", "unknown")
+        self.meta = meta
         self._interp = _interpreter(str(self.path), num_threads)
         self._input = self._interp.get_input_details()[0]["index"]
         self._output = self._interp.get_output_details()[0]["index"]

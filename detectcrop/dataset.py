@@ -168,6 +168,7 @@ def _config(
         "format_version": FORMAT_VERSION,
         "input": str(input_dir),
         "detector": getattr(steps.detector, "name", type(steps.detector).__name__),
+        **({} if getattr(steps.detector, "runtime", "tf") == "tf" else {"runtime": steps.detector.runtime}),
         "categories": list(steps.category_ids or []),
         "min_score": steps.min_score,
         "policy": steps.policy.to_dict(),
@@ -231,7 +232,7 @@ def _finish_duplicates(out: Path, drop: bool, max_distance: int) -> tuple[int, i
 def build_crops(
     input_dir: str | os.PathLike[str],
     output_dir: str | os.PathLike[str],
-    detector: SupportsDetect,
+    detector: SupportsDetect | str | os.PathLike[str],
     *,
     category: str | int | Sequence[str | int] = "clock",
     min_score: float = 0.3,
@@ -248,6 +249,7 @@ def build_crops(
     engine: str = "local",
     ray: RayOptions | None = None,
     show_progress: bool = False,
+    runtime: str = "tf",
 ) -> BuildSummary:
     """Detect ``category`` in every photo under ``input_dir`` and save the crops under ``output_dir``.
 
@@ -257,7 +259,8 @@ def build_crops(
     Args:
         input_dir: photo folder; its subfolders (class labels) are mirrored in ``output_dir``.
         output_dir: the crop dataset (created if its parent exists; must not contain or lie inside the input).
-        detector: anything with ``detect(rgb_uint8, min_score=...) -> Detections`` in pixels (`detectcrop.Detector`).
+        detector: anything with ``detect(rgb_uint8, min_score=...) -> Detections`` in pixels (`detectcrop.Detector`),
+            or a preset name, handle or path (loaded with ``runtime``).
         category: COCO name(s) or id(s) to crop.
         min_score: minimum detection score.
         policy: padding, squaring, minimum size and crops per image (`CropPolicy`).
@@ -273,8 +276,13 @@ def build_crops(
             write the same files.
         ray: Ray settings (address, actors, ...) for ``engine="ray"``.
         show_progress: a progress bar (images/s).
+        runtime: ``"tf"``, ``"litert"`` or ``"auto"`` for a detector given by name (`Detector.from_preset`).
     """
     started = time.perf_counter()
+    if isinstance(detector, str | os.PathLike):
+        from detectcrop.detector import Detector
+
+        detector = Detector.from_preset(detector, runtime=runtime)
     if engine not in ("local", "ray"):
         raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
     steps = DetectSteps(detector, category_ids([category] if isinstance(category, str | int) else category),

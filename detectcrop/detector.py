@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from detectcrop import cache, environment, presets, zoo
+from detectcrop import cache, environment, litert, presets, zoo
 from detectcrop.detections import Detections
 from detectcrop.zoo import ModelUnavailableError
 
@@ -74,17 +74,32 @@ class Detector:
         nms_iou: IoU for class-aware NMS on the model's outputs (``None`` keeps the raw outputs).
     """
 
-    def __init__(self, model: Callable[[tf.Tensor], dict], name: str = "custom", *, min_score: float = 0.05,
-                 nms_iou: float | None = 0.5) -> None:
+    def __init__(self, model: Callable[[Any], dict], name: str = "custom", *, min_score: float = 0.05,
+                 nms_iou: float | None = 0.5, runtime: str = "tf") -> None:
         self.model = model
         self.name = name
         self.min_score = min_score
         self.nms_iou = nms_iou
+        self.runtime = runtime
 
     @classmethod
-    def from_preset(cls, preset: str | os.PathLike = zoo.DEFAULT_DETECTOR, **kwargs: Any) -> Detector:
-        """Load a preset (see ``python -m detectcrop.zoo list``), a TF Hub handle or URL, or a local SavedModel."""
+    def from_preset(cls, preset: str | os.PathLike = zoo.DEFAULT_DETECTOR, *, runtime: str = "tf",
+                    num_threads: int | None = None, **kwargs: Any) -> Detector:
+        """Load a preset (see ``python -m detectcrop.zoo list``), a TF Hub handle or URL, or a local SavedModel.
+
+        ``runtime``: ``"tf"``, ``"litert"`` (the SavedModel converted once to LiteRT and cached; a model that does not
+        convert falls back to TensorFlow with one logged line) or ``"auto"`` (`detectcrop.litert.resolve_runtime`).
+        ``num_threads``: LiteRT interpreter threads (default: the usable CPU cores).
+        """
         name, handle = _resolve_handle(preset)
+        if litert.resolve_runtime(runtime) == "litert":
+            local = handle if Path(handle).exists() else _hub_download(handle)
+            try:
+                model = litert.TFLiteDetectorModel(litert.converted_detector(local), num_threads)
+                logger.info("loading detector %s (LiteRT)", name)
+                return cls(model, name, runtime="litert", **kwargs)
+            except litert.ConversionError as exc:
+                logger.warning("detector %s does not convert to LiteRT, running it on TensorFlow: %s", name, exc)
         logger.info("loading detector %s", name)
         loaded = load_hub_model(handle, offline_alternative=zoo.OFFLINE_DETECTOR)
         return cls(_callable(loaded, name), name, **kwargs)
@@ -93,7 +108,7 @@ class Detector:
         """What `from_config` needs to load this detector again (in another process, e.g. a Ray actor)."""
         if self.name == "custom":
             raise ValueError("a Detector built from a model object has no config; load it with from_preset")
-        return {"preset": self.name, "min_score": self.min_score, "nms_iou": self.nms_iou}
+        return {"preset": self.name, "min_score": self.min_score, "nms_iou": self.nms_iou, "runtime": self.runtime}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Detector:
@@ -116,12 +131,25 @@ class Detector:
                                interpolation=cv2.INTER_AREA)
         else:
             small = image
-        dets = Detections.from_tfhub(self.model(tf.convert_to_tensor(small[None])), image.shape)
+        batch = small[None] if self.runtime == "litert" else tf.convert_to_tensor(small[None])
+        dets = Detections.from_tfhub(self.model(batch), image.shape)
         dets = dets.by_score(self.min_score if min_score is None else min_score)
         return dets.nms(self.nms_iou) if self.nms_iou is not None else dets
 
     def __repr__(self) -> str:
-        return f"Detector({self.name!r}, min_score={self.min_score}, nms_iou={self.nms_iou})"
+        return f"Detector({self.name!r}, min_score={self.min_score}, nms_iou={self.nms_iou}, runtime={self.runtime!r})"
+
+
+def _hub_download(handle: str) -> str:
+    """The local folder of a TF Hub handle or URL (downloaded into the hub cache when missing)."""
+    environment.use_tfhub_cache()
+    import tensorflow_hub as hub
+
+    try:
+        return hub.resolve(handle)
+    except Exception as exc:
+        raise ModelUnavailableError(f"could not download {handle} ({type(exc).__name__}: {str(exc)[:300]}). Without "
+                                    f"access to TF Hub, use the offline preset {zoo.OFFLINE_DETECTOR!r}") from exc
 
 
 def detector_fingerprint(detector: Any) -> str:

@@ -64,7 +64,7 @@ def _run(args: argparse.Namespace, categories: list[int], policy: CropPolicy, ti
     from detectcrop.detector import Detector, ModelUnavailableError
 
     try:
-        detector = Detector.from_preset(args.detector)
+        detector = Detector.from_preset(args.detector, runtime=args.runtime)
     except (ModelUnavailableError, ValueError) as exc:
         return fail(exc)
     summary = build_crops(

@@ -22,6 +22,9 @@ def add_detection_args(p: argparse.ArgumentParser, what: str = "crop") -> None:
                    help=f"detector preset ({presets.describe('detector')}), a TF Hub or Kaggle Models handle or URL, "
                         "or a SavedModel path")
     p.add_argument("--min-score", type=float, default=0.3, help="minimum detection score")
+    p.add_argument("--runtime", choices=("tf", "litert", "auto"), default="tf",
+                   help="inference runtime: TensorFlow, LiteRT (CPU, XNNPACK; models converted once and cached; a "
+                        "model that does not convert runs on TensorFlow) or auto (LiteRT without a GPU)")
     p.add_argument("--pad", type=float, default=0.1, help="padding around each box, as a fraction of its size")
     p.add_argument("--square", action="store_true", help="square crops")
     p.add_argument("--min-size", type=int, default=32, help="skip boxes whose shorter side is under this (pixels)")

@@ -93,6 +93,10 @@ class DetectThenClassify:
         unknown_label: the answer when no class stands out.
         batch_size: crops classified per batch (crops of several images share a batch).
         max_pixels: refuse larger images (decompression bombs); ``None``: no limit.
+        runtime: ``"tf"``, ``"litert"`` (CPU, XNNPACK) or ``"auto"`` (LiteRT on CPU-only machines), for the steps given
+            by name or path (`detectcrop.litert.resolve_runtime`); a model that does not convert runs on TensorFlow.
+        precision: the LiteRT classifier's ``"float"``, ``"int8"`` or ``"auto"`` (int8 where its measured agreement
+            holds, `classify.litert`).
     """
 
     def __init__(
@@ -109,6 +113,8 @@ class DetectThenClassify:
         unknown_label: str = "unknown",
         batch_size: int = 32,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        runtime: str = "tf",
+        precision: str = "float",
     ) -> None:
         self.detector = detector
         self.classifier = classifier
@@ -121,6 +127,8 @@ class DetectThenClassify:
         self.unknown_label = unknown_label
         self.batch_size = batch_size
         self.max_pixels = max_pixels
+        self.runtime = runtime
+        self.precision = precision
 
     # ------------------------------------------------------------------ steps
     def load(self) -> DetectThenClassify:
@@ -138,11 +146,10 @@ class DetectThenClassify:
             if name == "detector":
                 from detectcrop.detector import Detector
 
-                cache[name] = (spec, Detector.from_preset(spec, **self.__dict__.get("_detector_options", {})))
+                options = {"runtime": self.runtime, **self.__dict__.get("_detector_options", {})}
+                cache[name] = (spec, Detector.from_preset(spec, **options))
             else:
-                from classify.model import FineClassifier
-
-                cache[name] = (spec, FineClassifier.load(spec))
+                cache[name] = (spec, _load_classifier(spec, self.runtime, self.precision))
         return cache[name][1]
 
     @property
@@ -231,10 +238,14 @@ class DetectThenClassify:
             "unknown_label": self.unknown_label,
             "batch_size": self.batch_size,
             "max_pixels": self.max_pixels,
+            "runtime": self.runtime,
+            "precision": self.precision,
         }
         detector = self.__dict__.get("_loaded", {}).get("detector", (None, self.detector))[1]
         if not isinstance(detector, str | os.PathLike) and hasattr(detector, "nms_iou"):
             config["detector_options"] = {"min_score": detector.min_score, "nms_iou": detector.nms_iou}
+            if getattr(detector, "runtime", None) is not None:  # the runtime it actually loaded on (after fallback)
+                config["detector_options"]["runtime"] = detector.runtime
         elif "_detector_options" in self.__dict__:
             config["detector_options"] = dict(self._detector_options)
         return config
@@ -361,6 +372,22 @@ class DetectThenClassify:
         return (f"DetectThenClassify(detector={_source(self.detector, 'detector', strict=False)!r}, "
                 f"classifier={_source(self.classifier, 'classifier', strict=False)!r}, category={self.category!r}, "
                 f"tile={self.tile is not None})")
+
+
+def _load_classifier(spec: str | os.PathLike, runtime: str, precision: str) -> Any:
+    """A saved FineClassifier on TensorFlow (Keras), or on LiteRT (exported and cached beside it)."""
+    from detectcrop.litert import ConversionError, resolve_runtime
+
+    if resolve_runtime(runtime) == "litert":
+        from classify.litert import load_litert_classifier
+
+        try:
+            return load_litert_classifier(spec, precision)
+        except ConversionError as exc:
+            logger.warning("classifier %s does not convert to LiteRT, running it on TensorFlow: %s", spec, exc)
+    from classify.model import FineClassifier
+
+    return FineClassifier.load(spec)
 
 
 def _sources(stream: Iterable[tuple[os.PathLike, Any]]) -> Iterator[tuple[str, Any]]:

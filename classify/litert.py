@@ -1,0 +1,150 @@
+"""The classifier on LiteRT: ``model.keras`` exported once to ``.tflite`` and cached beside it, float or int8.
+
+The cached file is named by the sha256 of its sources (``model.<digest>.<precision>.tflite``), so a retrained model
+is never served stale; older exports of the same model are removed when a new one is written. int8 (full-integer)
+is calibrated on representative crops saved beside the model (`save_calibration`, ``calibration.npz``: a few hundred
+resized training crops, plus held-out crops) and its top-1 agreement with the Keras model on the held-out crops is
+measured at export; ``precision="auto"`` serves int8 only where that agreement reaches `INT8_MIN_AGREEMENT`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from classify.features import ImageItem, iter_items, load_batch
+from classify.model import FineClassifier
+from classify.tflite import TFLiteClassifier, agreement, export_tflite
+from detectcrop.cache import file_lock
+from detectcrop.io import atomic_write_bytes, atomic_write_text
+from detectcrop.litert import ConversionError
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS: tuple[str, ...] = ("float", "int8", "auto")
+#: Calibration and held-out crops saved beside ``model.keras``.
+CALIBRATION_FILE = "calibration.npz"
+#: int8 serves by default (``precision="auto"``) only when its top-1 agreement with the Keras model on held-out
+#: crops is at least this.
+INT8_MIN_AGREEMENT = 0.99
+#: Bumped when the export recipe changes, so cached exports are rebuilt.
+EXPORT_VERSION = 1
+
+
+def model_file(model: str | os.PathLike) -> Path:
+    """``model.keras`` of a run folder, or the ``.keras`` file itself."""
+    path = Path(model)
+    return path / "model.keras" if path.is_dir() else path
+
+
+def save_calibration(model: str | os.PathLike, calibration: Sequence[ImageItem] | np.ndarray,
+                     heldout: Sequence[ImageItem] | np.ndarray, input_size: tuple[int, int]) -> Path:
+    """Save crops (paths or RGB arrays) resized to ``input_size`` as ``calibration.npz`` beside the model:
+    ``calibration`` calibrates int8, ``heldout`` (crops not used for calibration) measures its agreement."""
+    path = model_file(model).with_name(CALIBRATION_FILE)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, calibration=load_batch(iter_items(calibration), input_size),
+                        heldout=load_batch(iter_items(heldout), input_size))
+    atomic_write_bytes(path, buffer.getvalue(), fsync=False)
+    return path
+
+
+def _digest(paths: Sequence[Path]) -> str:
+    h = hashlib.sha256(f"v{EXPORT_VERSION}".encode())
+    for p in paths:
+        with open(p, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def exported_path(model: str | os.PathLike, precision: str = "float") -> Path:
+    """The ``.tflite`` file that `export_cached` writes for ``model`` and ``precision`` (``float`` or ``int8``)."""
+    keras_file = model_file(model)
+    sources = [keras_file] + ([keras_file.with_name(CALIBRATION_FILE)] if precision == "int8" else [])
+    missing = [p for p in sources if not p.is_file()]
+    if missing:
+        hint = " (write it with classify.litert.save_calibration)" if missing[0].name == CALIBRATION_FILE else ""
+        raise FileNotFoundError(f"{missing[0]} does not exist{hint}")
+    return keras_file.with_name(f"{keras_file.stem}.{_digest(sources)}.{precision}.tflite")
+
+
+def export_cached(model: str | os.PathLike, precision: str = "float") -> Path:
+    """Export ``model.keras`` to LiteRT once (``float`` or ``int8``), cached beside it; returns the ``.tflite``.
+
+    An int8 export records in its sidecar the held-out top-1 agreement with the Keras model and whether it may be
+    the default (``int8_default``: agreement >= `INT8_MIN_AGREEMENT`).
+    """
+    if precision not in ("float", "int8"):
+        raise ValueError(f"precision must be 'float' or 'int8', got {precision!r}")
+    target = exported_path(model, precision)
+    keras_file = model_file(model)
+    with file_lock(keras_file.with_name(f".{keras_file.stem}.litert.lock")):
+        if target.is_file() and target.with_name(target.name + ".json").is_file():  # the sidecar is written last
+            return target
+        clf = FineClassifier.load(keras_file)
+        try:
+            _export(clf, keras_file, target, precision)
+        except (ValueError, OSError):
+            raise
+        except Exception as exc:  # the converter's own errors
+            raise ConversionError(f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
+        for stale in keras_file.parent.glob(f"{keras_file.stem}.*.{precision}.tflite"):
+            if stale != target:  # exports of an older model.keras
+                stale.unlink(missing_ok=True)
+                stale.with_name(stale.name + ".json").unlink(missing_ok=True)
+    return target
+
+
+def _export(clf: FineClassifier, keras_file: Path, target: Path, precision: str) -> None:
+    extra = {"source_digest": target.name[len(keras_file.stem) + 1:].split(".")[0]}
+    if precision == "float":
+        export_tflite(clf, target, "float", extra_meta=extra)
+        return
+    data = np.load(keras_file.with_name(CALIBRATION_FILE))
+    calibration, heldout = data["calibration"].astype(np.float32), data["heldout"].astype(np.float32)
+    export_tflite(clf, target, "int8", calibration=calibration, extra_meta=extra)
+    check = int8_check(clf.predict_batch_proba(heldout), TFLiteClassifier(target).predict_batch_proba(heldout))
+    meta_path = target.with_name(target.name + ".json")
+    atomic_write_text(meta_path, json.dumps({**json.loads(meta_path.read_text()), **check}, indent=2) + "\n")
+    logger.info("int8 export: held-out top-1 agreement %.4f on %d crops -> %s", check["argmax_agreement"],
+                check["n"], "may be the default" if check["int8_default"] else "not the default")
+
+
+def int8_check(reference: np.ndarray, int8: np.ndarray, min_agreement: float = INT8_MIN_AGREEMENT) -> dict:
+    """The agreement of int8 probabilities with the reference's, and whether int8 may be the default."""
+    result = agreement(reference, int8)
+    return {**result, "min_agreement": min_agreement,
+            "int8_default": bool(result["n"] > 0 and result["argmax_agreement"] >= min_agreement)}
+
+
+def resolve_precision(model: str | os.PathLike, precision: str) -> str:
+    """``float`` or ``int8`` for ``precision``; ``auto`` is int8 when calibration crops exist and the int8 export's
+    held-out agreement reaches the bar, else float."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    if not model_file(model).with_name(CALIBRATION_FILE).is_file():
+        return "float"
+    meta = json.loads(export_cached(model, "int8").with_name(exported_path(model, "int8").name + ".json").read_text())
+    return "int8" if meta.get("int8_default") else "float"
+
+
+def load_litert_classifier(model: str | os.PathLike, precision: str = "float",
+                           num_threads: int | None = None) -> TFLiteClassifier:
+    """The LiteRT classifier of a train_fine run folder or ``.keras`` file (exported and cached on first use)."""
+    chosen = resolve_precision(model, precision)
+    path = export_cached(model, chosen)
+    runner = TFLiteClassifier(path, num_threads=num_threads)
+    if chosen == "int8" and not runner.meta.get("int8_default", False):
+        logger.warning("int8 classifier %s: held-out top-1 agreement %.4f is below %.2f", path,
+                       runner.meta.get("argmax_agreement", float("nan")), INT8_MIN_AGREEMENT)
+    return runner
