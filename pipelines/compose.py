@@ -18,7 +18,6 @@ import dataclasses
 import logging
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,55 +28,15 @@ from detectcrop.crops import CropPolicy
 from detectcrop.detections import Detections
 from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_PIXELS, ImageReadError, iter_images, read_image
 from detectcrop.inputs import discover_images
-from detectcrop.io import one_line
 from detectcrop.tiling import TileConfig
+from pipelines.params import StepParams
+from pipelines.results import ImageResult, classify_crops
 
 logger = logging.getLogger(__name__)
 
-STEPS = ("detector", "classifier", "crop_policy", "tile")
 
 
-@dataclass
-class LabeledObject:
-    """One detected and classified object."""
-
-    xyxy: tuple[float, float, float, float]  # detection box, source pixels
-    crop_box: tuple[int, int, int, int]  # the pixels that were classified (padding/squaring applied)
-    score: float  # detection score
-    class_id: int  # COCO id of the detection
-    label: str  # fine-grained label, or the unknown label when no class stands out
-    probability: float  # classifier probability of the top class
-    top_k: list[tuple[str, float]] = field(default_factory=list)
-
-
-@dataclass
-class ImageResult:
-    """What the pipeline found in one image; ``status`` is ``ok``, ``no_detection`` or ``error``."""
-
-    source: str
-    status: str
-    objects: list[LabeledObject] = field(default_factory=list)
-    width: int = 0
-    height: int = 0
-    error: str = ""
-
-    @property
-    def labels(self) -> list[str]:
-        return [o.label for o in self.objects]
-
-    def to_detections(self) -> Detections:
-        """The objects as `Detections`, with ``label`` and ``probability`` in ``data``."""
-        if not self.objects:
-            return Detections.empty()
-        return Detections(
-            np.array([o.xyxy for o in self.objects]), np.array([o.score for o in self.objects]),
-            np.array([o.class_id for o in self.objects]),
-            {"label": np.array(self.labels, dtype=object),
-             "probability": np.array([o.probability for o in self.objects], dtype=np.float32)},
-        )
-
-
-class DetectThenClassify:
+class DetectThenClassify(StepParams):
     """Detect ``category`` objects, crop them by ``crop_policy`` and label each crop with ``classifier``.
 
     Args:
@@ -98,6 +57,8 @@ class DetectThenClassify:
         precision: the LiteRT classifier's ``"float"``, ``"int8"`` or ``"auto"`` (int8 where its measured agreement
             holds, `classify.litert`).
     """
+
+    STEPS = ("detector", "classifier", "crop_policy", "tile")
 
     def __init__(
         self,
@@ -137,20 +98,12 @@ class DetectThenClassify:
             self._load_step(name)
         return self
 
-    def _load_step(self, name: str) -> Any:
-        spec = getattr(self, name)
-        if not isinstance(spec, str | os.PathLike):
-            return spec
-        cache = self.__dict__.setdefault("_loaded", {})
-        if cache.get(name, (None,))[0] != spec:
-            if name == "detector":
-                from detectcrop.detector import Detector
+    def _load_model(self, name: str, spec: str | os.PathLike) -> Any:
+        if name == "detector":
+            from detectcrop.detector import Detector
 
-                options = {"runtime": self.runtime, **self.__dict__.get("_detector_options", {})}
-                cache[name] = (spec, Detector.from_preset(spec, **options))
-            else:
-                cache[name] = (spec, _load_classifier(spec, self.runtime, self.precision))
-        return cache[name][1]
+            return Detector.from_preset(spec, **{"runtime": self.runtime, **self.__dict__.get("_detector_options", {})})
+        return _load_classifier(spec, self.runtime, self.precision)
 
     @property
     def detector_(self) -> Any:
@@ -162,15 +115,6 @@ class DetectThenClassify:
         """The classifier object (after `load` when it was given as the path of a saved FineClassifier)."""
         return self._step("classifier")
 
-    def _step(self, name: str) -> Any:
-        spec = getattr(self, name)
-        if not isinstance(spec, str | os.PathLike):
-            return spec
-        loaded = self.__dict__.get("_loaded", {}).get(name)
-        if loaded is None or loaded[0] != spec:
-            raise AttributeError(f"the {name} {os.fspath(spec)!r} is not loaded yet: call load() first")
-        return loaded[1]
-
     @property
     def category_ids_(self) -> list[int] | None:
         ids = category_ids(self.category)
@@ -181,66 +125,13 @@ class DetectThenClassify:
         """Stage 1 as the per-image core runs it (after `load`)."""
         return DetectSteps(self.detector_, category_ids(self.category), self.min_score, self.crop_policy, self.tile)
 
-    # ------------------------------------------------------------------ parameters (scikit-learn style)
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        params = {name: getattr(self, name) for name in _init_params()}
-        if deep:
-            loaded = self.__dict__.get("_loaded", {})
-            for step in STEPS:
-                value = params[step]
-                if isinstance(value, str | os.PathLike):  # nested parameters once loaded; never load here
-                    value = loaded.get(step, (None, None))[1]
-                if dataclasses.is_dataclass(value):
-                    params.update({f"{step}__{k}": v for k, v in dataclasses.asdict(value).items()})
-                elif hasattr(value, "get_params"):
-                    params.update({f"{step}__{k}": v for k, v in value.get_params(deep=False).items()})
-        return params
-
-    def set_params(self, **params: Any) -> DetectThenClassify:
-        """Set parameters; ``step__param`` reaches into a step (e.g. ``crop_policy__pad=0.2``)."""
-        valid = _init_params()
-        nested: dict[str, dict[str, Any]] = {}
-        for key, value in params.items():
-            step, _, sub = key.partition("__")
-            if step not in valid:
-                raise ValueError(f"invalid parameter {step!r}; valid: {', '.join(valid)}")
-            if sub:
-                nested.setdefault(step, {})[sub] = value
-            else:
-                setattr(self, step, value)
-        for step, values in nested.items():
-            current = self._load_step(step) if step in ("detector", "classifier") else getattr(self, step)
-            if current is None:
-                raise ValueError(f"cannot set {step}__... while {step} is None")
-            if dataclasses.is_dataclass(current):
-                setattr(self, step, dataclasses.replace(current, **values))
-            elif hasattr(current, "set_params"):
-                current.set_params(**values)
-            else:
-                for name, value in values.items():
-                    if not hasattr(current, name):
-                        raise ValueError(f"{type(current).__name__} has no parameter {name!r}")
-                    setattr(current, name, value)
-        return self
-
     # ------------------------------------------------------------------ config (rebuild elsewhere)
     def to_config(self) -> dict[str, Any]:
         """A JSON-able description from which `from_config` rebuilds the pipeline in another process."""
-        config = {
-            "detector": _source(self.detector, "detector"),
-            "classifier": _source(self.classifier, "classifier"),
-            "category": self.category,
-            "min_score": self.min_score,
-            "crop_policy": dataclasses.asdict(self.crop_policy),
-            "tile": None if self.tile is None else dataclasses.asdict(self.tile),
-            "top_k": self.top_k,
-            "unknown_below": self.unknown_below,
-            "unknown_label": self.unknown_label,
-            "batch_size": self.batch_size,
-            "max_pixels": self.max_pixels,
-            "runtime": self.runtime,
-            "precision": self.precision,
-        }
+        config = {name: getattr(self, name) for name in self._param_names()}
+        config.update(detector=_source(self.detector, "detector"), classifier=_source(self.classifier, "classifier"),
+                      crop_policy=dataclasses.asdict(self.crop_policy),
+                      tile=None if self.tile is None else dataclasses.asdict(self.tile))
         detector = self.__dict__.get("_loaded", {}).get("detector", (None, self.detector))[1]
         if not isinstance(detector, str | os.PathLike) and hasattr(detector, "nms_iou"):
             config["detector_options"] = {"min_score": detector.min_score, "nms_iou": detector.nms_iou}
@@ -322,51 +213,13 @@ class DetectThenClassify:
         yield from self._classify(pending)
 
     def _classify(self, pending: list[ImageCrops]) -> Iterator[ImageResult]:
-        """Classify the crops of several images in one batch; if the batch fails, image by image."""
-        crops = [c for p in pending for c in p.crops]
-        try:
-            proba = np.asarray(self.classifier_.predict_proba(crops)) if crops else np.zeros((0, 0))
-        except Exception as exc:
-            if len(pending) > 1:
-                for p in pending:
-                    yield from self._classify([p])
-                return
-            p = pending[0]
-            logger.warning("%s: classification failed: %s", p.source, exc)
-            yield ImageResult(p.source, "error", width=p.width, height=p.height,
-                              error=one_line(f"ClassificationError: {type(exc).__name__}: {exc}"))
-            return
-        start = 0
-        for p in pending:
-            yield self._result(p, proba[start : start + len(p.crops)])
-            start += len(p.crops)
-
-    def _result(self, item: ImageCrops, proba: np.ndarray) -> ImageResult:
-        result = ImageResult(item.source, item.status, width=item.width, height=item.height, error=item.error)
-        if not len(proba):
-            return result
         classifier = self.classifier_
-        classes = [str(c) for c in classifier.classes_]
-        unknown_below, unknown_label = self._unknown_rule(classifier)
-        for i, row in enumerate(proba):
-            order = np.argsort(-row, kind="stable")[: max(1, self.top_k)]
-            top = [(classes[j], float(row[j])) for j in order]
-            label, prob = top[0]
-            if unknown_below is not None and prob < unknown_below:
-                label = unknown_label
-            result.objects.append(LabeledObject(
-                xyxy=tuple(float(v) for v in item.detections.xyxy[i]),
-                crop_box=tuple(int(v) for v in item.boxes[i]),
-                score=float(item.detections.scores[i]), class_id=int(item.detections.class_ids[i]),
-                label=label, probability=prob, top_k=top[: self.top_k],
-            ))
-        return result
-
-    def _unknown_rule(self, classifier: Any) -> tuple[float | None, str]:
-        """The pipeline's ``unknown_below`` / ``unknown_label``, else the classifier's own (saved with the model)."""
-        if self.unknown_below is not None:
-            return self.unknown_below, self.unknown_label
-        return getattr(classifier, "unknown_below", None), getattr(classifier, "unknown_label", self.unknown_label)
+        if self.unknown_below is not None:  # the pipeline's rule, else the classifier's own (saved with the model)
+            unknown_below, unknown_label = self.unknown_below, self.unknown_label
+        else:
+            unknown_below = getattr(classifier, "unknown_below", None)
+            unknown_label = getattr(classifier, "unknown_label", self.unknown_label)
+        yield from classify_crops(pending, classifier, self.top_k, unknown_below, unknown_label)
 
     def __repr__(self) -> str:
         return (f"DetectThenClassify(detector={_source(self.detector, 'detector', strict=False)!r}, "
@@ -406,10 +259,3 @@ def _source(step: Any, what: str, strict: bool = True) -> str:
         raise ValueError(f"the {what} was given as an object; give it as a preset name or path to rebuild the "
                          f"pipeline from its config (save a classifier first, then pass its path)")
     return type(step).__name__
-
-
-def _init_params() -> tuple[str, ...]:
-    import inspect
-
-    sig = inspect.signature(DetectThenClassify.__init__)
-    return tuple(n for n in sig.parameters if n != "self")
