@@ -20,6 +20,21 @@ from detectcrop.io import one_line
 from detectcrop.tiling import SupportsDetect, TileConfig, detect_tiled
 
 
+@dataclass
+class StatusCounts:
+    """How many inputs of a folder run ended ``ok``, ``no_detection`` and ``error``, and how fast this run went."""
+
+    n_ok: int = 0
+    n_no_detection: int = 0
+    n_error: int = 0
+    n_processed: int = 0
+    seconds: float = 0.0
+    images_per_s: float = 0.0
+
+    def status_text(self) -> str:
+        return f"ok {self.n_ok}, no detection {self.n_no_detection}, error {self.n_error}"
+
+
 def category_ids(category: str | int | Sequence[str | int] | None) -> tuple[int, ...] | None:
     """COCO ids of one or several names or ids (``None``: every category)."""
     if category is None:

@@ -33,7 +33,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from detectcrop import dedupe
-from detectcrop.core import DetectSteps, ImageCrops, category_ids, process_image
+from detectcrop.core import DetectSteps, ImageCrops, StatusCounts, category_ids, process_image
 from detectcrop.crop_writer import CropWorker, ImageRows, ManifestWriter, detector_config, label_of
 from detectcrop.crops import JPEG_QUALITY, CropPolicy
 from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS
@@ -66,22 +66,16 @@ MAX_STEM_BYTES = 200
 
 
 @dataclass
-class BuildSummary:
+class BuildSummary(StatusCounts):
     """What `build_crops` did. Counts cover the whole output folder (resumed runs included)."""
 
     n_files: int = 0
-    n_ok: int = 0
-    n_no_detection: int = 0
-    n_error: int = 0
+    n_resumed: int = 0
+    errors: dict[str, int] = field(default_factory=dict)  #: error rows by kind (the reason's first word)
     n_crops: int = 0
     n_duplicate_groups: int = 0
     n_duplicates: int = 0
     n_dropped: int = 0
-    n_processed: int = 0
-    n_resumed: int = 0
-    seconds: float = 0.0
-    images_per_s: float = 0.0
-    errors: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -89,7 +83,7 @@ class BuildSummary:
     def lines(self) -> list[str]:
         """A short human summary."""
         out = [
-            f"files: {self.n_files} (ok {self.n_ok}, no detection {self.n_no_detection}, error {self.n_error}); "
+            f"files: {self.n_files} ({self.status_text()}); "
             f"processed now {self.n_processed}, skipped as done {self.n_resumed}",
             f"crops: {self.n_crops}; near-duplicate groups: {self.n_duplicate_groups} "
             f"({self.n_duplicates} crops, {self.n_dropped} dropped)",

@@ -19,15 +19,7 @@ from detectcrop.dedupe import DEFAULT_MAX_DISTANCE
 from detectcrop.locks import OutputLock
 from detectcrop.ray_engine import RayUnavailableError
 from detectcrop.tiling import TileConfig
-from pipelines.cli import (
-    add_common_args,
-    add_detection_args,
-    decode_limits,
-    detection_settings,
-    fail,
-    ray_options,
-    setup_logging,
-)
+from pipelines import cli
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -38,26 +30,26 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--input", required=True, help="photo folder (subfolders = class labels, mirrored in the output)")
     p.add_argument("--output", required=True, help="crop dataset folder (created if its parent exists)")
-    add_detection_args(p, what="crop")
+    cli.add_detection_args(p, what="crop")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --output")
     p.add_argument("--drop-duplicates", action="store_true",
                    help="delete all but the first crop of each near-duplicate group (crops.csv keeps them, dropped=1)")
     p.add_argument("--dedupe-distance", type=int, default=DEFAULT_MAX_DISTANCE,
                    help="perceptual-hash Hamming radius (of 64 bits) for near-duplicates")
-    add_common_args(p)
+    cli.add_common_args(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    setup_logging(args.log_level)
+    cli.setup_logging(args.log_level)
     try:
-        categories, policy, tile = detection_settings(args)
+        categories, policy, tile = cli.detection_settings(args)
         check_locations(args.input, args.output)  # before loading any model
         with OutputLock(args.output, "build_crops"):  # held from the start: a second run fails at once
             return _run(args, categories, policy, tile)
     except (ValueError, OSError, RayUnavailableError) as exc:
-        return fail(exc)
+        return cli.fail(exc)
 
 
 def _run(args: argparse.Namespace, categories: list[int], policy: CropPolicy, tile: TileConfig | None) -> int:
@@ -66,12 +58,12 @@ def _run(args: argparse.Namespace, categories: list[int], policy: CropPolicy, ti
     try:
         detector = Detector.from_preset(args.detector, runtime=args.runtime)
     except (ModelUnavailableError, ValueError) as exc:
-        return fail(exc)
+        return cli.fail(exc)
     summary = build_crops(
         args.input, args.output, detector, category=categories, min_score=args.min_score, policy=policy,
         tile=tile, resume=args.resume, drop_duplicates=args.drop_duplicates, max_distance=args.dedupe_distance,
-        max_pixels=args.max_pixels or None, **decode_limits(args), workers=args.workers,
-        prefetch=args.prefetch, engine=args.engine, ray=ray_options(args), show_progress=not args.no_progress,
+        max_pixels=args.max_pixels or None, **cli.decode_limits(args), workers=args.workers,
+        prefetch=args.prefetch, engine=args.engine, ray=cli.ray_options(args), show_progress=not args.no_progress,
     )
     for line in summary.lines():
         print(line)

@@ -18,15 +18,7 @@ from pathlib import Path
 from detectcrop.crops import CropPolicy
 from detectcrop.ray_engine import RayUnavailableError
 from detectcrop.tiling import TileConfig
-from pipelines.cli import (
-    add_common_args,
-    add_detection_args,
-    decode_limits,
-    detection_settings,
-    fail,
-    ray_options,
-    setup_logging,
-)
+from pipelines import cli
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -37,7 +29,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="a photo folder (searched recursively) or one photo")
     p.add_argument("--model", required=True, help="a train_fine run folder (holding model.keras) or a .keras file")
     p.add_argument("--output", required=True, help="output folder (created if its parent exists)")
-    add_detection_args(p, what="classify")
+    cli.add_detection_args(p, what="classify")
     p.add_argument("--top-k", type=int, default=3, help="labels with probabilities kept per object")
     p.add_argument("--unknown-below", type=float, default=None,
                    help="answer 'unknown' when the top probability is below this (default: the model's own, "
@@ -52,19 +44,19 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="COCO ground truth: also write OUT/results.coco-gt.json, the results keyed to its image and "
                         "category ids (COCO.loadRes reads it; see `detectcrop evaluate` for how images match)")
     p.add_argument("--image-prefix", default=None, help="with --coco-gt: file_name = PREFIX + image (e.g. 'scenes/')")
-    add_common_args(p)
+    cli.add_common_args(p)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    setup_logging(args.log_level)
+    cli.setup_logging(args.log_level)
     from detectcrop.locks import OutputLock
     from pipelines.labeling import prepare_output
 
     model = Path(args.model)
     try:
-        categories, policy, tile = detection_settings(args)
+        categories, policy, tile = cli.detection_settings(args)
         if not (model / "model.keras").is_file() and not (model.suffix == ".keras" and model.is_file()):
             raise FileNotFoundError(f"--model must be a train_fine run folder or a .keras file: {model}")
         if args.top_k < 1:
@@ -75,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with OutputLock(out, "label"):  # held from the start: a second run fails at once
             return _run(args, model, categories, policy, tile)
     except (ValueError, OSError, RayUnavailableError) as exc:
-        return fail(exc)
+        return cli.fail(exc)
 
 
 def _run(args: argparse.Namespace, model: Path, categories: list[int], policy: CropPolicy,
@@ -91,11 +83,11 @@ def _run(args: argparse.Namespace, model: Path, categories: list[int], policy: C
     )
     try:
         summary = label_folder(pipe.load(), args.input, args.output, resume=args.resume, annotate=args.annotate,
-                               workers=args.workers, prefetch=args.prefetch, **decode_limits(args),
-                               engine=args.engine, ray=ray_options(args),
+                               workers=args.workers, prefetch=args.prefetch, **cli.decode_limits(args),
+                               engine=args.engine, ray=cli.ray_options(args),
                                show_progress=not args.no_progress, run_config=pipe.to_config())
     except ModelUnavailableError as exc:
-        return fail(exc)
+        return cli.fail(exc)
     for line in summary.lines():
         print(line)
     print(f"predictions: {Path(args.output) / 'predictions.csv'}")

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from detectcrop.cache import tree_digest
 from detectcrop.coco import category_name, coco_annotation
+from detectcrop.core import StatusCounts
 from detectcrop.crops import save_jpeg
 from detectcrop.dataset import check_locations, check_not_nested, crop_basenames
 from detectcrop.draw import draw_boxes
@@ -50,21 +51,17 @@ JPEG_MAX_SIDE = 65500
 
 
 @dataclass
-class LabelSummary:
+class LabelSummary(StatusCounts):
+    """What `label_folder` found in the whole output folder (resumed runs included)."""
+
     n_images: int = 0
-    n_ok: int = 0
-    n_no_detection: int = 0
-    n_error: int = 0
     n_objects: int = 0
     labels: dict[str, int] = field(default_factory=dict)
-    n_processed: int = 0
-    seconds: float = 0.0
-    images_per_s: float = 0.0
 
     def lines(self) -> list[str]:
         per_label = ", ".join(f"{k}: {v}" for k, v in sorted(self.labels.items())) or "none"
         return [
-            f"images: {self.n_images} (ok {self.n_ok}, no detection {self.n_no_detection}, error {self.n_error})",
+            f"images: {self.n_images} ({self.status_text()})",
             f"objects: {self.n_objects} ({per_label})",
             f"processed this run: {self.n_processed} images in {self.seconds:.1f} s ({self.images_per_s:.2f} images/s)",
         ]
