@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import errno
-import itertools
 import os
 import signal
 import subprocess
@@ -16,8 +15,8 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from red_blobs import RedBlobDetector, red_photo
 
-from detectcrop import Detections
 from detectcrop.crops import CropPolicy
 from detectcrop.dataset import (
     CROPS_COLUMNS,
@@ -27,7 +26,6 @@ from detectcrop.dataset import (
     crop_basenames,
 )
 from detectcrop.images import read_image
-from detectcrop.tiling import TileConfig, detect_tiled, tile_grid
 from pipelines import build_crops as cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -205,44 +203,9 @@ def test_cli_killed_mid_run_leaves_no_partial_output_and_resumes(photos, referen
 
 
 # -- fast checks with a simple real-pixel detector -------------------------------------------------------------
-class RedBlobDetector:
-    """Finds saturated red blobs as "clocks" (score from blob size); sees only a ``resolution`` x ``resolution``
-    copy of its input, like a fixed-input detector, and needs ``min_pixels`` there."""
-
-    name = "red-blobs"
-
-    def __init__(self, resolution: int | None = None, min_pixels: int = 4) -> None:
-        self.resolution, self.min_pixels, self.calls = resolution, min_pixels, 0
-
-    def detect(self, image: np.ndarray, min_score: float | None = None) -> Detections:
-        self.calls += 1
-        h, w = image.shape[:2]
-        view = image if self.resolution is None else cv2.resize(image, (self.resolution,) * 2, cv2.INTER_AREA)
-        mask = ((view[..., 0] > 180) & (view[..., 1] < 80) & (view[..., 2] < 80)).astype(np.uint8)
-        n, _, stats, _ = cv2.connectedComponentsWithStats(mask)
-        sx, sy = w / view.shape[1], h / view.shape[0]
-        keep = [i for i in range(1, n) if stats[i, 4] >= self.min_pixels]
-        xyxy = [[stats[i, 0] * sx, stats[i, 1] * sy, (stats[i, 0] + stats[i, 2]) * sx, (stats[i, 1] + stats[i, 3]) * sy]
-                for i in keep]  # fmt: skip
-        scores = [min(0.99, 0.5 + stats[i, 4] / mask.size) for i in keep]
-        dets = Detections(np.reshape(xyxy, (-1, 4)), scores, [85] * len(keep))
-        return dets if min_score is None else dets.by_score(min_score)
-
-
-def _red_photo(path: Path, boxes: list[tuple[int, int, int, int]], size=(240, 320), seed=0, mark=True) -> None:
-    rng = np.random.default_rng(seed)
-    img = (rng.random((*size, 3)) * 120).astype(np.uint8)
-    for x1, y1, x2, y2 in boxes:
-        img[y1:y2, x1:x2] = (230, 20, 20)
-        if mark:  # some structure inside (the blob stays one piece)
-            img[y1 + (y2 - y1) // 3 : y1 + (y2 - y1) // 2, x1 + (x2 - x1) // 4 : x2 - (x2 - x1) // 4] = (20, 20, 200)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img).save(path, quality=95) if path.suffix == ".jpg" else Image.fromarray(img).save(path)
-
-
 def test_output_location_errors_come_before_any_work(tmp_path, monkeypatch):
     src = tmp_path / "photos"
-    _red_photo(src / "a" / "x.jpg", [(10, 10, 60, 60)])
+    red_photo(src / "a" / "x.jpg", [(10, 10, 60, 60)])
     det = RedBlobDetector()
     with pytest.raises(FileNotFoundError, match="input folder"):
         build_crops(tmp_path / "missing", tmp_path / "out", det)
@@ -276,10 +239,10 @@ def test_cli_errors_are_clear_and_early(tmp_path, capsys):
 
 def test_name_collisions_policy_and_failing_images(tmp_path):
     src, out = tmp_path / "photos", tmp_path / "crops"
-    _red_photo(src / "a" / "x.jpg", [(10, 10, 60, 60), (100, 100, 200, 150), (250, 10, 256, 16)])
-    _red_photo(src / "a" / "x.png", [(20, 20, 70, 70)], seed=1)
-    _red_photo(src / "b" / "x.jpg", [(30, 30, 90, 90)], seed=2)
-    _red_photo(src / "top.bmp", [(30, 30, 90, 90)], seed=3)
+    red_photo(src / "a" / "x.jpg", [(10, 10, 60, 60), (100, 100, 200, 150), (250, 10, 256, 16)])
+    red_photo(src / "a" / "x.png", [(20, 20, 70, 70)], seed=1)
+    red_photo(src / "b" / "x.jpg", [(30, 30, 90, 90)], seed=2)
+    red_photo(src / "top.bmp", [(30, 30, 90, 90)], seed=3)
 
     class Flaky(RedBlobDetector):
         def detect(self, image, min_score=None):
@@ -307,9 +270,9 @@ def test_name_collisions_policy_and_failing_images(tmp_path):
 
 def test_duplicates_are_grouped_and_dropped_on_request(tmp_path):
     src = tmp_path / "photos"
-    _red_photo(src / "a" / "one.png", [(40, 40, 140, 140)], seed=0)
-    _red_photo(src / "b" / "two.png", [(40, 40, 140, 140)], seed=0)  # the same watch in the other class
-    _red_photo(src / "b" / "three.png", [(100, 60, 180, 200)], seed=5, mark=False)
+    red_photo(src / "a" / "one.png", [(40, 40, 140, 140)], seed=0)
+    red_photo(src / "b" / "two.png", [(40, 40, 140, 140)], seed=0)  # the same watch in the other class
+    red_photo(src / "b" / "three.png", [(100, 60, 180, 200)], seed=5, mark=False)
     out = tmp_path / "crops"
     summary = build_crops(src, out, RedBlobDetector(), policy=CropPolicy(pad=0.2, min_size=10), drop_duplicates=True)
     crops = {c["source_path"]: c for c in _rows(out / "crops.csv")}
@@ -322,77 +285,6 @@ def test_duplicates_are_grouped_and_dropped_on_request(tmp_path):
     build_crops(src, out, RedBlobDetector(), policy=CropPolicy(pad=0.2, min_size=10), drop_duplicates=True,
                 resume=True)  # fmt: skip
     assert _tree(out) == before
-
-
-def test_tile_grid_covers_the_image_with_overlap():
-    tiles = tile_grid((480, 640), tile_fraction=0.5, overlap=0.25)
-    assert (tiles[:, 2] - tiles[:, 0] == 240).all() and (tiles[:, 3] - tiles[:, 1] == 240).all()
-    cover = np.zeros((480, 640), bool)
-    for x1, y1, x2, y2 in tiles:
-        cover[y1:y2, x1:x2] = True
-    assert cover.all()
-    xs = sorted(set(tiles[:, 0].tolist()))
-    assert all(b - a <= 240 * 0.75 + 1 for a, b in itertools.pairwise(xs))
-    assert tile_grid((100, 50), tile_fraction=1.0, overlap=0).tolist() == [[0, 0, 50, 50], [0, 50, 50, 100]]
-    assert tile_grid((100, 50), tile_fraction=1.0).tolist() == [[0, 0, 50, 50], [0, 25, 50, 75], [0, 50, 50, 100]]
-    with pytest.raises(ValueError):
-        TileConfig(overlap=1.0)
-
-
-def test_tiles_find_small_objects_once(tmp_path):
-    _red_photo(tmp_path / "p.png", [(200, 150, 214, 164), (20, 20, 140, 140)], size=(480, 640))
-    img = read_image(tmp_path / "p.png")
-    det = RedBlobDetector(resolution=64, min_pixels=4)  # a 14-px object is ~1.4 px at 64x64: invisible
-    assert len(det.detect(img)) == 1
-    tiled = detect_tiled(det, img, TileConfig(tile_fraction=0.25, overlap=0.25))
-    assert len(tiled) == 2  # each object once: duplicates from overlapping tiles merged, cut boxes dropped
-    small = tiled[np.argmin(tiled.area)]
-    np.testing.assert_allclose(small.xyxy[0], [200, 150, 214, 164], atol=8)
-    assert det.calls == 1 + 1 + len(tile_grid(img.shape, 0.25, 0.25))
-
-
-def test_tiles_find_small_watches_the_whole_image_pass_misses(detector, tmp_path):
-    """On photos whose watch is small, the real detector with tiles finds more of them than without (same photos,
-    same threshold); and everything the whole-image pass found is still found."""
-    from detectcrop.core import DetectSteps, detect_objects
-    from pipelines.evaluate import match_boxes
-    from pipelines.synthetic import generate, load_ground_truth
-
-    generate(tmp_path, brands=2, photos_per_brand=6, scenes=0, seed=5, size=(1280, 960), small_photo_fraction=1.0)
-    found = {}
-    for tile in (None, TileConfig()):
-        steps = DetectSteps(detector, (85,), MIN_SCORE, CropPolicy(), tile)
-        hits = []
-        for record in load_ground_truth(tmp_path / "annotations.json"):
-            dets = detect_objects(read_image(record.path), steps)
-            hits += [m >= 0 for m in match_boxes(record.detections.xyxy, dets.xyxy, dets.scores)]
-        found["tiled" if tile else "whole"] = np.array(hits)
-    assert found["tiled"].sum() > found["whole"].sum()  # tiles add watches
-    assert (found["tiled"] >= found["whole"]).mean() >= 0.9  # and lose (almost) none
-
-
-class _WatchAndDialDetector:
-    """Boxes the red 'watch' (score 0.9) and, separately, the blue 'dial' inside it (score 0.5), as a detector that
-    sometimes sees only part of an object does."""
-
-    def detect(self, image, *, min_score=None):
-        out = []
-        for channel, score in ((0, 0.9), (2, 0.5)):
-            ys, xs = np.nonzero(image[..., channel] > 200)
-            if len(xs):
-                out.append(([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], score))
-        return Detections([b for b, _ in out], [s for _, s in out], [85] * len(out))
-
-
-def test_tiles_drop_boxes_nested_in_a_better_box():
-    img = np.zeros((480, 640, 3), np.uint8)
-    img[100:300, 200:400, 0] = 255  # the watch
-    img[150:250, 250:350] = (0, 0, 255)  # its dial
-    nested = detect_tiled(_WatchAndDialDetector(), img, TileConfig(containment_threshold=None))
-    assert len(nested) == 2
-    merged = detect_tiled(_WatchAndDialDetector(), img, TileConfig())
-    assert len(merged) == 1 and merged.scores[0] == pytest.approx(0.9)
-    np.testing.assert_allclose(merged.xyxy[0], [200, 100, 400, 300])
 
 
 def test_deeper_folders_keep_their_first_level_class_and_train_fine_reads_them(photos, detector, tmp_path):
