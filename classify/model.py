@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,9 @@ from sklearn.utils.validation import check_is_fitted
 from classify.augment import AugmentationSpec, augmentation_to_dict, build_augmentation, save_augmentation
 from classify.backbones import backbone_name, input_size_of, resolve_backbone
 from classify.data import grouped_split
-from classify.features import ImageItem, iter_items, predict_batches
+from classify.features import ImageItem, extract_features, iter_items, predict_batches
 from classify.prediction import ProbabilityPredictor
+from classify.probe import fit_linear_probe
 from classify.task import CropClassifier
 from classify.trainer import Split, TrainSettings, train_task
 
@@ -147,7 +149,30 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         self.history_, self.timings_ = result.history, result.timings
         self.best_epoch_, self.fine_tune_best_epoch_ = result.best_epoch, result.fine_tune_best_epoch
         self.model_.metadata = self._metadata(backbone_name(backbone))
+        self._fit_linear_probe(backbone.model, classes[train.y], result)
         return self
+
+    def _fit_linear_probe(self, frozen: keras.Model, y_train: np.ndarray, result: Any) -> None:
+        """The linear-probe baseline on the frozen features the head stage already computed (seconds)."""
+        t0 = time.perf_counter()
+        self.frozen_backbone_ = frozen
+        self.linear_probe_ = fit_linear_probe(result.train_features, y_train)
+        self.linear_probe_val_predictions_ = (
+            self.linear_probe_.predict(result.val_features) if result.val_features is not None else None
+        )
+        self.timings_["linear_probe_s"] = time.perf_counter() - t0
+
+    def predict_linear_probe(self, X: Images) -> np.ndarray:
+        """Labels the linear probe (logistic regression on the frozen backbone's features, fitted with the model on
+        the same training images) gives ``X``: the baseline the trained model should beat. Only after `fit` (the
+        probe is not saved with the model)."""
+        check_is_fitted(self, "linear_probe_")
+        items = iter_items(X)
+        if not items:
+            return np.zeros(0, dtype=object)
+        feats = extract_features(self.frozen_backbone_, items, self.input_size_, batch_size=self.batch_size,
+                                 cache_dir=self.cache_dir, show_progress=self.show_progress, desc="probe features")
+        return self.linear_probe_.predict(feats)
 
     def _split(self, items: list, y_int: np.ndarray, classes: np.ndarray, groups: Sequence[Any] | None,
                validation_data: tuple[Images, Sequence[Any]] | None, seed: int) -> tuple[Split, Split]:

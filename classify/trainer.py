@@ -73,6 +73,9 @@ class TrainResult:
     timings: dict[str, float] = field(default_factory=dict)
     best_epoch: int | None = None
     fine_tune_best_epoch: int | None = None
+    #: Frozen-backbone features of the clean training and validation images (for the linear probe).
+    train_features: np.ndarray | None = None
+    val_features: np.ndarray | None = None
 
 
 class ViewSampler(keras.utils.PyDataset):
@@ -261,6 +264,7 @@ def train_task(backbone_model: keras.Model, class_names: Sequence[str], train: S
                                 seed=settings.seed, desc="train features", **common)
     val_feats = extract_views(backbone_model, val.items, size, desc="val features", **common)[0] if len(val.y) else None
     result.timings["features_s"] = time.perf_counter() - t0
+    result.train_features, result.val_features = train_feats[0], val_feats
     logger.info("features: %d train images x %d views, %d val images, dim %d (%.1fs)", len(train.items), 1 + views,
                 len(val.items), train_feats.shape[-1], result.timings["features_s"])
 

@@ -8,6 +8,11 @@ Writes ``RUN/model.keras`` (labels and preprocessing inside), ``RUN/model.augmen
 ``RUN/predictions.csv`` and ``RUN/config.json`` (the resolved configuration). Progress goes to stderr; the last line
 on stdout is the macro-F1 (test when ``--test-data`` is given, else validation).
 
+Every report carries the linear-probe baseline (logistic regression on the frozen backbone's features, same split):
+``val.linear_probe_macro_f1`` and ``test.linear_probe_macro_f1``. When the training and test crops both come from
+synthetic benchmarks (found through ``build_crops.json``, see `pipelines.synthetic.find_catalogue`) whose brand
+catalogues differ, a warning is logged and listed in ``report.json`` -> ``warnings``.
+
 A run is built in a hidden sibling folder and renamed into place when complete, so ``RUN`` never mixes files of two
 runs. An existing run folder is replaced as a whole only with ``--overwrite``. User errors (data, output, model) end
 with exit status 2 and one ``error: ...`` line.
@@ -170,6 +175,38 @@ def staged_run_folder(final: Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def catalogue_warnings(data: Path, test_data: Path | None) -> list[str]:
+    """A warning when the training and test crops come from synthetic benchmarks with different brand catalogues
+    (the same brand names would then mean different watch designs); nothing when either records none."""
+    from pipelines.synthetic import find_catalogue
+
+    if test_data is None:
+        return []
+    train_cat, test_cat = find_catalogue(data), find_catalogue(test_data)
+    if train_cat is None or test_cat is None or train_cat.fingerprint == test_cat.fingerprint:
+        return []
+    differ = train_cat.differences(test_cat)
+    return [f"the test data's brand catalogue ({test_cat.fingerprint}, brand seed {test_cat.seed}, "
+            f"{test_cat.difficulty}) differs from the training data's ({train_cat.fingerprint}, brand seed "
+            f"{train_cat.seed}, {train_cat.difficulty}): {len(differ)} brand names mean other designs"
+            + (f" ({', '.join(differ[:5])}{', ...' if len(differ) > 5 else ''})" if differ else "")
+            + "; the test score does not measure these brands"]
+
+
+def _probe_metrics(clf: FineClassifier, data: ImageFolder, split: str, metrics: dict[str, Any]) -> None:
+    """Add the linear probe's macro-F1 and accuracy on ``data`` (cached features for validation) to ``metrics``."""
+    from classify.report import classification_metrics
+
+    predicted = clf.linear_probe_val_predictions_ if split == "val" else clf.predict_linear_probe(data.paths)
+    if predicted is None:
+        return
+    probe = classification_metrics(data.label_names, predicted, clf.classes_.tolist())
+    metrics["linear_probe_macro_f1"], metrics["linear_probe_accuracy"] = probe["macro_f1"], probe["accuracy"]
+    metrics["gain_over_linear_probe"] = metrics["macro_f1"] - probe["macro_f1"]
+    logger.info("%s: linear probe (logistic regression on frozen features) macro-F1 %.4f; the model %+.4f",
+                split, probe["macro_f1"], metrics["gain_over_linear_probe"])
+
+
 def _evaluate(clf: FineClassifier, data: ImageFolder, split: str, rows: list) -> tuple[dict[str, Any], np.ndarray]:
     from classify.report import classification_metrics
 
@@ -183,6 +220,7 @@ def _evaluate(clf: FineClassifier, data: ImageFolder, split: str, rows: list) ->
     logger.info(
         "%s: accuracy %.4f, macro-F1 %.4f (%d crops)", split, metrics["accuracy"], metrics["macro_f1"], metrics["n"]
     )
+    _probe_metrics(clf, data, split, metrics)
     return metrics, proba
 
 
@@ -261,6 +299,9 @@ def _train_and_write(
     from classify.report import plot_confusion_matrix, plot_history, write_history_csv, write_json
 
     clf = _classifier(args)
+    warnings = catalogue_warnings(args.data, args.test_data)
+    for warning in warnings:
+        logger.warning("%s", warning)
     skipped = [*dataset.skipped, *(test.skipped if test is not None else [])]
     config: dict[str, Any] = {
         "command": "python -m pipelines.train_fine " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -285,6 +326,7 @@ def _train_and_write(
         "timings_s": clf.timings_,
         "skipped_files_count": len(skipped),
         "skipped_files": skipped,
+        "warnings": warnings,
     }
     report["val"], _ = _evaluate(clf, val, "val", rows)
     plot_confusion_matrix(

@@ -226,3 +226,19 @@ def test_load_rejects_files_that_are_not_a_fine_classifier(tmp_path):
     plain.save(tmp_path / "plain.keras")
     with pytest.raises(ValueError, match="not a FineClassifier model"):
         FineClassifier.load(tmp_path / "plain.keras")
+
+
+def test_linear_probe_reuses_the_head_stage_features(data):
+    """The probe fitted inside fit equals one fitted from scratch on freshly extracted frozen features."""
+    from classify.features import extract_features
+    from classify.probe import fit_linear_probe
+
+    X, y = data
+    backbone = tiny_backbone()
+    clf = small(backbone).fit(X[:45], y[:45], validation_data=(X[45:], y[45:]))
+    expected = fit_linear_probe(extract_features(backbone, X[:45], (16, 16)), y[:45])
+    np.testing.assert_allclose(clf.linear_probe_[-1].coef_, expected[-1].coef_, rtol=1e-4, atol=1e-5)
+    held_out = expected.predict(extract_features(backbone, X[45:], (16, 16)))
+    assert clf.linear_probe_val_predictions_.tolist() == held_out.tolist()
+    assert clf.predict_linear_probe(X[45:]).tolist() == held_out.tolist()
+    assert "linear_probe_s" in clf.timings_

@@ -59,6 +59,9 @@ def test_cli_writes_the_run_folder_and_prints_macro_f1_last(tmp_path, capsys, tr
         assert {"accuracy", "macro_f1", "weighted_f1", "per_class", "confusion_matrix"} <= set(m)
         assert np.sum(m["confusion_matrix"]) == m["n"]
         assert set(m["per_class"]) == {"astronaut", "cat", "coffee", "rocket"}
+        assert 0 <= m["linear_probe_macro_f1"] <= 1  # the baseline, on the same split
+        assert m["gain_over_linear_probe"] == pytest.approx(m["macro_f1"] - m["linear_probe_macro_f1"])
+    assert report["warnings"] == []  # neither folder comes from a synthetic benchmark
     for name in ("confusion_matrix.png", "confusion_matrix_val.png", "curves.png"):
         with Image.open(out / name) as im:
             assert im.format == "PNG"
@@ -136,3 +139,19 @@ def test_predictions_csv_escapes_text_cells_only():
     text = train_fine._predictions_csv([("val", "-a.jpg", "=cmd", "@x", 0.25)])
     rows = list(csv.reader(io.StringIO(text)))
     assert rows[1] == ["val", "'-a.jpg", "'=cmd", "'@x", "0.250000"]
+
+
+def test_catalogue_warning_when_test_brands_are_other_designs(tmp_path):
+    from pipelines.synthetic import generate
+
+    crops = {}
+    for name, seed, brand_seed in (("train", 0, 0), ("same", 1, 0), ("other", 0, 1)):
+        generate(tmp_path / name, brands=2, photos_per_brand=1, seed=seed, brand_seed=brand_seed, size=(96, 72))
+        crops[name] = tmp_path / f"crops_{name}"
+        crops[name].mkdir()
+        (crops[name] / "build_crops.json").write_text(json.dumps({"input": str(tmp_path / name / "photos")}))
+    assert train_fine.catalogue_warnings(crops["train"], crops["same"]) == []
+    assert train_fine.catalogue_warnings(crops["train"], None) == []
+    assert train_fine.catalogue_warnings(crops["train"], tmp_path / "nowhere") == []  # no catalogue: no claim
+    (warning,) = train_fine.catalogue_warnings(crops["train"], crops["other"])
+    assert "differs" in warning and "aurel" in warning
