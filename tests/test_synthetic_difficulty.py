@@ -15,6 +15,8 @@ from pipelines.synthetic import STRUCTURE, generate, make_catalogue, read_catalo
 from pipelines.synthetic.difficulty import (
     HARD_BRAND_DETAILS,
     HARD_BRANDS,
+    HARD_FAMILY_DETAILS,
+    HARD_FAMILY_SIZE,
     HARD_LOGO_WORD,
     HARD_MIN_DIFFERENCES,
     HARD_PHOTO_DETAILS,
@@ -64,8 +66,11 @@ def test_hard_brands_differ_in_a_few_fine_details_only() -> None:
     assert min(gaps.values()) >= HARD_MIN_DIFFERENCES
     for i in range(1, len(brands)):  # every brand has a near twin: 2-3 details apart
         assert min(gaps[tuple(sorted((i, j)))] for j in range(len(brands)) if j != i) <= 3
-    for key in STRUCTURE:  # only the fine details tell brands apart
-        assert (len({b[key] for b in brands}) > 1) == (key in HARD_BRAND_DETAILS)
+    for key in STRUCTURE:  # the fine details and the families' case and bezel tell brands apart, nothing else
+        assert (len({b[key] for b in brands}) > 1) == (key in HARD_BRAND_DETAILS + HARD_FAMILY_DETAILS)
+    for start in range(0, len(brands), HARD_FAMILY_SIZE):
+        family = brands[start : start + HARD_FAMILY_SIZE]
+        assert len({tuple(b[k] for k in HARD_FAMILY_DETAILS) for b in family}) == 1
 
 
 def test_hard_watches_vary_within_a_brand_and_share_one_dial_word() -> None:

@@ -2,11 +2,12 @@
 
 ``hard`` changes the catalogue and the photos:
 
-- 20 brands built by editing each other: every brand is an earlier brand with 2-3 of five fine details changed
-  (numerals, hands, seconds hand, logo mark, date window), and any two brands differ in at least 2 of them;
+- 20 brands in 5 families of 4: a family shares its case shape and bezel; within a family every brand is an earlier
+  one with 2-3 of five fine details changed (numerals, hands, seconds hand, logo mark, date window), and any two
+  brands of the catalogue differ in at least 2 of those fine details;
 - one shared word on every dial (``HARD_LOGO_WORD``) instead of the brand name, and every brand offers every dial
   colour and metal;
-- more variation within a brand: case shape, bezel, dial texture, typeface, tagline and sub-dials are drawn per photo;
+- more variation within a brand: dial texture, typeface, tagline and sub-dials are drawn per photo;
 - smaller, more tilted watches, often partly covered by an object, under harsher light, noisier and more compressed.
 
 ``normal`` draws exactly as before (same bytes for the same arguments).
@@ -27,10 +28,14 @@ from pipelines.synthetic.variant import Variant, sample_variant
 DIFFICULTIES = ("normal", "hard")
 #: Number of brands of the hard catalogue.
 HARD_BRANDS = 20
-#: The details that tell hard brands apart.
+#: Brands per family (a family shares `HARD_FAMILY_DETAILS`).
+HARD_FAMILY_SIZE = 4
+#: The details a family of hard brands shares.
+HARD_FAMILY_DETAILS = ("case", "bezel")
+#: The fine details that tell the brands of a family apart.
 HARD_BRAND_DETAILS = ("numerals", "hands", "seconds", "logo_mark", "date")
 #: The details drawn per photo in the hard variant (within-brand variation).
-HARD_PHOTO_DETAILS = ("case", "bezel", "texture", "logo_font", "tagline", "subdials")
+HARD_PHOTO_DETAILS = ("texture", "logo_font", "tagline", "subdials")
 #: The word printed on every hard dial (where the brand name is in normal).
 HARD_LOGO_WORD = "GENEVE"
 #: Any two hard brands differ in at least this many of `HARD_BRAND_DETAILS`.
@@ -50,22 +55,36 @@ def _differences(a: dict[str, str], b: dict[str, str]) -> int:
 
 
 def hard_structures(n: int, rng: np.random.Generator, tries: int = 200) -> list[dict[str, str]]:
-    """``n`` brand structures: each one an earlier brand with 2-3 fine details changed, all pairs >= 2 apart."""
-    first = {k: str(rng.choice(STRUCTURE[k])) for k in HARD_BRAND_DETAILS}
-    brands = [first]
+    """``n`` brand structures in families of `HARD_FAMILY_SIZE` (distinct case and bezel per family); within a
+    family each brand is an earlier one with 2-3 fine details changed; all pairs >= 2 fine details apart."""
+    combos = [(c, b) for c in STRUCTURE["case"] for b in STRUCTURE["bezel"]]
+    families = [combos[i] for i in rng.permutation(len(combos))[: -(-n // HARD_FAMILY_SIZE)]]
+    brands: list[dict[str, str]] = []
     while len(brands) < n:
+        case, bezel = families[len(brands) // HARD_FAMILY_SIZE]
+        family = brands[len(brands) - len(brands) % HARD_FAMILY_SIZE :]
         for _ in range(tries):
-            parent = brands[int(rng.integers(len(brands)))]
-            child = dict(parent)
-            for key in rng.choice(HARD_BRAND_DETAILS, size=int(rng.integers(2, 4)), replace=False):
-                child[str(key)] = str(rng.choice([o for o in STRUCTURE[str(key)] if o != parent[str(key)]]))
+            if not family:
+                child = {k: str(rng.choice(STRUCTURE[k])) for k in HARD_BRAND_DETAILS}
+            else:
+                parent = family[int(rng.integers(len(family)))]
+                child = _edit(parent, rng)
+            child |= {"case": case, "bezel": bezel}
             if all(_differences(child, b) >= HARD_MIN_DIFFERENCES for b in brands):
                 brands.append(child)
                 break
         else:  # pragma: no cover - the space (2880 combinations) is far larger than 20 brands
             raise RuntimeError("could not draw distinct hard brands")
-    fixed = {k: STRUCTURE[k][0] for k in STRUCTURE if k not in HARD_BRAND_DETAILS}
+    fixed = {k: STRUCTURE[k][0] for k in STRUCTURE}  # the per-photo details' placeholders
     return [{**fixed, **b} for b in brands]
+
+
+def _edit(parent: dict[str, str], rng: np.random.Generator) -> dict[str, str]:
+    """``parent`` with 2-3 of its fine details changed."""
+    child = dict(parent)
+    for key in rng.choice(HARD_BRAND_DETAILS, size=int(rng.integers(2, 4)), replace=False):
+        child[str(key)] = str(rng.choice([o for o in STRUCTURE[str(key)] if o != parent[str(key)]]))
+    return child
 
 
 def hard_specs(names: tuple[str, ...], rng: np.random.Generator) -> tuple[BrandSpec, ...]:
