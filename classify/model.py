@@ -65,7 +65,8 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         epochs: head-stage epochs (upper bound; early stopping may end sooner).
         batch_size: batch size for training and inference.
         learning_rate: Adam learning rate for the head (the seed's 0.005).
-        dense_units, dropout: the head: ``Dense(dense_units, relu) -> Dropout(dropout) -> Dense(n, softmax)``.
+        dense_units, dropout: the head: ``Dense(dense_units, relu) -> Dropout(dropout) -> Dense(n, softmax)``
+            (``dense_units=0``: no hidden layer, a linear head).
         augmentation: albumentations pipeline as a preset name, dict, JSON path or Compose; ``None`` for none.
         augment_views: augmented views cached per training image for the head stage (0: clean images only).
         class_weight: ``None`` or ``"balanced"`` (inverse class frequency, as scikit-learn).

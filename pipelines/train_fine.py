@@ -68,7 +68,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=50, help="head-stage epochs (early stopping may end sooner)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=0.005, help="Adam learning rate of the head")
-    p.add_argument("--dense-units", type=int, default=128)
+    p.add_argument("--dense-units", type=int, default=128, help="hidden units of the head (0: a linear head)")
     p.add_argument("--dropout", type=float, default=0.5)
     p.add_argument(
         "--val-fraction",

@@ -242,3 +242,11 @@ def test_linear_probe_reuses_the_head_stage_features(data):
     assert clf.linear_probe_val_predictions_.tolist() == held_out.tolist()
     assert clf.predict_linear_probe(X[45:]).tolist() == held_out.tolist()
     assert "linear_probe_s" in clf.timings_
+
+
+def test_dense_units_zero_gives_a_linear_head_that_round_trips(data, tmp_path):
+    X, y = data
+    clf = small(tiny_backbone(), dense_units=0).fit(X, y)
+    assert [layer.name for layer in clf.model_.head.layers] == ["head_dropout", "head_output"]
+    loaded = FineClassifier.load(clf.save(tmp_path / "model.keras"))
+    np.testing.assert_allclose(loaded.predict_proba(X[:5]), clf.predict_proba(X[:5]), atol=1e-6)
