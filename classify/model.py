@@ -64,7 +64,8 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
             shares a Backbone (a bare keras.Model is deep-copied by clone, as any parameter).
         epochs: head-stage epochs (upper bound; early stopping may end sooner).
         batch_size: batch size for training and inference.
-        learning_rate: Adam learning rate for the head (the seed's 0.005).
+        learning_rate: Adam learning rate for the head (0.001; the seed's 0.005 overshoots on hard data, see
+            BENCHMARKS.md).
         dense_units, dropout: the head: ``Dense(dense_units, relu) -> Dropout(dropout) -> Dense(n, softmax)``
             (``dense_units=0``: no hidden layer, a linear head).
         augmentation: albumentations pipeline as a preset name, dict, JSON path or Compose; ``None`` for none.
@@ -85,10 +86,10 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         show_progress: tqdm bars for feature extraction and epochs.
     """
 
-    def __init__(self, backbone: Any = "densenet121", *, epochs: int = 50, batch_size: int = 32,
-                 learning_rate: float = 0.005, dense_units: int = 128, dropout: float = 0.5,
+    def __init__(self, backbone: Any = "densenet121", *, epochs: int = 100, batch_size: int = 32,
+                 learning_rate: float = 0.001, dense_units: int = 128, dropout: float = 0.5,
                  augmentation: AugmentationSpec = "default", augment_views: int = 4, class_weight: str | None = None,
-                 validation_fraction: float = 0.2, patience: int = 10, reduce_lr_patience: int = 4,
+                 validation_fraction: float = 0.2, patience: int = 20, reduce_lr_patience: int = 4,
                  reduce_lr_factor: float = 0.3, min_learning_rate: float = 1e-6, fine_tune_blocks: int = 0,
                  fine_tune_epochs: int = 10, fine_tune_learning_rate: float = 1e-5, unknown_below: float | None = None,
                  unknown_label: str = "unknown", cache_dir: str | Path | None = None, seed: int | None = None,

@@ -1,6 +1,6 @@
 """Train a fine-grained crop classifier: ``CROPS/<class>/*`` in, ``RUN/`` out.
 
-    python -m pipelines.train_fine --data CROPS --output RUN [--backbone PRESET] [--epochs 50] [--test-data DIR]
+    python -m pipelines.train_fine --data CROPS --output RUN [--backbone PRESET] [--epochs 100] [--test-data DIR]
         [--seed 0] [--augment default] [--augment-views 4] [--class-weight balanced] [--fine-tune-blocks K] ...
 
 Writes ``RUN/model.keras`` (labels and preprocessing inside), ``RUN/model.augmentation.json``, ``RUN/report.json``
@@ -65,9 +65,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         help=f"backbone preset: {presets.describe('backbone')}",
     )
     p.add_argument("--test-data", type=Path, default=None, help="held-out test crops: DIR/<class>/*")
-    p.add_argument("--epochs", type=int, default=50, help="head-stage epochs (early stopping may end sooner)")
+    p.add_argument("--epochs", type=int, default=100, help="head-stage epochs (early stopping may end sooner)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=0.005, help="Adam learning rate of the head")
+    p.add_argument("--lr", type=float, default=0.001, help="Adam learning rate of the head")
     p.add_argument("--dense-units", type=int, default=128, help="hidden units of the head (0: a linear head)")
     p.add_argument("--dropout", type=float, default=0.5)
     p.add_argument(
@@ -88,7 +88,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="augmented views per training crop, cached for the frozen stage (0: none)",
     )
     p.add_argument("--class-weight", choices=["none", "balanced"], default="none")
-    p.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (0: off)")
+    p.add_argument("--patience", type=int, default=20, help="early-stopping patience in epochs (0: off)")
     p.add_argument(
         "--fine-tune-blocks",
         type=int,

@@ -78,8 +78,8 @@ def test_init_only_stores_parameters_and_clone_round_trips(data):
     X, y = data
     assert clf.fit(X, y) is clf
     assert sorted(k for k in vars(clf) if k.endswith("_")) == [
-        "augmentation_", "best_epoch_", "classes_", "fine_tune_best_epoch_", "history_", "input_size_", "model_",
-        "timings_"]
+        "augmentation_", "best_epoch_", "classes_", "fine_tune_best_epoch_", "frozen_backbone_", "history_",
+        "input_size_", "linear_probe_", "linear_probe_val_predictions_", "model_", "timings_"]
     shared = Backbone("tiny", tiny_backbone(), (16, 16), "unit")  # a Backbone is only read, so clones share it
     assert clone(small(shared)).backbone is shared
     fitted_clone = clone(clf)  # a clone of a fitted estimator is unfitted
