@@ -84,6 +84,10 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         seed: makes training repeatable (the split, initial weights, dropout, shuffles and augmentation); ``None``
             draws a fresh seed from the operating system. Global random state is never used.
         show_progress: tqdm bars for feature extraction and epochs.
+
+    After ``fit``, ``linear_probe_`` is the baseline fitted on the same training images' frozen features (see
+    `classify.probe`), ``linear_probe_val_predictions_`` its labels for the validation images (``None`` without
+    validation), and `predict_linear_probe` applies it to new images.
     """
 
     def __init__(self, backbone: Any = "densenet121", *, epochs: int = 100, batch_size: int = 32,
