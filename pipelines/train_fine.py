@@ -65,6 +65,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         help=f"backbone preset: {presets.describe('backbone')}",
     )
     p.add_argument("--test-data", type=Path, default=None, help="held-out test crops: DIR/<class>/*")
+    p.add_argument("--open-set-data", type=Path, default=None,
+                   help="crops of classes the model does not know (DIR/<any>/*): report how well the top probability "
+                        "tells them from known ones (report.json -> open_set)")
     p.add_argument("--epochs", type=int, default=100, help="head-stage epochs (early stopping may end sooner)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=0.001, help="Adam learning rate of the head")
@@ -207,6 +210,18 @@ def _probe_metrics(clf: FineClassifier, data: ImageFolder, split: str, metrics: 
                 split, probe["macro_f1"], metrics["gain_over_linear_probe"])
 
 
+def _open_set(clf: FineClassifier, val_proba: np.ndarray, known_proba: np.ndarray, open_set: ImageFolder) -> dict:
+    """Open-set metrics of the top probability: known = the test crops (else validation), unknown = ``open_set``."""
+    from classify.report import open_set_metrics
+
+    unknown = clf.predict_proba(open_set.paths).max(axis=1)
+    metrics = open_set_metrics(val_proba.max(axis=1), known_proba.max(axis=1), unknown, score="max_softmax")
+    logger.info("open set: AUROC %.4f; keeping 95%% of known validation crops (top probability >= %.3f) accepts "
+                "%.1f%% of %d unseen-class crops", metrics["auroc"], metrics["threshold"],
+                100 * metrics["fpr_at_95_tpr"], metrics["n_unknown"])
+    return metrics
+
+
 def _evaluate(clf: FineClassifier, data: ImageFolder, split: str, rows: list) -> tuple[dict[str, Any], np.ndarray]:
     from classify.report import classification_metrics
 
@@ -239,6 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         test = None
         if args.test_data is not None:
             test = load_image_folder(args.test_data, class_names=dataset.class_names, min_per_class=0)
+        open_set = None
+        if args.open_set_data is not None:
+            open_set = load_image_folder(args.open_set_data, min_per_class=0)
     except (ValueError, OSError) as exc:
         return fail(exc)
     logger.info(
@@ -250,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         with staged_run_folder(final) as out:
-            headline = _train_and_write(args, argv, dataset, train, val, test, out, final, t_start)
+            headline = _train_and_write(args, argv, dataset, train, val, test, out, final, t_start, open_set)
     except (ModelUnavailableError, ImageReadError, ValueError, OSError) as exc:
         logger.debug("training failed", exc_info=True)
         return fail(exc)
@@ -294,6 +312,7 @@ def _train_and_write(
     out: Path,
     final: Path,
     t_start: float,
+    open_set: ImageFolder | None = None,
 ) -> float:
     """Fit, evaluate and write every file of the run into ``out``; returns the headline macro-F1."""
     from classify.report import plot_confusion_matrix, plot_history, write_history_csv, write_json
@@ -328,7 +347,7 @@ def _train_and_write(
         "skipped_files": skipped,
         "warnings": warnings,
     }
-    report["val"], _ = _evaluate(clf, val, "val", rows)
+    report["val"], val_proba = _evaluate(clf, val, "val", rows)
     plot_confusion_matrix(
         report["val"]["confusion_matrix"],
         report["val"]["labels"],
@@ -338,8 +357,10 @@ def _train_and_write(
     )
     headline = report["val"]
     if test is not None:
-        report["test"], _ = _evaluate(clf, test, "test", rows)
+        report["test"], test_proba = _evaluate(clf, test, "test", rows)
         headline = report["test"]
+    if open_set is not None:
+        report["open_set"] = _open_set(clf, val_proba, test_proba if test is not None else val_proba, open_set)
     plot_confusion_matrix(
         headline["confusion_matrix"],
         headline["labels"],

@@ -25,6 +25,11 @@ def test_cli_writes_the_run_folder_and_prints_macro_f1_last(tmp_path, capsys, tr
         (out / name).write_text("old run")
     test_dir = shutil.copytree(heldout_dir, tmp_path / "test")
     (test_dir / "cat" / "broken.jpg").write_bytes((test_dir / "cat" / "cat_000_0.jpg").read_bytes()[:300])
+    open_dir = tmp_path / "open" / "noise"  # crops of a class the model never saw
+    open_dir.mkdir(parents=True)
+    for i in range(5):
+        noise = np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        Image.fromarray(noise).save(open_dir / f"noise_{i}.jpg")
     argv = [
         "--data",
         str(train_dir),
@@ -48,6 +53,8 @@ def test_cli_writes_the_run_folder_and_prints_macro_f1_last(tmp_path, capsys, tr
         "--class-weight",
         "balanced",
         "--no-progress",
+        "--open-set-data",
+        str(tmp_path / "open"),
     ]
     assert train_fine.main(argv) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
@@ -62,6 +69,11 @@ def test_cli_writes_the_run_folder_and_prints_macro_f1_last(tmp_path, capsys, tr
         assert 0 <= m["linear_probe_macro_f1"] <= 1  # the baseline, on the same split
         assert m["gain_over_linear_probe"] == pytest.approx(m["macro_f1"] - m["linear_probe_macro_f1"])
     assert report["warnings"] == []  # neither folder comes from a synthetic benchmark
+    with open(out / "predictions.csv", newline="") as f:
+        val_top = [float(r["probability"]) for r in csv.DictReader(f) if r["split"] == "val"]
+    open_set = report["open_set"]
+    assert open_set["score"] == "max_softmax" and open_set["n_unknown"] == 5 and 0 <= open_set["auroc"] <= 1
+    assert open_set["threshold"] == pytest.approx(np.quantile(val_top, 0.05))  # chosen on validation
     for name in ("confusion_matrix.png", "confusion_matrix_val.png", "curves.png"):
         with Image.open(out / name) as im:
             assert im.format == "PNG"
@@ -80,7 +92,7 @@ def test_cli_writes_the_run_folder_and_prints_macro_f1_last(tmp_path, capsys, tr
     assert [r["predicted"] for r in rows] == clf.predict([r["path"] for r in rows]).tolist()
     # the old run was replaced as a whole, and nothing is left beside it
     assert not (out / "model.tflite").exists() and not (out / "notes.txt").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "test"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["open", "run", "test"]
     assert report["skipped_files_count"] == 1 and report["skipped_files"][0]["path"].endswith("broken.jpg")
     assert config["model"]["path"] == str((out / "model.keras").resolve())
 
