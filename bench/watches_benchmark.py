@@ -11,6 +11,12 @@
    background, and what the detector called the watches it missed.
 3. On ground-truth crops of photos/: logistic regression on a colour histogram vs on frozen backbone features,
    5-fold stratified cross-validation, macro-F1.
+4. With ``--test-photos-per-brand N``: a separate-seed test set of the same catalogue (``--test-seed``, generated in
+   ``DATA_test`` unless there) and the same two models fitted on all of DATA's crops, scored on its crops (the linear
+   probe of `classify.probe`).
+
+    python -m bench.watches_benchmark --data /tmp/hard --difficulty hard --photos-per-brand 30 --scenes 0 \
+        --test-photos-per-brand 10 --no-detection
 
 Writes ``--output`` (default ``DATA/benchmark.json``) and prints a Markdown summary for BENCHMARKS.md.
 """
@@ -40,7 +46,7 @@ from detectcrop import boxes
 from detectcrop.coco import COCO_NAMES, category_id
 from detectcrop.images import read_image
 from pipelines.evaluate import match_boxes
-from pipelines.synthetic import GroundTruthImage, generate, ground_truth_crops, load_ground_truth
+from pipelines.synthetic import GroundTruthImage, generate, ground_truth_crops, load_ground_truth, read_catalogue
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +169,31 @@ def fine_grained_metrics(truth: Sequence[GroundTruthImage], backbone_preset: str
 # ---------------------------------------------------------------------------------------------------------------------
 # Entry point
 # ---------------------------------------------------------------------------------------------------------------------
+def separate_seed_metrics(train: Sequence[GroundTruthImage], test: Sequence[GroundTruthImage],
+                          backbone_preset: str) -> dict[str, Any]:
+    """Colour-histogram logistic regression and the linear probe on backbone features, fitted on ``train``'s crops and
+    scored (macro-F1) on ``test``'s."""
+    from classify import Backbone
+    from classify.probe import fit_linear_probe
+
+    backbone = Backbone.from_preset(backbone_preset, include_top=False)
+    sides = {}
+    for name, truth in (("train", train), ("test", test)):
+        gt = ground_truth_crops(truth)
+        crops = [c.image for c in gt]
+        sides[name] = (colour_histograms(crops), backbone.predict(crops), np.array([c.label for c in gt]))
+    out: dict[str, Any] = {"n_train": len(sides["train"][2]), "n_test": len(sides["test"][2]),
+                           "chance_macro_f1": round(1 / len(set(sides["train"][2].tolist())), 4)}  # fmt: skip
+    for i, key in ((0, "colour_histogram_logreg"), (1, f"{backbone_preset}_linear_probe")):
+        model = fit_linear_probe(sides["train"][i], sides["train"][2])
+        predicted = model.predict(sides["test"][i])
+        out[key] = round(float(f1_score(sides["test"][2], predicted, average="macro")), 4)
+    return out
+
+
 def _markdown(report: dict[str, Any]) -> str:
+    if "detection_photos" not in report:
+        return json.dumps({k: report[k] for k in ("fine_grained", "separate_seed") if k in report}, indent=1)
     det = report["detection_photos"]
     lines = ["| size bucket | watches | recall | best clock score min / p10 / median / p90 |", "|---|---|---|---|"]
     for name, b in det["buckets"].items():
@@ -192,6 +222,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backbone", default="mobilenet_v2_torchvision")
     parser.add_argument("--min-score", type=float, default=0.3)
     parser.add_argument("--no-fine-grained", action="store_true", help="detection only")
+    parser.add_argument("--no-detection", action="store_true", help="fine-grained baselines only")
+    parser.add_argument("--difficulty", choices=("normal", "hard"), default="normal")
+    parser.add_argument("--test-photos-per-brand", type=int, default=0,
+                        help="also score the baselines on a separate-seed test set of this size (0: off)")
+    parser.add_argument("--test-seed", type=int, default=1)
     parser.add_argument("--output", help="JSON report (default DATA/benchmark.json)")
     return parser
 
@@ -205,20 +240,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         start = time.perf_counter()
         report["generation"] = generate(
             root, brands=args.brands, photos_per_brand=args.photos_per_brand, scenes=args.scenes, seed=args.seed,
-            workers=args.workers, show_progress=True,
+            workers=args.workers, show_progress=True, difficulty=args.difficulty,
         )  # fmt: skip
         seconds = time.perf_counter() - start
         n_images = report["generation"]["photos"] + report["generation"]["scenes"]
         report["generation"] |= {"seconds": round(seconds, 2), "images_per_s": round(n_images / seconds, 2)}
     truth = load_ground_truth(root / "annotations.json")
-    results = detect_all(truth, args.detector)
-    photos = [r for r in results if r["image"]["split"] == "photos"]
-    scenes = [r for r in results if r["image"]["split"] == "scenes"]
-    report["detection_photos"] = detection_metrics(photos, args.min_score)
-    if scenes:
-        report["detection_scenes"] = detection_metrics(scenes, args.min_score)
+    if not args.no_detection:
+        results = detect_all(truth, args.detector)
+        photos = [r for r in results if r["image"]["split"] == "photos"]
+        scenes = [r for r in results if r["image"]["split"] == "scenes"]
+        report["detection_photos"] = detection_metrics(photos, args.min_score)
+        if scenes:
+            report["detection_scenes"] = detection_metrics(scenes, args.min_score)
     if not args.no_fine_grained:
         report["fine_grained"] = fine_grained_metrics([gt for gt in truth if gt.split == "photos"], args.backbone)
+    if args.test_photos_per_brand:
+        test_root = root.with_name(root.name + "_test")
+        if not (test_root / "annotations.json").exists():
+            generate(test_root, brands=args.brands, photos_per_brand=args.test_photos_per_brand, seed=args.test_seed,
+                     workers=args.workers, difficulty=args.difficulty)  # fmt: skip
+        if read_catalogue(test_root / "annotations.json") != read_catalogue(root / "annotations.json"):
+            raise SystemExit(f"{test_root} was drawn from another catalogue than {root}")
+        report["separate_seed"] = separate_seed_metrics(
+            [gt for gt in truth if gt.split == "photos"],
+            load_ground_truth(test_root / "annotations.json", split="photos"), args.backbone,
+        )
     out = Path(args.output) if args.output else root / "benchmark.json"
     out.write_text(json.dumps(report, indent=1))
     print(_markdown(report))

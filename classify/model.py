@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,9 @@ from sklearn.utils.validation import check_is_fitted
 from classify.augment import AugmentationSpec, augmentation_to_dict, build_augmentation, save_augmentation
 from classify.backbones import backbone_name, input_size_of, resolve_backbone
 from classify.data import grouped_split
-from classify.features import ImageItem, iter_items, predict_batches
+from classify.features import ImageItem, extract_features, iter_items, predict_batches
 from classify.prediction import ProbabilityPredictor
+from classify.probe import fit_linear_probe
 from classify.task import CropClassifier
 from classify.trainer import Split, TrainSettings, train_task
 
@@ -62,8 +64,10 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
             shares a Backbone (a bare keras.Model is deep-copied by clone, as any parameter).
         epochs: head-stage epochs (upper bound; early stopping may end sooner).
         batch_size: batch size for training and inference.
-        learning_rate: Adam learning rate for the head (the seed's 0.005).
-        dense_units, dropout: the head: ``Dense(dense_units, relu) -> Dropout(dropout) -> Dense(n, softmax)``.
+        learning_rate: Adam learning rate for the head (0.001; the seed's 0.005 overshoots on hard data, see
+            BENCHMARKS.md).
+        dense_units, dropout: the head: ``Dense(dense_units, relu) -> Dropout(dropout) -> Dense(n, softmax)``
+            (``dense_units=0``: no hidden layer, a linear head).
         augmentation: albumentations pipeline as a preset name, dict, JSON path or Compose; ``None`` for none.
         augment_views: augmented views cached per training image for the head stage (0: clean images only).
         class_weight: ``None`` or ``"balanced"`` (inverse class frequency, as scikit-learn).
@@ -80,12 +84,16 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         seed: makes training repeatable (the split, initial weights, dropout, shuffles and augmentation); ``None``
             draws a fresh seed from the operating system. Global random state is never used.
         show_progress: tqdm bars for feature extraction and epochs.
+
+    After ``fit``, ``linear_probe_`` is the baseline fitted on the same training images' frozen features (see
+    `classify.probe`), ``linear_probe_val_predictions_`` its labels for the validation images (``None`` without
+    validation), and `predict_linear_probe` applies it to new images.
     """
 
-    def __init__(self, backbone: Any = "densenet121", *, epochs: int = 50, batch_size: int = 32,
-                 learning_rate: float = 0.005, dense_units: int = 128, dropout: float = 0.5,
+    def __init__(self, backbone: Any = "densenet121", *, epochs: int = 100, batch_size: int = 32,
+                 learning_rate: float = 0.001, dense_units: int = 128, dropout: float = 0.5,
                  augmentation: AugmentationSpec = "default", augment_views: int = 4, class_weight: str | None = None,
-                 validation_fraction: float = 0.2, patience: int = 10, reduce_lr_patience: int = 4,
+                 validation_fraction: float = 0.2, patience: int = 20, reduce_lr_patience: int = 4,
                  reduce_lr_factor: float = 0.3, min_learning_rate: float = 1e-6, fine_tune_blocks: int = 0,
                  fine_tune_epochs: int = 10, fine_tune_learning_rate: float = 1e-5, unknown_below: float | None = None,
                  unknown_label: str = "unknown", cache_dir: str | Path | None = None, seed: int | None = None,
@@ -147,7 +155,30 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         self.history_, self.timings_ = result.history, result.timings
         self.best_epoch_, self.fine_tune_best_epoch_ = result.best_epoch, result.fine_tune_best_epoch
         self.model_.metadata = self._metadata(backbone_name(backbone))
+        self._fit_linear_probe(backbone.model, classes[train.y], result)
         return self
+
+    def _fit_linear_probe(self, frozen: keras.Model, y_train: np.ndarray, result: Any) -> None:
+        """The linear-probe baseline on the frozen features the head stage already computed (seconds)."""
+        t0 = time.perf_counter()
+        self.frozen_backbone_ = frozen
+        self.linear_probe_ = fit_linear_probe(result.train_features, y_train)
+        self.linear_probe_val_predictions_ = (
+            self.linear_probe_.predict(result.val_features) if result.val_features is not None else None
+        )
+        self.timings_["linear_probe_s"] = time.perf_counter() - t0
+
+    def predict_linear_probe(self, X: Images) -> np.ndarray:
+        """Labels the linear probe (logistic regression on the frozen backbone's features, fitted with the model on
+        the same training images) gives ``X``: the baseline the trained model should beat. Only after `fit` (the
+        probe is not saved with the model)."""
+        check_is_fitted(self, "linear_probe_")
+        items = iter_items(X)
+        if not items:
+            return np.zeros(0, dtype=object)
+        feats = extract_features(self.frozen_backbone_, items, self.input_size_, batch_size=self.batch_size,
+                                 cache_dir=self.cache_dir, show_progress=self.show_progress, desc="probe features")
+        return self.linear_probe_.predict(feats)
 
     def _split(self, items: list, y_int: np.ndarray, classes: np.ndarray, groups: Sequence[Any] | None,
                validation_data: tuple[Images, Sequence[Any]] | None, seed: int) -> tuple[Split, Split]:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support, roc_auc_score
 
 from detectcrop.io import atomic_write_bytes, atomic_write_text
 
@@ -46,6 +46,24 @@ def classification_metrics(y_true: Sequence[str], y_pred: Sequence[str], class_n
         "predicted_labels": names + extra,
         "confusion_matrix": matrix.tolist(),
     }
+
+
+def open_set_metrics(val_known: np.ndarray, known: np.ndarray, unknown: np.ndarray, score: str = "max_softmax",
+                     keep: float = 0.95) -> dict[str, Any]:
+    """How well a score (higher: more likely a known class) tells known objects from objects of unseen classes.
+
+    ``auroc``: ROC AUC of ``known`` (positives) against ``unknown``; ``threshold``: the score that keeps ``keep`` of
+    the known validation objects ``val_known`` (chosen on validation, not on the data judged); ``fpr_at_95_tpr``:
+    the share of ``unknown`` objects at or above it (accepted as known), ``known_kept``: the share of ``known`` kept.
+    """
+    known, unknown = np.asarray(known, np.float64), np.asarray(unknown, np.float64)
+    if not len(known) or not len(unknown) or not len(val_known):
+        raise ValueError("open-set metrics need known validation, known and unknown scores")
+    threshold = float(np.quantile(np.asarray(val_known, np.float64), 1 - keep))
+    auroc = roc_auc_score(np.r_[np.ones(len(known)), np.zeros(len(unknown))], np.r_[known, unknown])
+    return {"score": score, "auroc": float(auroc), "fpr_at_95_tpr": float(np.mean(unknown >= threshold)),
+            "threshold": threshold, "known_kept": float(np.mean(known >= threshold)), "n_known": len(known),
+            "n_unknown": len(unknown)}  # fmt: skip
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

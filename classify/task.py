@@ -21,15 +21,19 @@ import keras
 
 
 def build_head(n_classes: int, dense_units: int, dropout: float, seed: int | None = None) -> keras.Sequential:
-    """``features -> Dense(dense_units, relu) -> Dropout(dropout) -> Dense(n_classes, softmax)``; with ``seed`` the
-    initial weights and the dropout masks are seeded per layer (no global random state is read or changed)."""
+    """``features -> Dense(dense_units, relu) -> Dropout(dropout) -> Dense(n_classes, softmax)`` (``dense_units=0``:
+    a linear head, ``Dropout -> Dense``); with ``seed`` the initial weights and the dropout masks are seeded per layer
+    (no global random state is read or changed)."""
 
     def init(offset: int) -> keras.initializers.Initializer:
         return keras.initializers.GlorotUniform(seed=None if seed is None else seed + offset)
 
+    hidden = []
+    if dense_units > 0:
+        hidden.append(keras.layers.Dense(dense_units, activation="relu", kernel_initializer=init(0), name="head_dense"))
     return keras.Sequential(
         [
-            keras.layers.Dense(dense_units, activation="relu", kernel_initializer=init(0), name="head_dense"),
+            *hidden,
             keras.layers.Dropout(dropout, seed=None if seed is None else seed + 1, name="head_dropout"),
             keras.layers.Dense(n_classes, activation="softmax", kernel_initializer=init(2), name="head_output"),
         ],

@@ -1,10 +1,14 @@
 """Write the synthetic fine-grained watch benchmark.
 
     python -m pipelines.make_watches OUT --brands 8 --photos-per-brand 40 --seed 0 [--scenes N] [--size 640x480]
+        [--difficulty normal|hard]
 
 Writes ``OUT/photos/<brand>/*.jpg`` (one watch per photo), ``OUT/scenes/*.jpg`` (0 or 2-4 watches) and
 ``OUT/annotations.json`` (COCO ground truth and the brand catalogue, written last). Same seed -> same bytes.
 Brand names always mean the same watch designs (the default catalogue) unless ``--brand-seed`` draws another one.
+``--difficulty hard`` writes the hard variant: 20 brands (by default) that differ in only 2-3 fine details, one
+shared word on every dial, more variation within a brand, smaller, tilted, partly covered watches under harsher
+light (`pipelines.synthetic.difficulty`); ``normal`` is the original benchmark.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import time
 from collections.abc import Sequence
 
 from pipelines.synthetic import CATALOGUE_SEED, generate
+from pipelines.synthetic.difficulty import DIFFICULTIES, HARD_BRANDS
 
 logger = logging.getLogger(__name__)
 
@@ -31,13 +36,16 @@ def _size(text: str) -> tuple[int, int]:
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipelines.make_watches", description=__doc__.split("\n")[0])
     parser.add_argument("out", help="output folder")
-    parser.add_argument("--brands", type=int, default=8, help="number of brands (classes), at most 26")
+    parser.add_argument("--brands", type=int, default=None,
+                        help="number of brands (classes): default 8 (normal, at most 26) or 20 (hard, at most 20)")
     parser.add_argument("--photos-per-brand", type=int, default=40, help="single-watch photos per brand")
     parser.add_argument("--scenes", type=int, default=0, help="multi-watch scenes for batch labeling")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--brand-seed", type=int, default=CATALOGUE_SEED,
                         help="seed of the brand catalogue (default: the fixed catalogue, whatever --seed); another "
                              "value draws new designs under the same names")
+    parser.add_argument("--difficulty", choices=DIFFICULTIES, default="normal",
+                        help="'normal' (the original benchmark) or 'hard' (fine-grained headroom)")
     parser.add_argument("--size", type=_size, default=(640, 480), help="image size WIDTHxHEIGHT (default 640x480)")
     parser.add_argument("--workers", type=int, default=1, help="processes (output does not depend on it)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset in OUT")
@@ -55,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         summary = generate(
             args.out,
-            brands=args.brands,
+            brands=args.brands if args.brands is not None else (HARD_BRANDS if args.difficulty == "hard" else 8),
+            difficulty=args.difficulty,
             photos_per_brand=args.photos_per_brand,
             scenes=args.scenes,
             seed=args.seed,

@@ -1,6 +1,6 @@
 """Train a fine-grained crop classifier: ``CROPS/<class>/*`` in, ``RUN/`` out.
 
-    python -m pipelines.train_fine --data CROPS --output RUN [--backbone PRESET] [--epochs 50] [--test-data DIR]
+    python -m pipelines.train_fine --data CROPS --output RUN [--backbone PRESET] [--epochs 100] [--test-data DIR]
         [--seed 0] [--augment default] [--augment-views 4] [--class-weight balanced] [--fine-tune-blocks K] ...
 
 Writes ``RUN/model.keras`` (labels and preprocessing inside), ``RUN/model.augmentation.json``, ``RUN/report.json``
@@ -8,6 +8,11 @@ Writes ``RUN/model.keras`` (labels and preprocessing inside), ``RUN/model.augmen
 ``RUN/predictions.csv``, ``RUN/report.html`` (`pipelines.report_html`) and ``RUN/config.json`` (the resolved
 configuration). Progress goes to stderr; the last line
 on stdout is the macro-F1 (test when ``--test-data`` is given, else validation).
+
+Every report carries the linear-probe baseline (logistic regression on the frozen backbone's features, same split):
+``val.linear_probe_macro_f1`` and ``test.linear_probe_macro_f1``. When the training and test crops both come from
+synthetic benchmarks (found through ``build_crops.json``, see `pipelines.synthetic.find_catalogue`) whose brand
+catalogues differ, a warning is logged and listed in ``report.json`` -> ``warnings``.
 
 A run is built in a hidden sibling folder and renamed into place when complete, so ``RUN`` never mixes files of two
 runs. An existing run folder is replaced as a whole only with ``--overwrite``. User errors (data, output, model) end
@@ -62,10 +67,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         help=f"backbone preset: {presets.describe('backbone')}",
     )
     p.add_argument("--test-data", type=Path, default=None, help="held-out test crops: DIR/<class>/*")
-    p.add_argument("--epochs", type=int, default=50, help="head-stage epochs (early stopping may end sooner)")
+    p.add_argument("--open-set-data", type=Path, default=None,
+                   help="crops of classes the model does not know (DIR/<any>/*): report how well the top probability "
+                        "tells them from known ones (report.json -> open_set)")
+    p.add_argument("--epochs", type=int, default=100, help="head-stage epochs (early stopping may end sooner)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=0.005, help="Adam learning rate of the head")
-    p.add_argument("--dense-units", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.001, help="Adam learning rate of the head")
+    p.add_argument("--dense-units", type=int, default=128, help="hidden units of the head (0: a linear head)")
     p.add_argument("--dropout", type=float, default=0.5)
     p.add_argument(
         "--val-fraction",
@@ -85,7 +93,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="augmented views per training crop, cached for the frozen stage (0: none)",
     )
     p.add_argument("--class-weight", choices=["none", "balanced"], default="none")
-    p.add_argument("--patience", type=int, default=10, help="early-stopping patience in epochs (0: off)")
+    p.add_argument("--patience", type=int, default=20, help="early-stopping patience in epochs (0: off)")
     p.add_argument(
         "--fine-tune-blocks",
         type=int,
@@ -172,6 +180,50 @@ def staged_run_folder(final: Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def catalogue_warnings(data: Path, test_data: Path | None) -> list[str]:
+    """A warning when the training and test crops come from synthetic benchmarks with different brand catalogues
+    (the same brand names would then mean different watch designs); nothing when either records none."""
+    from pipelines.synthetic import find_catalogue
+
+    if test_data is None:
+        return []
+    train_cat, test_cat = find_catalogue(data), find_catalogue(test_data)
+    if train_cat is None or test_cat is None or train_cat.fingerprint == test_cat.fingerprint:
+        return []
+    differ = train_cat.differences(test_cat)
+    return [f"the test data's brand catalogue ({test_cat.fingerprint}, brand seed {test_cat.seed}, "
+            f"{test_cat.difficulty}) differs from the training data's ({train_cat.fingerprint}, brand seed "
+            f"{train_cat.seed}, {train_cat.difficulty}): {len(differ)} brand names mean other designs"
+            + (f" ({', '.join(differ[:5])}{', ...' if len(differ) > 5 else ''})" if differ else "")
+            + "; the test score does not measure these brands"]
+
+
+def _probe_metrics(clf: FineClassifier, data: ImageFolder, split: str, metrics: dict[str, Any]) -> None:
+    """Add the linear probe's macro-F1 and accuracy on ``data`` (cached features for validation) to ``metrics``."""
+    from classify.report import classification_metrics
+
+    predicted = clf.linear_probe_val_predictions_ if split == "val" else clf.predict_linear_probe(data.paths)
+    if predicted is None:
+        return
+    probe = classification_metrics(data.label_names, predicted, clf.classes_.tolist())
+    metrics["linear_probe_macro_f1"], metrics["linear_probe_accuracy"] = probe["macro_f1"], probe["accuracy"]
+    metrics["gain_over_linear_probe"] = metrics["macro_f1"] - probe["macro_f1"]
+    logger.info("%s: linear probe (logistic regression on frozen features) macro-F1 %.4f; the model %+.4f",
+                split, probe["macro_f1"], metrics["gain_over_linear_probe"])
+
+
+def _open_set(clf: FineClassifier, val_proba: np.ndarray, known_proba: np.ndarray, open_set: ImageFolder) -> dict:
+    """Open-set metrics of the top probability: known = the test crops (else validation), unknown = ``open_set``."""
+    from classify.report import open_set_metrics
+
+    unknown = clf.predict_proba(open_set.paths).max(axis=1)
+    metrics = open_set_metrics(val_proba.max(axis=1), known_proba.max(axis=1), unknown, score="max_softmax")
+    logger.info("open set: AUROC %.4f; keeping 95%% of known validation crops (top probability >= %.3f) accepts "
+                "%.1f%% of %d unseen-class crops", metrics["auroc"], metrics["threshold"],
+                100 * metrics["fpr_at_95_tpr"], metrics["n_unknown"])
+    return metrics
+
+
 def _evaluate(clf: FineClassifier, data: ImageFolder, split: str, rows: list) -> tuple[dict[str, Any], np.ndarray]:
     from classify.report import classification_metrics
 
@@ -185,6 +237,7 @@ def _evaluate(clf: FineClassifier, data: ImageFolder, split: str, rows: list) ->
     logger.info(
         "%s: accuracy %.4f, macro-F1 %.4f (%d crops)", split, metrics["accuracy"], metrics["macro_f1"], metrics["n"]
     )
+    _probe_metrics(clf, data, split, metrics)
     return metrics, proba
 
 
@@ -215,6 +268,9 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         test = None
         if args.test_data is not None:
             test = load_image_folder(args.test_data, class_names=dataset.class_names, min_per_class=0)
+        open_set = None
+        if args.open_set_data is not None:
+            open_set = load_image_folder(args.open_set_data, min_per_class=0)
     except (ValueError, OSError) as exc:
         return fail(exc)
     logger.info(
@@ -226,7 +282,7 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     )
     try:
         with staged_run_folder(final) as out:
-            headline = _train_and_write(args, argv, dataset, train, val, test, out, final, t_start)
+            headline = _train_and_write(args, argv, dataset, train, val, test, out, final, t_start, open_set)
     except (ModelUnavailableError, ImageReadError, ValueError, OSError) as exc:
         logger.debug("training failed", exc_info=True)
         return fail(exc)
@@ -270,12 +326,16 @@ def _train_and_write(
     out: Path,
     final: Path,
     t_start: float,
+    open_set: ImageFolder | None = None,
 ) -> float:
     """Fit, evaluate and write every file of the run into ``out``; returns the headline macro-F1."""
     from classify.report import plot_confusion_matrix, plot_history, write_history_csv, write_json
     from pipelines.report_html import write_train_report
 
     clf = _classifier(args)
+    warnings = catalogue_warnings(args.data, args.test_data)
+    for warning in warnings:
+        logger.warning("%s", warning)
     skipped = [*dataset.skipped, *(test.skipped if test is not None else [])]
     config: dict[str, Any] = {
         "command": "python -m pipelines.train_fine " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -300,8 +360,9 @@ def _train_and_write(
         "timings_s": clf.timings_,
         "skipped_files_count": len(skipped),
         "skipped_files": skipped,
+        "warnings": warnings,
     }
-    report["val"], _ = _evaluate(clf, val, "val", rows)
+    report["val"], val_proba = _evaluate(clf, val, "val", rows)
     plot_confusion_matrix(
         report["val"]["confusion_matrix"],
         report["val"]["labels"],
@@ -311,8 +372,10 @@ def _train_and_write(
     )
     headline = report["val"]
     if test is not None:
-        report["test"], _ = _evaluate(clf, test, "test", rows)
+        report["test"], test_proba = _evaluate(clf, test, "test", rows)
         headline = report["test"]
+    if open_set is not None:
+        report["open_set"] = _open_set(clf, val_proba, test_proba if test is not None else val_proba, open_set)
     plot_confusion_matrix(
         headline["confusion_matrix"],
         headline["labels"],

@@ -78,8 +78,8 @@ def test_init_only_stores_parameters_and_clone_round_trips(data):
     X, y = data
     assert clf.fit(X, y) is clf
     assert sorted(k for k in vars(clf) if k.endswith("_")) == [
-        "augmentation_", "best_epoch_", "classes_", "fine_tune_best_epoch_", "history_", "input_size_", "model_",
-        "timings_"]
+        "augmentation_", "best_epoch_", "classes_", "fine_tune_best_epoch_", "frozen_backbone_", "history_",
+        "input_size_", "linear_probe_", "linear_probe_val_predictions_", "model_", "timings_"]
     shared = Backbone("tiny", tiny_backbone(), (16, 16), "unit")  # a Backbone is only read, so clones share it
     assert clone(small(shared)).backbone is shared
     fitted_clone = clone(clf)  # a clone of a fitted estimator is unfitted
@@ -226,3 +226,27 @@ def test_load_rejects_files_that_are_not_a_fine_classifier(tmp_path):
     plain.save(tmp_path / "plain.keras")
     with pytest.raises(ValueError, match="not a FineClassifier model"):
         FineClassifier.load(tmp_path / "plain.keras")
+
+
+def test_linear_probe_reuses_the_head_stage_features(data):
+    """The probe fitted inside fit equals one fitted from scratch on freshly extracted frozen features."""
+    from classify.features import extract_features
+    from classify.probe import fit_linear_probe
+
+    X, y = data
+    backbone = tiny_backbone()
+    clf = small(backbone).fit(X[:45], y[:45], validation_data=(X[45:], y[45:]))
+    expected = fit_linear_probe(extract_features(backbone, X[:45], (16, 16)), y[:45])
+    np.testing.assert_allclose(clf.linear_probe_[-1].coef_, expected[-1].coef_, rtol=1e-4, atol=1e-5)
+    held_out = expected.predict(extract_features(backbone, X[45:], (16, 16)))
+    assert clf.linear_probe_val_predictions_.tolist() == held_out.tolist()
+    assert clf.predict_linear_probe(X[45:]).tolist() == held_out.tolist()
+    assert "linear_probe_s" in clf.timings_
+
+
+def test_dense_units_zero_gives_a_linear_head_that_round_trips(data, tmp_path):
+    X, y = data
+    clf = small(tiny_backbone(), dense_units=0).fit(X, y)
+    assert [layer.name for layer in clf.model_.head.layers] == ["head_dropout", "head_output"]
+    loaded = FineClassifier.load(clf.save(tmp_path / "model.keras"))
+    np.testing.assert_allclose(loaded.predict_proba(X[:5]), clf.predict_proba(X[:5]), atol=1e-6)

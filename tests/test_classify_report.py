@@ -6,6 +6,7 @@ import csv
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 from sklearn.metrics import f1_score
 
@@ -45,3 +46,15 @@ def test_outputs_are_written(tmp_path):
     with open(tmp_path / "h.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0])[:2] == ["stage", "epoch"] and rows[1]["accuracy"] == "0.8" and rows[0]["accuracy"] == ""
+
+
+def test_open_set_metrics_threshold_from_validation_and_auroc():
+    from classify.report import open_set_metrics
+
+    val_known = np.linspace(0.5, 1.0, 101)  # 5% of these lie below 0.525
+    m = open_set_metrics(val_known, known=np.array([0.9, 0.8, 0.6]), unknown=np.array([0.2, 0.55, 0.7]))
+    assert m["threshold"] == pytest.approx(0.525)
+    assert m["fpr_at_95_tpr"] == pytest.approx(2 / 3) and m["known_kept"] == 1.0
+    assert m["auroc"] == pytest.approx(8 / 9)  # 8 of the 9 known/unknown pairs ranked right
+    with pytest.raises(ValueError):
+        open_set_metrics(val_known, np.array([0.9]), np.array([]))

@@ -12,7 +12,14 @@ from detectcrop import boxes as bx
 from detectcrop.coco import category_id
 from detectcrop.crops import CropPolicy
 from detectcrop.images import read_image
-from pipelines.synthetic import generate, ground_truth_crops, load_ground_truth, make_catalogue, read_catalogue
+from pipelines.synthetic import (
+    find_catalogue,
+    generate,
+    ground_truth_crops,
+    load_ground_truth,
+    make_catalogue,
+    read_catalogue,
+)
 
 
 @pytest.fixture(scope="module")
@@ -64,3 +71,14 @@ def test_annotations_record_the_catalogue(data: Path) -> None:
     assert coco["catalogue"]["fingerprint"] == catalogue.fingerprint and coco["catalogue"]["seed"] == 0
     del coco["catalogue"]
     assert read_catalogue(coco) is None  # written before catalogues were recorded
+
+
+def test_find_catalogue_follows_build_crops_json_to_the_benchmark(tmp_path: Path) -> None:
+    generate(tmp_path / "bench", brands=2, photos_per_brand=1, seed=0, size=(96, 72))
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    assert find_catalogue(crops) is None
+    (crops / "build_crops.json").write_text(json.dumps({"input": str(tmp_path / "bench" / "photos")}))
+    expected = read_catalogue(tmp_path / "bench" / "annotations.json")
+    assert expected is not None and find_catalogue(crops) == expected
+    assert find_catalogue(tmp_path / "bench") == find_catalogue(tmp_path / "bench" / "photos") == expected

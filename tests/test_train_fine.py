@@ -25,6 +25,11 @@ def test_cli_writes_the_run_folder_and_prints_macro_f1_last(tmp_path, capsys, tr
         (out / name).write_text("old run")
     test_dir = shutil.copytree(heldout_dir, tmp_path / "test")
     (test_dir / "cat" / "broken.jpg").write_bytes((test_dir / "cat" / "cat_000_0.jpg").read_bytes()[:300])
+    open_dir = tmp_path / "open" / "noise"  # crops of a class the model never saw
+    open_dir.mkdir(parents=True)
+    for i in range(5):
+        noise = np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        Image.fromarray(noise).save(open_dir / f"noise_{i}.jpg")
     argv = [
         "--data",
         str(train_dir),
@@ -48,6 +53,8 @@ def test_cli_writes_the_run_folder_and_prints_macro_f1_last(tmp_path, capsys, tr
         "--class-weight",
         "balanced",
         "--no-progress",
+        "--open-set-data",
+        str(tmp_path / "open"),
     ]
     assert train_fine.main(argv) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
@@ -59,6 +66,14 @@ def test_cli_writes_the_run_folder_and_prints_macro_f1_last(tmp_path, capsys, tr
         assert {"accuracy", "macro_f1", "weighted_f1", "per_class", "confusion_matrix"} <= set(m)
         assert np.sum(m["confusion_matrix"]) == m["n"]
         assert set(m["per_class"]) == {"astronaut", "cat", "coffee", "rocket"}
+        assert 0 <= m["linear_probe_macro_f1"] <= 1  # the baseline, on the same split
+        assert m["gain_over_linear_probe"] == pytest.approx(m["macro_f1"] - m["linear_probe_macro_f1"])
+    assert report["warnings"] == []  # neither folder comes from a synthetic benchmark
+    with open(out / "predictions.csv", newline="") as f:
+        val_top = [float(r["probability"]) for r in csv.DictReader(f) if r["split"] == "val"]
+    open_set = report["open_set"]
+    assert open_set["score"] == "max_softmax" and open_set["n_unknown"] == 5 and 0 <= open_set["auroc"] <= 1
+    assert open_set["threshold"] == pytest.approx(np.quantile(val_top, 0.05))  # chosen on validation
     for name in ("confusion_matrix.png", "confusion_matrix_val.png", "curves.png"):
         with Image.open(out / name) as im:
             assert im.format == "PNG"
@@ -77,7 +92,7 @@ def test_cli_writes_the_run_folder_and_prints_macro_f1_last(tmp_path, capsys, tr
     assert [r["predicted"] for r in rows] == clf.predict([r["path"] for r in rows]).tolist()
     # the old run was replaced as a whole, and nothing is left beside it
     assert not (out / "model.tflite").exists() and not (out / "notes.txt").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run", "test"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["open", "run", "test"]
     assert report["skipped_files_count"] == 1 and report["skipped_files"][0]["path"].endswith("broken.jpg")
     assert config["model"]["path"] == str((out / "model.keras").resolve())
     page = (out / "report.html").read_text()  # the review page (checked in a browser by test_html_reports)
@@ -139,3 +154,19 @@ def test_predictions_csv_escapes_text_cells_only():
     text = train_fine._predictions_csv([("val", "-a.jpg", "=cmd", "@x", 0.25)])
     rows = list(csv.reader(io.StringIO(text)))
     assert rows[1] == ["val", "'-a.jpg", "'=cmd", "'@x", "0.250000"]
+
+
+def test_catalogue_warning_when_test_brands_are_other_designs(tmp_path):
+    from pipelines.synthetic import generate
+
+    crops = {}
+    for name, seed, brand_seed in (("train", 0, 0), ("same", 1, 0), ("other", 0, 1)):
+        generate(tmp_path / name, brands=2, photos_per_brand=1, seed=seed, brand_seed=brand_seed, size=(96, 72))
+        crops[name] = tmp_path / f"crops_{name}"
+        crops[name].mkdir()
+        (crops[name] / "build_crops.json").write_text(json.dumps({"input": str(tmp_path / name / "photos")}))
+    assert train_fine.catalogue_warnings(crops["train"], crops["same"]) == []
+    assert train_fine.catalogue_warnings(crops["train"], None) == []
+    assert train_fine.catalogue_warnings(crops["train"], tmp_path / "nowhere") == []  # no catalogue: no claim
+    (warning,) = train_fine.catalogue_warnings(crops["train"], crops["other"])
+    assert "differs" in warning and "aurel" in warning

@@ -28,6 +28,7 @@ from pipelines.synthetic.brands import (
 from pipelines.synthetic.coco import (
     GroundTruthCrop,
     GroundTruthImage,
+    find_catalogue,
     ground_truth_crops,
     load_ground_truth,
     read_catalogue,
@@ -47,6 +48,7 @@ __all__ = [
     "JobKind",
     "Sprite",
     "Variant",
+    "find_catalogue",
     "generate",
     "ground_truth_crops",
     "load_ground_truth",

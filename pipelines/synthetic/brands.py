@@ -87,10 +87,12 @@ class BrandSpec:
 
 @dataclass(frozen=True)
 class Catalogue:
-    """Every named brand's definition, drawn from ``seed``; ``fingerprint`` identifies the definitions."""
+    """Every named brand's definition, drawn from ``seed`` for a benchmark ``difficulty``; ``fingerprint``
+    identifies the definitions."""
 
     seed: int
     brands: tuple[BrandSpec, ...]
+    difficulty: str = "normal"
 
     def first(self, n: int) -> tuple[BrandSpec, ...]:
         """The first ``n`` brands (a dataset with ``n`` classes)."""
@@ -110,12 +112,17 @@ class Catalogue:
         return [b.name for b in self.brands if b.name in theirs and theirs[b.name] != b]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seed": self.seed, "fingerprint": self.fingerprint, "brands": [b.to_dict() for b in self.brands]}
+        d: dict[str, Any] = {"seed": self.seed, "fingerprint": self.fingerprint,
+                             "brands": [b.to_dict() for b in self.brands]}
+        if self.difficulty != "normal":  # normal files stay as they were
+            d["difficulty"] = self.difficulty
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Catalogue:
         """Inverse of `to_dict`; raises ValueError when the recorded fingerprint does not match the brands."""
-        catalogue = cls(int(d["seed"]), tuple(BrandSpec.from_dict(b) for b in d["brands"]))
+        catalogue = cls(int(d["seed"]), tuple(BrandSpec.from_dict(b) for b in d["brands"]),
+                        str(d.get("difficulty", "normal")))
         if "fingerprint" in d and d["fingerprint"] != catalogue.fingerprint:
             raise ValueError(f"catalogue fingerprint {d['fingerprint']} does not match its brands")
         return catalogue
@@ -149,9 +156,19 @@ def _min_differences(brands: Sequence[dict[str, str]]) -> int:
     return min((sum(a[k] != b[k] for k in STRUCTURE) for a, b in pairs), default=len(STRUCTURE))
 
 
-def make_catalogue(seed: int = CATALOGUE_SEED, min_differences: int = MIN_DIFFERENCES, tries: int = 500) -> Catalogue:
+def make_catalogue(seed: int = CATALOGUE_SEED, min_differences: int = MIN_DIFFERENCES, tries: int = 500,
+                   difficulty: str = "normal") -> Catalogue:
     """All ``BRAND_NAMES``' specs, deterministic for ``seed``; any two differ in at least ``min_differences``
-    structural details (when achievable in ``tries`` draws; the best draw otherwise)."""
+    structural details (when achievable in ``tries`` draws; the best draw otherwise).
+
+    ``difficulty="hard"``: the first `~pipelines.synthetic.difficulty.HARD_BRANDS` names, brands that differ in only
+    a few fine details (see `pipelines.synthetic.difficulty`).
+    """
+    from pipelines.synthetic.difficulty import HARD_BRANDS, check_difficulty, hard_specs
+
+    if check_difficulty(difficulty) == "hard":
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3,)))
+        return Catalogue(seed, hard_specs(BRAND_NAMES[:HARD_BRANDS], rng), "hard")
     n = len(BRAND_NAMES)
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0,)))
     best: list[dict[str, str]] = []

@@ -75,6 +75,33 @@ def read_catalogue(annotations: str | os.PathLike[str] | dict[str, Any]) -> Cata
     return Catalogue.from_dict(coco["catalogue"]) if "catalogue" in coco else None
 
 
+def find_catalogue(folder: str | os.PathLike[str]) -> Catalogue | None:
+    """The catalogue of the benchmark a folder was made from, or ``None`` when none is found.
+
+    ``folder`` may be a benchmark folder (holding ``annotations.json``), one of its subfolders (``photos/``), or a
+    crop folder written by ``build_crops`` from either: its ``build_crops.json`` records the input folder, which is
+    searched, then that folder's parent (``make_watches OUT`` + ``build_crops --input OUT/photos``).
+    """
+    folder = Path(folder)
+    candidates = [folder, folder.parent]
+    config = folder / "build_crops.json"
+    if config.is_file():
+        try:
+            source = Path(json.loads(config.read_text(encoding="utf-8"))["input"])
+        except (ValueError, KeyError, TypeError):
+            source = None
+        if source is not None:
+            candidates = [source, source.parent]
+    for candidate in candidates:
+        annotations = candidate / "annotations.json"
+        if annotations.is_file():
+            try:
+                return read_catalogue(annotations)
+            except (ValueError, KeyError, TypeError):
+                return None
+    return None
+
+
 @dataclass
 class GroundTruthImage:
     """One image of the benchmark and its watches.

@@ -195,9 +195,10 @@ LOGO_MARKS: dict[str, Callable[[Canvas, np.ndarray, float], None]] = {
 
 
 def draw_logo(cv: Canvas) -> None:
-    """The brand name in its typeface, its mark above, and its tagline (above 6 o'clock unless a sub-dial is there)."""
+    """The brand name (or the variant's ``logo_text``) in its typeface, its mark above, and its tagline (above 6
+    o'clock unless a sub-dial is there)."""
     rd, spec = cv.rd, cv.spec
-    label, font = spec.name.upper(), FONTS[spec.logo_font]
+    label, font = (spec.name if cv.v.logo_text is None else cv.v.logo_text).upper(), FONTS[spec.logo_font]
     thickness = max(1, round(cv.thick * 1.2))
     (tw, th), _ = cv2.getTextSize(label, font, 1.0, thickness)
     centre = off(cv.c, 0, -0.36 * rd)

@@ -47,6 +47,7 @@ class _Settings:
     size: tuple[int, int]
     out_dir: str
     small_p: float
+    difficulty: str = "normal"
 
 
 def plan_jobs(specs: Sequence[BrandSpec], photos_per_brand: int, scenes: int) -> list[Job]:
@@ -62,9 +63,9 @@ def plan_jobs(specs: Sequence[BrandSpec], photos_per_brand: int, scenes: int) ->
 def _run_job(args: tuple[Job, _Settings]) -> tuple[Job, Rendered]:
     job, s = args
     if job.kind is JobKind.PHOTO:
-        rendered = render_photo(s.specs, job.brand, job.index, s.seed, s.size, s.small_p)
+        rendered = render_photo(s.specs, job.brand, job.index, s.seed, s.size, s.small_p, s.difficulty)
     else:
-        rendered = render_scene(s.specs, job.index, s.seed, s.size)
+        rendered = render_scene(s.specs, job.index, s.seed, s.size, s.difficulty)
     atomic_write_bytes(Path(s.out_dir) / job.file_name, rendered.jpeg, fsync=False)
     rendered.jpeg = b""  # written; do not ship it back between processes
     return job, rendered
@@ -110,12 +111,15 @@ def generate(
     show_progress: bool = False,
     brand_seed: int | None = CATALOGUE_SEED,
     small_photo_fraction: float = PHOTO_SMALL_P,
+    difficulty: str = "normal",
 ) -> dict[str, Any]:
     """Write the synthetic watch benchmark to ``out_dir`` and return a summary.
 
     The brands are the first ``brands`` of the catalogue drawn from ``brand_seed`` (``None``: the default catalogue),
     so a brand name means the same watch design whatever ``seed`` and ``brands``; ``seed`` draws the photos.
-    ``small_photo_fraction``: share of product photos whose watch is small (10-25% of the shorter side).
+    ``small_photo_fraction``: share of product photos whose watch is small (10-25% of the shorter side; not used by
+    ``difficulty="hard"``, whose sizes are its own). ``difficulty``: ``"normal"`` or ``"hard"`` (its own catalogue of
+    20 brands that differ in 2-3 fine details, harder photos; see `pipelines.synthetic.difficulty`).
 
     Layout: ``photos/<brand>/<brand>_NNNN.jpg`` (one watch each), ``scenes/scene_NNNN.jpg`` (0 or 2-4 watches) and
     ``annotations.json`` (COCO, written last; categories = brands; each annotation also has ``rel_size``, the head
@@ -129,7 +133,7 @@ def generate(
     if not 0 <= small_photo_fraction <= 1:
         raise ValueError(f"small_photo_fraction must be in [0, 1], got {small_photo_fraction}")
     size = (int(size[0]), int(size[1]))
-    catalogue = make_catalogue(CATALOGUE_SEED if brand_seed is None else brand_seed)
+    catalogue = make_catalogue(CATALOGUE_SEED if brand_seed is None else brand_seed, difficulty=difficulty)
     specs = catalogue.first(brands)
     out = Path(out_dir)
     _prepare(out, overwrite)
@@ -140,7 +144,7 @@ def generate(
     jobs = plan_jobs(specs, photos_per_brand, scenes)
     if workers <= 1:
         background_sources()  # load the photos once, before the progress bar starts
-    settings = _Settings(specs, seed, size, str(out), small_photo_fraction)
+    settings = _Settings(specs, seed, size, str(out), small_photo_fraction, difficulty)
     results = list(_execute([(job, settings) for job in jobs], workers, show_progress))
     images = [(job.file_name, job.kind.value, r.background, r.objects) for job, r in results]
     coco = build_coco(catalogue, specs, images, size, seed)
@@ -153,4 +157,5 @@ def generate(
         "scenes": scenes,
         "annotations": len(coco["annotations"]),
         "catalogue": {"seed": catalogue.seed, "fingerprint": catalogue.fingerprint},
+        "difficulty": difficulty,
     }

@@ -17,6 +17,7 @@ import numpy as np
 
 from pipelines.synthetic.backgrounds import draw_distractors, make_background
 from pipelines.synthetic.brands import BrandSpec
+from pipelines.synthetic.difficulty import HARD_OCCLUDED_P, HARD_PHOTO_SIZE, harsh_light, occlude, sample_hard_watch
 from pipelines.synthetic.variant import sample_variant
 from pipelines.synthetic.watch import Sprite, render_watch
 
@@ -104,8 +105,10 @@ def composite(img: np.ndarray, sprite: Sprite, pose: Pose, rng: np.random.Genera
     img[y0:y1, x0:x1] = np.clip(roi * (1 - alpha) + fg, 0, 255).astype(np.uint8)
 
 
-def finish_photo(img: np.ndarray, rng: np.random.Generator) -> bytes:
-    """Lighting, blur, sensor noise and JPEG compression; returns the JPEG bytes."""
+def finish_photo(img: np.ndarray, rng: np.random.Generator, quality: tuple[int, int] = (55, 96),
+                 noise: tuple[float, float] = (1.0, 7.0)) -> bytes:
+    """Lighting, blur, sensor noise (``noise``: range of its standard deviation) and JPEG compression (``quality``:
+    range, upper bound excluded); returns the JPEG bytes."""
     height, width = img.shape[:2]
     a, slope = rng.uniform(0, 2 * math.pi), rng.uniform(-0.35, 0.35) / max(width, height)
     xs = (np.arange(width, dtype=np.float32) - width / 2) * (slope * math.cos(a))
@@ -122,10 +125,10 @@ def finish_photo(img: np.ndarray, rng: np.random.Generator) -> bytes:
         kernel = cv2.warpAffine(kernel, rot, (k, k))
         out = cv2.filter2D(out, -1, kernel / max(kernel.sum(), 1e-6))
     if rng.random() < 0.7:
-        noise = rng.standard_normal(out.shape, dtype=np.float32)
-        out = cv2.scaleAdd(noise, rng.uniform(1.0, 7.0), out)
+        grain = rng.standard_normal(out.shape, dtype=np.float32)
+        out = cv2.scaleAdd(grain, rng.uniform(*noise), out)
     bgr = cv2.cvtColor(np.clip(out, 0, 255, out=out).astype(np.uint8), cv2.COLOR_RGB2BGR)
-    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(55, 96))])
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(*quality))])
     if not ok:  # pragma: no cover
         raise RuntimeError("JPEG encoding failed")
     return buf.tobytes()
@@ -153,11 +156,51 @@ def _object(sprite: Sprite, pose: Pose, brand: int, image_size: tuple[int, int])
     }
 
 
+def sample_hard_pose(sprite: Sprite, rng: np.random.Generator, side: float, image_size: tuple[int, int]) -> Pose:
+    """`sample_pose` with stronger tilt and perspective (the hard variant)."""
+    pose = sample_pose(sprite, rng, side, image_size)
+    width, height = image_size
+    angle = math.radians(float(rng.uniform(-35, 35)))
+    squeeze = float(rng.uniform(0.7, 1.0))  # the watch seen at an angle: foreshortened along one axis
+    centre = (pose.head[:2] + pose.head[2:]) / 2
+    to_centre = np.array([[1, 0, -centre[0]], [0, 1, -centre[1]], [0, 0, 1]])
+    rot = np.array([[math.cos(angle), -math.sin(angle), 0], [math.sin(angle), math.cos(angle), 0], [0, 0, 1]])
+    tilt = rot.T @ np.diag([1.0, squeeze, 1.0]) @ rot
+    matrix = np.linalg.inv(to_centre) @ tilt @ to_centre @ pose.matrix
+    pts = cv2.perspectiveTransform(sprite.outline.reshape(-1, 1, 2).astype(np.float64), matrix).reshape(-1, 2)
+    h, w = sprite.rgba.shape[:2]
+    corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float64).reshape(-1, 1, 2)
+    cpts = cv2.perspectiveTransform(corners, matrix).reshape(-1, 2)
+    head = np.concatenate([pts.min(0), pts.max(0)])
+    head = np.clip(head, 0, [width, height, width, height])
+    return Pose(matrix, head, np.concatenate([cpts.min(0), cpts.max(0)]), pose.scale, pose.angle)
+
+
+def render_hard_photo(specs: Sequence[BrandSpec], brand: int, index: int, seed: int,
+                      size: tuple[int, int]) -> Rendered:  # fmt: skip
+    """The hard variant's product photo (see `pipelines.synthetic.difficulty`); depends only on (seed, brand, index)."""
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(4, brand, index)))
+    img, background = make_background(rng, size)
+    if rng.random() < 0.5:
+        draw_distractors(img, rng, int(rng.integers(1, 4)))
+    drawn, variant = sample_hard_watch(specs[brand], rng)
+    sprite = render_watch(drawn, variant)
+    pose = sample_hard_pose(sprite, rng, float(rng.uniform(*HARD_PHOTO_SIZE)) * min(size), size)
+    composite(img, sprite, pose, rng)
+    if rng.random() < HARD_OCCLUDED_P:
+        occlude(img, pose.head, rng)
+    lit = np.clip(harsh_light(img, rng), 0, 255).astype(np.uint8)
+    return Rendered(finish_photo(lit, rng, quality=(45, 85), noise=(2.0, 9.0)),
+                    [_object(sprite, pose, brand, size)], background)  # fmt: skip
+
+
 def render_photo(
     specs: Sequence[BrandSpec], brand: int, index: int, seed: int, size: tuple[int, int],
-    small_p: float = PHOTO_SMALL_P,
+    small_p: float = PHOTO_SMALL_P, difficulty: str = "normal",
 ) -> Rendered:  # fmt: skip
     """Product photo ``index`` of brand ``brand``: one watch; depends only on (seed, brand, index)."""
+    if difficulty == "hard":
+        return render_hard_photo(specs, brand, index, seed, size)
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, brand, index)))
     img, background = make_background(rng, size)
     if rng.random() < 0.3:
@@ -172,8 +215,10 @@ def _overlaps(a: np.ndarray, b: np.ndarray) -> bool:
     return bool(a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3])
 
 
-def render_scene(specs: Sequence[BrandSpec], index: int, seed: int, size: tuple[int, int]) -> Rendered:
-    """Scene ``index`` for batch labeling: 2-4 watches of different brands (or, now and then, none)."""
+def render_scene(specs: Sequence[BrandSpec], index: int, seed: int, size: tuple[int, int],
+                 difficulty: str = "normal") -> Rendered:  # fmt: skip
+    """Scene ``index`` for batch labeling: 2-4 watches of different brands (or, now and then, none); ``hard``: the
+    watches are drawn as in the hard product photos (shared dial word, details drawn per watch)."""
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(2, index)))
     img, background = make_background(rng, size)
     if rng.random() < 0.5:
@@ -182,7 +227,10 @@ def render_scene(specs: Sequence[BrandSpec], index: int, seed: int, size: tuple[
     brands = rng.permutation(len(specs))[: min(count, len(specs))]
     placed: list[tuple[Sprite, Pose, int]] = []
     for brand in brands:
-        sprite = render_watch(specs[int(brand)], sample_variant(specs[int(brand)], rng))
+        if difficulty == "hard":
+            sprite = render_watch(*sample_hard_watch(specs[int(brand)], rng))
+        else:
+            sprite = render_watch(specs[int(brand)], sample_variant(specs[int(brand)], rng))
         for _ in range(60):
             pose = sample_pose(sprite, rng, rng.uniform(*SCENE_SIZE) * min(size), size)
             if not any(_overlaps(pose.head, p.full) or _overlaps(pose.full, p.head) for _, p, _ in placed):

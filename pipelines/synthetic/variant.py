@@ -35,7 +35,8 @@ class Variant:
     """One product of a brand's line in one photo: colours, strap, time shown, wear and glare.
 
     ``subdial_hands`` holds one hand position (in hours, 0-12) per sub-dial of the brand's layout; ``grain_seed``
-    seeds the dial's grain texture (used only by brands with a grained dial).
+    seeds the dial's grain texture (used only by brands with a grained dial); ``logo_text``: the word printed on
+    the dial (``None``: the brand's name).
     """
 
     dial: str
@@ -52,6 +53,7 @@ class Variant:
     subdial_hands: tuple[float, ...] = ()
     scratches: tuple[Scratch, ...] = ()
     grain_seed: int = 0
+    logo_text: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
