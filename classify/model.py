@@ -138,7 +138,7 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         if len(classes) < 2:
             raise ValueError(f"need at least 2 classes, got {classes.tolist()}")
         seed = self.seed if self.seed is not None else int(np.random.default_rng().integers(2**31 - 1))
-        train, val = self._split(items, y_int, classes, groups, validation_data, seed)
+        train, val = _fit_split(items, y_int, classes, groups, validation_data, self.validation_fraction, seed)
         train.weights = sample_weights(train.y, len(classes), self.class_weight)
         backbone = resolve_backbone(self.backbone)
         if self.fine_tune_blocks > 0 and not getattr(backbone, "fine_tunable", True):
@@ -179,20 +179,6 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         feats = extract_features(self.frozen_backbone_, items, self.input_size_, batch_size=self.batch_size,
                                  cache_dir=self.cache_dir, show_progress=self.show_progress, desc="probe features")
         return self.linear_probe_.predict(feats)
-
-    def _split(self, items: list, y_int: np.ndarray, classes: np.ndarray, groups: Sequence[Any] | None,
-               validation_data: tuple[Images, Sequence[Any]] | None, seed: int) -> tuple[Split, Split]:
-        if validation_data is not None:
-            val_labels = [str(v) for v in validation_data[1]]
-            unknown = sorted(set(val_labels) - set(classes.tolist()))
-            if unknown:
-                raise ValueError(f"validation labels {unknown} are not in the training labels")
-            return Split(items, y_int), Split(iter_items(validation_data[0]), np.searchsorted(classes, val_labels))
-        if self.validation_fraction and self.validation_fraction > 0:
-            tr, va = grouped_split(y_int, groups, val_fraction=self.validation_fraction, seed=seed,
-                                   class_names=classes.tolist())
-            return Split([items[i] for i in tr], y_int[tr]), Split([items[i] for i in va], y_int[va])
-        return Split(items, y_int), Split([], np.zeros(0, np.int64))
 
     def _metadata(self, backbone: str) -> dict[str, Any]:
         params = {k: v for k, v in self.get_params().items() if k not in ("backbone", "augmentation", "cache_dir")}
@@ -262,3 +248,20 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
     def augmentation_pipeline_(self) -> Any:
         """The fitted augmentation as an albumentations pipeline (``None`` if none)."""
         return build_augmentation(self.augmentation_)
+
+
+def _fit_split(items: list, y_int: np.ndarray, classes: np.ndarray, groups: Sequence[Any] | None,
+               validation_data: tuple[Images, Sequence[Any]] | None, validation_fraction: float | None,
+               seed: int) -> tuple[Split, Split]:
+    """Training and validation items: ``validation_data`` when given, else a grouped split of the training items."""
+    if validation_data is not None:
+        val_labels = [str(v) for v in validation_data[1]]
+        unknown = sorted(set(val_labels) - set(classes.tolist()))
+        if unknown:
+            raise ValueError(f"validation labels {unknown} are not in the training labels")
+        return Split(items, y_int), Split(iter_items(validation_data[0]), np.searchsorted(classes, val_labels))
+    if validation_fraction and validation_fraction > 0:
+        tr, va = grouped_split(y_int, groups, val_fraction=validation_fraction, seed=seed,
+                               class_names=classes.tolist())
+        return Split([items[i] for i in tr], y_int[tr]), Split([items[i] for i in va], y_int[va])
+    return Split(items, y_int), Split([], np.zeros(0, np.int64))
