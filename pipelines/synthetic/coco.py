@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from detectcrop.coco import category_id
+from detectcrop.coco import category_id, coco_annotation
 from detectcrop.crops import CropPolicy, crop_image, select_crops
 from detectcrop.detections import Detections
 from pipelines.synthetic.brands import BrandSpec, Catalogue
@@ -46,12 +46,9 @@ def build_coco(
         coco_images.append({"id": image_id, "file_name": file_name, "width": width, "height": height, "split": split,
                             "background": background})  # fmt: skip
         for obj in objects:
-            w, h = obj["bbox"][2:]
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": image_id, "category_id": obj["brand"] + 1,
-                "bbox": obj["bbox"], "area": round(w * h, 2), "iscrowd": 0, "rel_size": obj["rel_size"],
-                "attributes": obj["attributes"],
-            })  # fmt: skip
+            x, y, w, h = obj["bbox"]
+            annotations.append(coco_annotation(len(annotations) + 1, image_id, obj["brand"] + 1, (x, y, x + w, y + h),
+                                               rel_size=obj["rel_size"], attributes=obj["attributes"]))
     categories = [
         {"id": i + 1, "name": s.name, "supercategory": "watch", "spec": s.structure()} for i, s in enumerate(specs)
     ]
