@@ -35,7 +35,8 @@ from pipelines.synthetic import generate, ground_truth_crops, load_ground_truth
 
 def _train(bench: Path, out: Path) -> Path:
     crops = ground_truth_crops(load_ground_truth(bench / "annotations.json", split="photos"))
-    clf = FineClassifier(zoo.OFFLINE_BACKBONE, epochs=30, augment_views=0, validation_fraction=0, seed=0)
+    clf = FineClassifier(zoo.OFFLINE_BACKBONE, epochs=30, augment_views=0, validation_fraction=0,
+                          fine_tune_blocks=0, seed=0)
     return clf.fit([c.image for c in crops], [c.label for c in crops]).save(out / "model.keras").parent
 
 

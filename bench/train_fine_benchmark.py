@@ -164,12 +164,13 @@ def speed(args: argparse.Namespace, train_crops: Path, test_crops: Path) -> dict
     # whichever method runs first.
     few_train = train.subset(np.linspace(0, len(train) - 1, 16).astype(int))
     few_val = val.subset(np.linspace(0, len(val) - 1, 8).astype(int))
-    FineClassifier(backbone, epochs=2, augment_views=1, seed=args.seed).fit(
+    FineClassifier(backbone, epochs=2, augment_views=1, fine_tune_blocks=0, seed=args.seed).fit(
         few_train.paths, few_train.label_names, validation_data=(few_val.paths, few_val.label_names)
     )
     seed_recipe(backbone, few_train, few_val, 1, 32, args.seed)
     for views in (0, args.views):
-        clf = FineClassifier(backbone, epochs=args.epochs, augment_views=views, patience=0, seed=args.seed)
+        clf = FineClassifier(backbone, epochs=args.epochs, augment_views=views, patience=0, fine_tune_blocks=0,
+                             seed=args.seed)
         start = time.perf_counter()
         clf.fit(train.paths, train.label_names, validation_data=(val.paths, val.label_names))
         record(f"cached_views{views}", time.perf_counter() - start, clf.predict(test.paths), {"timings": clf.timings_})

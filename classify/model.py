@@ -35,6 +35,8 @@ from classify.trainer import Split, TrainSettings, train_task
 logger = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
+#: Backbone blocks fine-tuned by default (``fine_tune_blocks="auto"``).
+AUTO_FINE_TUNE_BLOCKS = 4
 FORMAT_VERSION = 2  # 2: a registered CropClassifier task (files of version 1, with a ClassifierInfo layer, do not load)
 
 Images = Sequence[ImageItem] | np.ndarray
@@ -45,6 +47,19 @@ def encode_labels(y: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     labels = np.asarray([str(v) for v in y], dtype=object)
     classes = np.asarray(sorted(set(labels.tolist())), dtype=object)
     return classes, np.searchsorted(classes, labels)
+
+
+def resolve_fine_tune_blocks(blocks: int | str, backbone: Any) -> int:
+    """The number of backbone blocks to fine-tune: ``"auto"`` is `AUTO_FINE_TUNE_BLOCKS` for a backbone that can be
+    fine-tuned and 0 for one that cannot (TF Hub feature vectors); an explicit count on such a backbone is an error."""
+    tunable = getattr(backbone, "fine_tunable", True)
+    if blocks == "auto":
+        return AUTO_FINE_TUNE_BLOCKS if tunable else 0
+    if not isinstance(blocks, int | np.integer) or isinstance(blocks, bool) or blocks < 0:
+        raise ValueError(f"fine_tune_blocks must be 'auto' or a count >= 0, got {blocks!r}")
+    if blocks > 0 and not tunable:
+        raise ValueError(f"backbone {backbone_name(backbone)} cannot be fine-tuned; use fine_tune_blocks=0")
+    return int(blocks)
 
 
 def sample_weights(y: np.ndarray, n_classes: int, class_weight: str | None) -> np.ndarray:
@@ -76,8 +91,12 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         patience: early-stopping patience in epochs (0: never stop early).
         reduce_lr_patience, reduce_lr_factor, min_learning_rate: ReduceLROnPlateau on ``val_loss``.
         fine_tune_blocks: after the head stage, unfreeze the backbone's top blocks (see
-            `classify.backbones.backbone_blocks`; 0: skip).
-        fine_tune_epochs, fine_tune_learning_rate: the fine-tuning stage.
+            `classify.backbones.backbone_blocks`; 0: skip; ``"auto"``: `AUTO_FINE_TUNE_BLOCKS` where the backbone
+            can be fine-tuned, else 0). The defaults (4 blocks, peak rate 3e-4, 15 epochs, Dense(512) + Dropout 0.3)
+            are the recipe measured best on the hard benchmark (BENCHMARKS.md).
+        fine_tune_epochs, fine_tune_learning_rate: the fine-tuning stage (the rate is its peak: see
+            `classify.trainer.fine_tune_schedule`).
+        fine_tune_warmup_epochs: epochs of linear learning-rate warm-up before the cosine decay.
         unknown_below: `predict` answers ``unknown_label`` when the top probability is below this (``None``: never).
         unknown_label: the answer for ambiguous inputs.
         cache_dir: folder for cached backbone features (reused across runs on the same files); ``None``: memory only.
@@ -91,11 +110,12 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, backbone: Any = "densenet121", *, epochs: int = 100, batch_size: int = 32,
-                 learning_rate: float = 0.001, dense_units: int = 128, dropout: float = 0.5,
+                 learning_rate: float = 0.001, dense_units: int = 512, dropout: float = 0.3,
                  augmentation: AugmentationSpec = "default", augment_views: int = 4, class_weight: str | None = None,
                  validation_fraction: float = 0.2, patience: int = 20, reduce_lr_patience: int = 4,
-                 reduce_lr_factor: float = 0.3, min_learning_rate: float = 1e-6, fine_tune_blocks: int = 0,
-                 fine_tune_epochs: int = 10, fine_tune_learning_rate: float = 1e-5, unknown_below: float | None = None,
+                 reduce_lr_factor: float = 0.3, min_learning_rate: float = 1e-6, fine_tune_blocks: int | str = "auto",
+                 fine_tune_epochs: int = 15, fine_tune_learning_rate: float = 3e-4,
+                 fine_tune_warmup_epochs: int = 1, unknown_below: float | None = None,
                  unknown_label: str = "unknown", cache_dir: str | Path | None = None, seed: int | None = None,
                  show_progress: bool = False) -> None:
         self.backbone = backbone
@@ -115,6 +135,7 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         self.fine_tune_blocks = fine_tune_blocks
         self.fine_tune_epochs = fine_tune_epochs
         self.fine_tune_learning_rate = fine_tune_learning_rate
+        self.fine_tune_warmup_epochs = fine_tune_warmup_epochs
         self.unknown_below = unknown_below
         self.unknown_label = unknown_label
         self.cache_dir = cache_dir
@@ -141,13 +162,13 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         train, val = _fit_split(items, y_int, classes, groups, validation_data, self.validation_fraction, seed)
         train.weights = sample_weights(train.y, len(classes), self.class_weight)
         backbone = resolve_backbone(self.backbone)
-        if self.fine_tune_blocks > 0 and not getattr(backbone, "fine_tunable", True):
-            raise ValueError(f"backbone {backbone_name(backbone)} cannot be fine-tuned; use fine_tune_blocks=0")
+        fine_tune_blocks = resolve_fine_tune_blocks(self.fine_tune_blocks, backbone)
         input_size_of(backbone)  # a fixed input size is required
         augmentation = augmentation_to_dict(self.augmentation)
         fields = set(TrainSettings.__dataclass_fields__) - {"seed", "augmentation"}
         settings = TrainSettings(seed=seed, augmentation=augmentation,
-                                 **{k: v for k, v in self.get_params().items() if k in fields})
+                                 **{**{k: v for k, v in self.get_params().items() if k in fields},
+                                    "fine_tune_blocks": fine_tune_blocks})
         result = train_task(backbone.model, classes.tolist(), train, val, settings, unknown_below=self.unknown_below,
                             unknown_label=self.unknown_label)
         self.classes_, self.model_, self.augmentation_ = classes, result.model, augmentation

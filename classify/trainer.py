@@ -43,17 +43,18 @@ class TrainSettings:
     epochs: int = 100
     batch_size: int = 32
     learning_rate: float = 0.001
-    dense_units: int = 128
-    dropout: float = 0.5
+    dense_units: int = 512
+    dropout: float = 0.3
     augmentation: dict | None = None
     augment_views: int = 4
     patience: int = 20
     reduce_lr_patience: int = 4
     reduce_lr_factor: float = 0.3
     min_learning_rate: float = 1e-6
-    fine_tune_blocks: int = 0
-    fine_tune_epochs: int = 10
-    fine_tune_learning_rate: float = 1e-5
+    fine_tune_blocks: int = 4
+    fine_tune_epochs: int = 15
+    fine_tune_learning_rate: float = 3e-4
+    fine_tune_warmup_epochs: int = 1
     cache_dir: str | Path | None = None
     show_progress: bool = False
 
@@ -214,6 +215,7 @@ def run_stage(
     history: list[dict],
     validation: ValidationScores | None,
     keep_if_not_improved: bool = False,
+    reduce_lr: bool = True,
 ) -> int | None:
     """Fit a compiled ``model`` for one stage; returns the best epoch (0-based; -1: no epoch beat the model as it was,
     with ``keep_if_not_improved``) or ``None`` without validation."""
@@ -224,14 +226,15 @@ def run_stage(
         if keep_if_not_improved:
             best.start_from(model, validation.scores())
         callbacks += [validation, best]
-    callbacks.append(
-        keras.callbacks.ReduceLROnPlateau(
-            monitor="val_loss" if validation is not None else "loss",
-            factor=settings.reduce_lr_factor,
-            patience=settings.reduce_lr_patience,
-            min_lr=settings.min_learning_rate,
+    if reduce_lr:
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss" if validation is not None else "loss",
+                factor=settings.reduce_lr_factor,
+                patience=settings.reduce_lr_patience,
+                min_lr=settings.min_learning_rate,
+            )
         )
-    )
     callbacks.append(History(history, stage, epochs, settings.show_progress))
     model.fit(data, epochs=epochs, verbose=0, callbacks=callbacks, shuffle=False)  # the datasets shuffle, seeded
     if best is None:
@@ -241,7 +244,7 @@ def run_stage(
     return best.best_epoch
 
 
-def _compile(model: keras.Model, learning_rate: float) -> None:
+def _compile(model: keras.Model, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule) -> None:
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
 
@@ -295,10 +298,10 @@ def _fine_tune(task: CropClassifier, train: Split, val: Split, settings: TrainSe
                history: list[dict]) -> int | None:
     blocks = set_fine_tunable(task.backbone, settings.fine_tune_blocks)
     logger.info("fine-tuning the top %d backbone blocks: %s", len(blocks), ", ".join(blocks))
-    _compile(task, settings.fine_tune_learning_rate)
     seed = settings.seed + 1
     transform = seeded(settings.augmentation, seed)
     data = ImageBatches(train, task.input_size, settings.batch_size, transform, seed)
+    _compile(task, fine_tune_schedule(settings, len(data)))
     validation = None
     if len(val.y):
         val_images = load_batch(val.items, task.input_size)
@@ -306,4 +309,15 @@ def _fine_tune(task: CropClassifier, train: Split, val: Split, settings: TrainSe
                                       len(task.class_names))
     # keep_if_not_improved: never end worse on validation than the head stage
     return run_stage(task, data, "fine_tune", settings.fine_tune_epochs, settings, history, validation,
-                     keep_if_not_improved=True)
+                     keep_if_not_improved=True, reduce_lr=False)
+
+
+def fine_tune_schedule(settings: TrainSettings, steps_per_epoch: int) -> keras.optimizers.schedules.CosineDecay:
+    """Linear warm-up from 1/10 of the fine-tuning rate over ``fine_tune_warmup_epochs``, then cosine decay to
+    1/100 of it at the last epoch (a fresh Adam at the full rate first disturbs the unfrozen blocks)."""
+    peak = settings.fine_tune_learning_rate
+    warmup = min(settings.fine_tune_warmup_epochs, settings.fine_tune_epochs) * steps_per_epoch
+    total = settings.fine_tune_epochs * steps_per_epoch
+    return keras.optimizers.schedules.CosineDecay(
+        peak / 10 if warmup else peak, decay_steps=max(1, total - warmup), alpha=0.01,
+        warmup_target=peak if warmup else None, warmup_steps=warmup)

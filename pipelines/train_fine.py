@@ -50,6 +50,19 @@ if TYPE_CHECKING:
 logger = logging.getLogger("pipelines.train_fine")
 
 
+def _blocks(text: str) -> int | str:
+    """``--fine-tune-blocks``: ``auto`` or a count >= 0."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a count >= 0, got {text!r}")
+    return value
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pipelines.train_fine",
@@ -73,8 +86,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=100, help="head-stage epochs (early stopping may end sooner)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=0.001, help="Adam learning rate of the head")
-    p.add_argument("--dense-units", type=int, default=128, help="hidden units of the head (0: a linear head)")
-    p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--dense-units", type=int, default=512, help="hidden units of the head (0: a linear head)")
+    p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument(
         "--val-fraction",
         type=float,
@@ -96,12 +109,16 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=20, help="early-stopping patience in epochs (0: off)")
     p.add_argument(
         "--fine-tune-blocks",
-        type=int,
-        default=0,
-        help="after the head stage, unfreeze the top K backbone blocks (BatchNorm stays frozen)",
+        type=_blocks,
+        default="auto",
+        metavar="K|auto",
+        help="after the head stage, unfreeze the top K backbone blocks (BatchNorm stays frozen; 0: head only; "
+             "auto: 4 where the backbone can be fine-tuned, else 0)",
     )
-    p.add_argument("--fine-tune-epochs", type=int, default=10)
-    p.add_argument("--fine-tune-lr", type=float, default=1e-5)
+    p.add_argument("--fine-tune-epochs", type=int, default=15)
+    p.add_argument("--fine-tune-lr", type=float, default=3e-4, help="peak learning rate of fine-tuning")
+    p.add_argument("--fine-tune-warmup-epochs", type=int, default=1,
+                   help="epochs of linear warm-up to --fine-tune-lr before its cosine decay")
     p.add_argument(
         "--unknown-below",
         type=float,
@@ -309,6 +326,7 @@ def _classifier(args: argparse.Namespace) -> FineClassifier:
         fine_tune_blocks=args.fine_tune_blocks,
         fine_tune_epochs=args.fine_tune_epochs,
         fine_tune_learning_rate=args.fine_tune_lr,
+        fine_tune_warmup_epochs=args.fine_tune_warmup_epochs,
         unknown_below=args.unknown_below,
         cache_dir=args.cache_dir,
         seed=args.seed,

@@ -67,6 +67,7 @@ def fitted(offline_backbone, train_dir, heldout_dir, classify_workdir):
 
     train = load_image_folder(train_dir, min_per_class=2)
     test = load_image_folder(heldout_dir, class_names=train.class_names)
-    clf = FineClassifier(offline_backbone, epochs=15, augment_views=1, seed=0, cache_dir=classify_workdir / "cache")
+    clf = FineClassifier(offline_backbone, epochs=15, augment_views=1, fine_tune_blocks=0, seed=0,
+                         cache_dir=classify_workdir / "cache")
     clf.fit(train.paths, train.label_names, groups=train.groups)
     return clf, train, test

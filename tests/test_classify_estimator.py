@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -17,6 +18,7 @@ from sklearn.base import clone
 
 from classify import Backbone, CropClassifier, FineClassifier
 from classify.backbones import backbone_blocks
+from classify.model import AUTO_FINE_TUNE_BLOCKS, resolve_fine_tune_blocks
 from classify.prediction import ProbabilityPredictor
 
 COLOURS = ("blue", "green", "red")
@@ -59,7 +61,8 @@ def fitted_tiny(data) -> FineClassifier:
 
 
 def small(backbone, **kwargs) -> FineClassifier:
-    params = {"epochs": 4, "augmentation": "light", "augment_views": 1, "batch_size": 8, "seed": 0}
+    params = {"epochs": 4, "augmentation": "light", "augment_views": 1, "batch_size": 8, "fine_tune_blocks": 0,
+              "seed": 0}
     return FineClassifier(backbone, **{**params, **kwargs})
 
 
@@ -250,3 +253,14 @@ def test_dense_units_zero_gives_a_linear_head_that_round_trips(data, tmp_path):
     assert [layer.name for layer in clf.model_.head.layers] == ["head_dropout", "head_output"]
     loaded = FineClassifier.load(clf.save(tmp_path / "model.keras"))
     np.testing.assert_allclose(loaded.predict_proba(X[:5]), clf.predict_proba(X[:5]), atol=1e-6)
+
+
+def test_fine_tune_blocks_auto_follows_the_backbone():
+    tunable, frozen = tiny_backbone(), SimpleNamespace(fine_tunable=False, name="hub_vector")
+    assert resolve_fine_tune_blocks("auto", tunable) == AUTO_FINE_TUNE_BLOCKS > 0
+    assert resolve_fine_tune_blocks("auto", frozen) == 0 and resolve_fine_tune_blocks(0, frozen) == 0
+    with pytest.raises(ValueError, match="cannot be fine-tuned"):
+        resolve_fine_tune_blocks(2, frozen)
+    for bad in (-1, "all", 1.5, True):
+        with pytest.raises(ValueError, match="'auto' or a count"):
+            resolve_fine_tune_blocks(bad, tunable)

@@ -47,7 +47,8 @@ def test_save_load_gives_identical_outputs_and_carries_labels(fitted, tmp_path):
 
 def test_seed_makes_training_repeatable(fitted, offline_backbone, classify_workdir):
     _, train, test = fitted
-    kwargs = {"epochs": 6, "augment_views": 1, "seed": 0, "cache_dir": classify_workdir / "cache"}  # features cached
+    kwargs = {"epochs": 6, "augment_views": 1, "fine_tune_blocks": 0, "seed": 0,
+              "cache_dir": classify_workdir / "cache"}  # features cached
     a = FineClassifier(offline_backbone, **kwargs).fit(train.paths, train.label_names, groups=train.groups)
     b = FineClassifier(offline_backbone, **kwargs).fit(train.paths, train.label_names, groups=train.groups)
     np.testing.assert_array_equal(a.predict_proba(test.paths), b.predict_proba(test.paths))

@@ -77,7 +77,8 @@ def model_dir(tmp_path_factory) -> Path:
             crops.append(np.ascontiguousarray(image[y : y + 300, x : x + 300]))
             labels.append(name)
     out = tmp_path_factory.mktemp("run")
-    FineClassifier(zoo.OFFLINE_BACKBONE, epochs=5, augment_views=1, validation_fraction=0, seed=0).fit(
+    FineClassifier(zoo.OFFLINE_BACKBONE, epochs=5, augment_views=1, validation_fraction=0, fine_tune_blocks=0,
+                   seed=0).fit(
         crops, labels).save(out / "model.keras")
     return out
 

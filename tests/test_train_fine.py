@@ -52,6 +52,8 @@ def test_cli_writes_the_run_folder_and_prints_macro_f1_last(tmp_path, capsys, tr
         str(classify_workdir / "cache"),
         "--class-weight",
         "balanced",
+        "--fine-tune-blocks",
+        "0",
         "--no-progress",
         "--open-set-data",
         str(tmp_path / "open"),
