@@ -78,8 +78,9 @@ def test_init_only_stores_parameters_and_clone_round_trips(data):
     X, y = data
     assert clf.fit(X, y) is clf
     assert sorted(k for k in vars(clf) if k.endswith("_")) == [
-        "augmentation_", "best_epoch_", "classes_", "fine_tune_best_epoch_", "frozen_backbone_", "history_",
-        "input_size_", "linear_probe_", "linear_probe_val_predictions_", "model_", "timings_"]
+        "augmentation_", "best_epoch_", "calibration_", "classes_", "fine_tune_best_epoch_", "frozen_backbone_",
+        "history_", "input_size_", "linear_probe_", "linear_probe_val_predictions_", "model_", "open_set_threshold_",
+        "temperature_", "timings_", "train_features_"]
     shared = Backbone("tiny", tiny_backbone(), (16, 16), "unit")  # a Backbone is only read, so clones share it
     assert clone(small(shared)).backbone is shared
     fitted_clone = clone(clf)  # a clone of a fitted estimator is unfitted
@@ -247,6 +248,6 @@ def test_linear_probe_reuses_the_head_stage_features(data):
 def test_dense_units_zero_gives_a_linear_head_that_round_trips(data, tmp_path):
     X, y = data
     clf = small(tiny_backbone(), dense_units=0).fit(X, y)
-    assert [layer.name for layer in clf.model_.head.layers] == ["head_dropout", "head_output"]
+    assert [layer.name for layer in clf.model_.head.layers] == ["head_dropout", "head_logits"]
     loaded = FineClassifier.load(clf.save(tmp_path / "model.keras"))
     np.testing.assert_allclose(loaded.predict_proba(X[:5]), clf.predict_proba(X[:5]), atol=1e-6)
