@@ -28,10 +28,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from classify.augment import AugmentationSpec, augmentation_to_dict, build_augmentation, save_augmentation
 from classify.backbones import backbone_name, input_size_of, resolve_backbone
-from classify.calibration import calibration_report, fit_temperature
 from classify.data import grouped_split
 from classify.features import ImageItem, extract_features, iter_items, predict_batches, predict_outputs
-from classify.openset import DEFAULT_SCORE, check_score, class_means, keep_threshold, score_table
+from classify.openset import DEFAULT_SCORE, check_score, fit_output_layers
 from classify.prediction import ProbabilityPredictor
 from classify.probe import fit_linear_probe
 from classify.task import CropClassifier
@@ -179,32 +178,16 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         return self
 
     def _calibrate(self, result: Any, train: Split, val: Split) -> None:
-        """Fit the temperature on the validation logits, set the class means of the training features and the
-        open-set threshold that keeps ``open_set_keep`` of the validation images (seconds on cached features)."""
-        t0, task = time.perf_counter(), self.model_
+        """Temperature, class means and open-set threshold (`classify.openset.fit_output_layers`; seconds)."""
+        t0 = time.perf_counter()
         train_f, val_f = result.train_features, result.val_features
         if self.fine_tune_blocks > 0 and self.fine_tune_epochs > 0:  # the fine-tuned backbone's own features
-            train_f, val_f = (extract_features(task.backbone, s.items, self.input_size_, batch_size=self.batch_size,
-                                               cache_dir=self.cache_dir, show_progress=self.show_progress,
-                                               desc=f"{name} features (fine-tuned)") if len(s.y) else None
-                              for s, name in ((train, "train"), (val, "val")))
-        means = class_means(train_f, train.y, len(self.classes_))
-        task.open_set.class_means.assign(means)
-        self.temperature_, self.calibration_, self.open_set_threshold_ = 1.0, None, None
-        if val_f is not None:
-            logits = predict_batches(task.head, val_f, 256)
-            self.temperature_ = fit_temperature(logits, val.y)
-            self.calibration_ = calibration_report(logits, val.y, self.temperature_, "val")
-            if self.open_set_keep is not None:
-                scores = score_table(logits, val_f, means, self.temperature_)[self.open_set_score]
-                self.open_set_threshold_ = keep_threshold(scores, self.open_set_keep)
-        task.calibration.temperature.assign(self.temperature_)
-        task.open_set_threshold = self.open_set_threshold_
-        task.metadata["calibration"] = self.calibration_
+            train_f = self.logits_and_features(train.items)[1]
+            val_f = self.logits_and_features(val.items)[1] if len(val.y) else None
+        fit = fit_output_layers(self.model_, train_f, train.y, val_f, val.y, self.open_set_keep)
+        self.temperature_, self.open_set_threshold_, self.calibration_ = fit.temperature, fit.threshold, fit.report
         self.train_features_ = train_f
         self.timings_["calibration_s"] = time.perf_counter() - t0
-        logger.info("calibration: temperature %.3f; open-set score %s, threshold %s", self.temperature_,
-                    self.open_set_score, self.open_set_threshold_)
 
     def logits_and_features(self, X: Images) -> tuple[np.ndarray, np.ndarray]:
         """The head's logits ``(N, n_classes)`` (before the temperature) and the model's backbone features

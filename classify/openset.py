@@ -17,11 +17,18 @@ model's open-set score in the graph, so a saved model and its TFLite export carr
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from typing import Any
 
 import keras
 import numpy as np
 from scipy.special import logsumexp, softmax
+
+from classify.calibration import calibration_report, fit_temperature
+from classify.features import predict_batches
+
+logger = logging.getLogger(__name__)
 
 #: Scores the model can carry in its graph (`CalibratedOutput`).
 GRAPH_SCORES: tuple[str, ...] = ("max_softmax", "max_logit", "energy", "class_mean_cosine")
@@ -116,3 +123,36 @@ class OpenSetScore(keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "n_classes": self.n_classes, "feature_dim": self.feature_dim,
                 "score": self.score}
+
+
+@dataclass
+class OutputFit:
+    """What `fit_output_layers` set: the temperature, the open-set threshold (``None``: none) and the calibration
+    report on validation (``None`` without validation data)."""
+
+    temperature: float
+    threshold: float | None
+    report: dict[str, Any] | None
+
+
+def fit_output_layers(task: Any, train_features: np.ndarray, y_train: np.ndarray, val_features: np.ndarray | None,
+                      y_val: np.ndarray, keep: float | None) -> OutputFit:
+    """After training: set ``task``'s (a `classify.task.CropClassifier`) class means of ``train_features``, its
+    temperature fitted on the validation logits (1 without validation) and its ``open_set_threshold``, the score
+    that keeps ``keep`` of the validation images (``None`` without validation or ``keep``)."""
+    means = class_means(train_features, y_train, len(task.class_names))
+    task.open_set.class_means.assign(means)
+    fit = OutputFit(1.0, None, None)
+    if val_features is not None and len(y_val):
+        logits = predict_batches(task.head, val_features, 256)
+        fit.temperature = fit_temperature(logits, y_val)
+        fit.report = calibration_report(logits, y_val, fit.temperature, "val")
+        if keep is not None:
+            scores = score_table(logits, val_features, means, fit.temperature)[task.open_set_score]
+            fit.threshold = keep_threshold(scores, keep)
+    task.calibration.temperature.assign(fit.temperature)
+    task.open_set_threshold = fit.threshold
+    task.metadata["calibration"] = fit.report
+    logger.info("calibration: temperature %.3f; open-set score %s, threshold %s", fit.temperature,
+                task.open_set_score, fit.threshold)
+    return fit
