@@ -14,9 +14,10 @@ line on stdout is the macro-F1 (test when ``--test-data`` is given, else validat
 Calibration: the softmax temperature is fitted on the validation crops (NLL) and saved in the model, so every
 probability the model gives is calibrated; ``report.json`` -> ``calibration`` has the 15-bin expected calibration
 error before and after, on the test crops when given, else on validation (``split`` says which). The open-set rule
-(``--open-set-score``, default ``class_mean_cosine``): the score's threshold keeps ``--open-set-keep`` (95%) of the
-known validation crops and is saved with the model; ``label`` answers "unknown" below it. The ``val``/``test``
-metrics are closed-set (only ``--unknown-below`` applies), so they compare with the linear probe.
+(``--open-set-score``, default ``energy``, the logsumexp of the logits): the score's threshold keeps
+``--open-set-keep`` (95%) of the known validation crops and is saved with the model; ``label`` answers "unknown"
+below it. The ``val``/``test`` metrics are closed-set (only ``--unknown-below`` applies), so they compare with the
+linear probe.
 
 Every report carries the linear-probe baseline (logistic regression on the frozen backbone's features, same split):
 ``val.linear_probe_macro_f1`` and ``test.linear_probe_macro_f1``. When the training and test crops both come from
@@ -79,7 +80,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--open-set-data", type=Path, default=None,
                    help="crops of classes the model does not know (DIR/<any>/*): report how well each open-set score "
                         "tells them from known ones (report.json -> open_set)")
-    p.add_argument("--open-set-score", choices=OPEN_SET_SCORES, default="class_mean_cosine",
+    p.add_argument("--open-set-score", choices=OPEN_SET_SCORES, default="energy",
                    help="the model's score for 'is this a class I know' (label answers 'unknown' below its threshold)")
     p.add_argument("--open-set-keep", type=float, default=0.95,
                    help="the open-set threshold keeps this share of known validation crops (0: no threshold)")

@@ -55,8 +55,10 @@ def data() -> tuple[list[np.ndarray], np.ndarray]:
 
 @pytest.fixture(scope="module")
 def fitted_tiny(data) -> FineClassifier:
-    """One tiny classifier fitted for the tests that only read it (with a non-default unknown rule)."""
-    return small(tiny_backbone(), unknown_below=0.5, unknown_label="no idea").fit(*data)
+    """One tiny classifier fitted for the tests that only read it (with a non-default unknown rule and open-set score:
+    the feature-space one, so that the TFLite tests cover it)."""
+    return small(tiny_backbone(), unknown_below=0.5, unknown_label="no idea",
+                 open_set_score="class_mean_cosine").fit(*data)
 
 
 def small(backbone, **kwargs) -> FineClassifier:

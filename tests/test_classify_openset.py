@@ -16,7 +16,7 @@ from classify.calibration import (
     nll,
     reliability_bins,
 )
-from classify.openset import GRAPH_SCORES, class_means, score_table
+from classify.openset import DEFAULT_SCORE, GRAPH_SCORES, class_means, score_table
 
 
 def _overconfident(n: int = 600, classes: int = 5, temperature: float = 3.0, seed: int = 0):
@@ -81,12 +81,12 @@ def test_the_model_open_set_score_ranks_unseen_classes_below_known_ones(fitted, 
     (_, known), (_, other) = clf.predict_scores(test.paths), clf.predict_scores(unseen.paths)
     y = np.r_[np.ones(len(known)), np.zeros(len(other))]
     auroc = roc_auc_score(y, np.r_[known, other])
-    assert clf.model_.open_set_score == "class_mean_cosine" and auroc >= 0.9, auroc
+    assert clf.model_.open_set_score == DEFAULT_SCORE and auroc >= 0.9, auroc
     # the graph computes what the numpy table computes from the model's logits and features
     logits, feats = clf.logits_and_features(unseen.paths)
     table = score_table(logits, feats, clf.model_.class_means, clf.temperature_)
     assert set(GRAPH_SCORES) <= set(table)
-    np.testing.assert_allclose(table["class_mean_cosine"], other, atol=1e-5)
+    np.testing.assert_allclose(table[DEFAULT_SCORE], other, atol=1e-5)
     np.testing.assert_allclose(softmax(logits / clf.temperature_, axis=1), clf.predict_proba(unseen.paths),
                                atol=1e-5)  # the probabilities are calibrated, in the graph
     # the threshold keeps most known crops and rejects most unseen ones here

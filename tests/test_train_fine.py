@@ -74,7 +74,7 @@ def test_cli_writes_the_run_folder_and_prints_macro_f1_last(tmp_path, capsys, tr
     with open(out / "predictions.csv", newline="") as f:
         val_top = [float(r["probability"]) for r in csv.DictReader(f) if r["split"] == "val"]
     open_set = report["open_set"]
-    assert open_set["score"] == "class_mean_cosine" and open_set["n_unknown"] == 5 and 0 <= open_set["auroc"] <= 1
+    assert open_set["score"] == DEFAULT_SCORE and open_set["n_unknown"] == 5 and 0 <= open_set["auroc"] <= 1
     assert set(open_set["scores"]) == {"max_softmax", "max_logit", "energy", "class_mean_cosine", "knn_cosine"}
     assert {"auroc", "fpr_at_95_tpr"} <= set(open_set["scores"]["energy"])
     # chosen on validation: the calibrated top probability of the validation crops in predictions.csv
