@@ -59,11 +59,24 @@ def expected_calibration_error(proba: np.ndarray, y: np.ndarray, bins: int = ECE
     return float(np.sum(r["count"][filled] * np.abs(r["accuracy"][filled] - r["confidence"][filled])) / len(y))
 
 
+def ece_noise_floor(proba: np.ndarray, bins: int = ECE_BINS, draws: int = 200, seed: int = 0) -> float:
+    """The median ECE that a *perfectly calibrated* model with these probabilities would show on this many samples
+    (labels drawn from ``proba`` itself, seeded): the ECE an evaluation set this small cannot see below."""
+    proba = np.asarray(proba, np.float64)
+    if not len(proba):
+        return 0.0
+    rng = np.random.default_rng(seed)
+    cumulative = np.cumsum(proba, axis=1)
+    labels = np.minimum((rng.random((draws, len(proba), 1)) > cumulative[None]).sum(axis=2), proba.shape[1] - 1)
+    return float(np.median([expected_calibration_error(proba, y, bins) for y in labels]))
+
+
 def calibration_report(logits: np.ndarray, y: np.ndarray, temperature: float, split: str,
                        bins: int = ECE_BINS) -> dict[str, Any]:
-    """``{"temperature", "ece_before", "ece_after", "nll_before", "nll_after", "bins", "split", "n"}`` on
-    ``logits`` and labels ``y`` of ``split``."""
+    """``{"temperature", "ece_before", "ece_after", "ece_floor", "nll_before", "nll_after", "bins", "split", "n"}``
+    on ``logits`` and labels ``y`` of ``split`` (``ece_floor``: `ece_noise_floor` of the calibrated probabilities)."""
     before, after = softmax(np.asarray(logits, np.float64), axis=1), softmax(np.asarray(logits) / temperature, axis=1)
     return {"temperature": float(temperature), "ece_before": expected_calibration_error(before, y, bins),
-            "ece_after": expected_calibration_error(after, y, bins), "nll_before": nll(logits, y),
+            "ece_after": expected_calibration_error(after, y, bins), "ece_floor": ece_noise_floor(after, bins),
+            "nll_before": nll(logits, y),
             "nll_after": nll(logits, y, temperature), "bins": bins, "split": split, "n": len(y)}

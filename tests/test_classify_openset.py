@@ -11,6 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 from classify.calibration import (
     calibration_report,
+    ece_noise_floor,
     expected_calibration_error,
     fit_temperature,
     nll,
@@ -41,6 +42,14 @@ def test_temperature_scaling_lowers_nll_and_recovers_the_temperature():
     well, y_well = _overconfident(temperature=1.0, seed=1)
     assert fit_temperature(well, y_well) == pytest.approx(1.0, rel=0.2)  # a calibrated model is left about alone
     assert fit_temperature(logits[:0], y[:0]) == 1.0
+
+
+def test_ece_noise_floor_shrinks_with_the_number_of_samples():
+    logits, _ = _overconfident(n=2000, temperature=1.0)
+    proba = softmax(logits / 3.0, axis=1)
+    small, large = ece_noise_floor(proba[:60]), ece_noise_floor(proba)
+    assert large < small / 3  # about 1 / sqrt(n): 60 samples cannot show a small ECE, 2000 can
+    assert ece_noise_floor(np.eye(3)[[0, 1, 2, 0]]) == 0.0  # certain and right: no noise
 
 
 def test_ece_by_hand():
