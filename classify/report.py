@@ -152,8 +152,9 @@ def plot_reliability(logits: np.ndarray, y: np.ndarray, temperature: float, path
         width = 1.0 / bins
         ax.bar(centres[filled], r["accuracy"][filled], width=width * 0.95, color="tab:blue", alpha=0.8,
                label="accuracy")
-        ax.bar(centres[filled], (r["confidence"] - r["accuracy"])[filled], bottom=r["accuracy"][filled],
-               width=width * 0.95, color="tab:red", alpha=0.3, label="gap to confidence")
+        acc, conf = r["accuracy"][filled], r["confidence"][filled]
+        ax.bar(centres[filled], np.abs(conf - acc), bottom=np.minimum(acc, conf), width=width * 0.95, fill=False,
+               edgecolor="tab:red", hatch="//", linewidth=0.8, label="gap to mean confidence")
         ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)

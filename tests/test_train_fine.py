@@ -118,7 +118,8 @@ def test_cli_writes_the_run_folder_and_prints_macro_f1_last(tmp_path, capsys, tr
     assert config["model"]["path"] == str((out / "model.keras").resolve())
     page = (out / "report.html").read_text()  # the review page (checked in a browser by test_html_reports)
     assert f"{report['test']['macro_f1']:.3f}" in page and "Worst mistakes (test" in page
-    assert "run: 4 classes, backbone mobilenet_v2_torchvision" in page and page.count("<img") >= 2  # the two plots
+    assert "run: 4 classes, backbone mobilenet_v2_torchvision" in page and page.count("<img") >= 3  # the three plots
+    assert "Calibration" in page and "Unknown objects" in page and "class_mean_cosine" in page
 
 
 def test_cli_reports_too_few_images_clearly(tmp_path, capsys):
