@@ -93,6 +93,16 @@ def predict_batches(model: keras.Model, images: np.ndarray, batch_size: int = 32
     return np.concatenate(outs) if outs else np.zeros((0, *model.output_shape[1:]), np.float32)
 
 
+def predict_outputs(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, ...]:
+    """A model with several outputs on a batch, ``batch_size`` at a time: one float32 array per output."""
+    fn = _predict_fn(model)
+    chunks = [[np.asarray(o, dtype=np.float32) for o in fn(np.asarray(images[s], np.float32))]
+              for s in _chunks(len(images), batch_size)]
+    if not chunks:
+        return tuple(np.zeros((0, *shape[1:]), np.float32) for shape in model.output_shape)
+    return tuple(np.concatenate(parts) for parts in zip(*chunks, strict=True))
+
+
 def weights_fingerprint(model: keras.Model) -> str:
     """sha256 over a model's weights (identifies a backbone in cache keys)."""
     digest = hashlib.sha256()

@@ -35,7 +35,7 @@ CALIBRATION_FILE = "calibration.npz"
 #: crops is at least this.
 INT8_MIN_AGREEMENT = 0.99
 #: Bumped when the export recipe changes, so cached exports are rebuilt.
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2  # 2: the serving graph (calibrated probabilities and the open-set score)
 
 
 def model_file(model: str | os.PathLike) -> Path:

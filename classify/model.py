@@ -2,7 +2,10 @@
 
 A thin estimator over three parts: the Keras task model `classify.task.CropClassifier` (backbone + head, saved as one
 self-describing ``.keras`` file), the two-stage trainer `classify.trainer`, and the prediction interface
-`classify.prediction.ProbabilityPredictor` it shares with the TFLite runner. ``__init__`` only stores parameters;
+`classify.prediction.ProbabilityPredictor` it shares with the TFLite runner. After training, ``fit`` calibrates
+the model on the validation images (`classify.calibration`: the temperature, saved in the model's graph) and sets its
+open-set rule (`classify.openset`: the class means of the training features and the threshold that keeps
+``open_set_keep`` of the known validation images). ``__init__`` only stores parameters;
 ``fit`` learns ``classes_``, ``model_`` and the rest (names ending in ``_``), never changes the objects passed in, and
 never reads or moves global random state (the seed drives local, seeded generators only).
 """
@@ -26,7 +29,8 @@ from sklearn.utils.validation import check_is_fitted
 from classify.augment import AugmentationSpec, augmentation_to_dict, build_augmentation, save_augmentation
 from classify.backbones import backbone_name, input_size_of, resolve_backbone
 from classify.data import grouped_split
-from classify.features import ImageItem, extract_features, iter_items, predict_batches
+from classify.features import ImageItem, extract_features, iter_items, predict_batches, predict_outputs
+from classify.openset import DEFAULT_SCORE, check_score, fit_output_layers
 from classify.prediction import ProbabilityPredictor
 from classify.probe import fit_linear_probe
 from classify.task import CropClassifier
@@ -37,7 +41,8 @@ logger = logging.getLogger(__name__)
 MODEL_FILE = "model.keras"
 #: Backbone blocks fine-tuned by default (``fine_tune_blocks="auto"``).
 AUTO_FINE_TUNE_BLOCKS = 4
-FORMAT_VERSION = 2  # 2: a registered CropClassifier task (files of version 1, with a ClassifierInfo layer, do not load)
+# 3: a logits head + calibration and open-set score layers; 2: a softmax head (files of versions 1 and 2 do not load)
+FORMAT_VERSION = 3
 
 Images = Sequence[ImageItem] | np.ndarray
 
@@ -99,12 +104,19 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         fine_tune_warmup_epochs: epochs of linear learning-rate warm-up before the cosine decay.
         unknown_below: `predict` answers ``unknown_label`` when the top probability is below this (``None``: never).
         unknown_label: the answer for ambiguous inputs.
+        open_set_score: the score the model carries for "is this a class I know" (`classify.openset.GRAPH_SCORES`).
+        open_set_keep: the share of known validation images whose score the open-set threshold keeps (``None``, or
+            no validation data: no threshold). `predict` answers ``unknown_label`` below the threshold, or below
+            ``unknown_below``: either rule makes an image unknown.
         cache_dir: folder for cached backbone features (reused across runs on the same files); ``None``: memory only.
         seed: makes training repeatable (the split, initial weights, dropout, shuffles and augmentation); ``None``
             draws a fresh seed from the operating system. Global random state is never used.
         show_progress: tqdm bars for feature extraction and epochs.
 
-    After ``fit``, ``linear_probe_`` is the baseline fitted on the same training images' frozen features (see
+    After ``fit``, ``temperature_`` is the fitted softmax temperature (1.0 without validation data),
+    ``calibration_`` its validation report (`classify.calibration.calibration_report`), ``open_set_threshold_`` the
+    threshold of the open-set score (``None``: none), ``train_features_`` the training images' features behind the
+    class means; ``linear_probe_`` is the baseline fitted on the same training images' frozen features (see
     `classify.probe`), ``linear_probe_val_predictions_`` its labels for the validation images (``None`` without
     validation), and `predict_linear_probe` applies it to new images.
     """
@@ -116,7 +128,8 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
                  reduce_lr_factor: float = 0.3, min_learning_rate: float = 1e-6, fine_tune_blocks: int | str = "auto",
                  fine_tune_epochs: int = 15, fine_tune_learning_rate: float = 3e-4,
                  fine_tune_warmup_epochs: int = 1, unknown_below: float | None = None,
-                 unknown_label: str = "unknown", cache_dir: str | Path | None = None, seed: int | None = None,
+                 unknown_label: str = "unknown", open_set_score: str = DEFAULT_SCORE,
+                 open_set_keep: float | None = 0.95, cache_dir: str | Path | None = None, seed: int | None = None,
                  show_progress: bool = False) -> None:
         self.backbone = backbone
         self.epochs = epochs
@@ -138,6 +151,8 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         self.fine_tune_warmup_epochs = fine_tune_warmup_epochs
         self.unknown_below = unknown_below
         self.unknown_label = unknown_label
+        self.open_set_score = open_set_score
+        self.open_set_keep = open_set_keep
         self.cache_dir = cache_dir
         self.seed = seed
         self.show_progress = show_progress
@@ -152,6 +167,9 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         """
         if self.class_weight not in (None, "balanced"):
             raise ValueError(f"class_weight must be None or 'balanced', got {self.class_weight!r}")
+        check_score(self.open_set_score)
+        if self.open_set_keep is not None and not 0 < self.open_set_keep <= 1:
+            raise ValueError(f"open_set_keep must be in (0, 1] or None, got {self.open_set_keep!r}")
         items = iter_items(X)
         if len(items) != len(y):
             raise ValueError(f"X has {len(items)} images but y has {len(y)} labels")
@@ -170,14 +188,36 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
                                  **{**{k: v for k, v in self.get_params().items() if k in fields},
                                     "fine_tune_blocks": fine_tune_blocks})
         result = train_task(backbone.model, classes.tolist(), train, val, settings, unknown_below=self.unknown_below,
-                            unknown_label=self.unknown_label)
+                            unknown_label=self.unknown_label, open_set_score=self.open_set_score)
         self.classes_, self.model_, self.augmentation_ = classes, result.model, augmentation
         self.input_size_ = result.model.input_size
         self.history_, self.timings_ = result.history, result.timings
         self.best_epoch_, self.fine_tune_best_epoch_ = result.best_epoch, result.fine_tune_best_epoch
         self.model_.metadata = self._metadata(backbone_name(backbone))
         self._fit_linear_probe(backbone.model, classes[train.y], result)
+        self._calibrate(result, train, val)
         return self
+
+    def _calibrate(self, result: Any, train: Split, val: Split) -> None:
+        """Temperature, class means and open-set threshold (`classify.openset.fit_output_layers`; seconds)."""
+        t0 = time.perf_counter()
+        train_f, val_f = result.train_features, result.val_features
+        if "fine_tune_s" in result.timings:  # fine-tuned: the model's own backbone features
+            train_f = self.logits_and_features(train.items)[1]
+            val_f = self.logits_and_features(val.items)[1] if len(val.y) else None
+        fit = fit_output_layers(self.model_, train_f, train.y, val_f, val.y, self.open_set_keep)
+        self.temperature_, self.open_set_threshold_, self.calibration_ = fit.temperature, fit.threshold, fit.report
+        self.train_features_ = train_f
+        self.timings_["calibration_s"] = time.perf_counter() - t0
+
+    def logits_and_features(self, X: Images) -> tuple[np.ndarray, np.ndarray]:
+        """The head's logits ``(N, n_classes)`` (before the temperature) and the model's backbone features
+        ``(N, D)`` for images ``X`` (features cached in ``cache_dir``)."""
+        check_is_fitted(self, "model_")
+        items = iter_items(X)
+        feats = extract_features(self.model_.backbone, items, self.input_size_, batch_size=self.batch_size,
+                                 cache_dir=self.cache_dir, show_progress=self.show_progress, desc="features")
+        return predict_batches(self.model_.head, feats, 256), feats
 
     def _fit_linear_probe(self, frozen: keras.Model, y_train: np.ndarray, result: Any) -> None:
         """The linear-probe baseline on the frozen features the head stage already computed (seconds)."""
@@ -217,8 +257,8 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
     def _check_ready(self) -> None:
         check_is_fitted(self, "model_")
 
-    def predict_batch_proba(self, images: np.ndarray) -> np.ndarray:
-        return predict_batches(self.model_, images, len(images) or 1)
+    def predict_batch(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return predict_outputs(self.model_.serving_model(), images)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
@@ -230,6 +270,7 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         path = path if path.suffix == ".keras" else path / MODEL_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         self.model_.unknown_below, self.model_.unknown_label = self.unknown_below, self.unknown_label
+        self.model_.open_set_threshold = self.open_set_threshold_
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.keras")
         os.close(fd)
         try:
@@ -249,20 +290,24 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         path = path / MODEL_FILE if path.is_dir() else path
         try:
             model = keras.saving.load_model(path, compile=False)
-        except TypeError as exc:  # an unknown layer class, e.g. the ClassifierInfo layer of format version 1
-            raise ValueError(f"{path} cannot be read as a FineClassifier: it holds layers this version does not know "
-                             f"(files saved before format version {FORMAT_VERSION} must be retrained)") from exc
+        except (TypeError, ValueError) as exc:  # unknown layers (format 1), or an older task format (2)
+            raise ValueError(f"{path} cannot be read as a FineClassifier: it was saved by an older version "
+                             f"(files saved before format version {FORMAT_VERSION} must be retrained with "
+                             f"python -m pipelines.train_fine): {' '.join(str(exc).split())[:300]}") from exc
         if not isinstance(model, CropClassifier):
             raise ValueError(f"{path} is not a FineClassifier model (files saved before format version "
                              f"{FORMAT_VERSION} must be retrained)")
         meta = model.metadata
         params = {k: v for k, v in meta.get("params", {}).items() if k in cls._get_param_names()}
-        params.update(unknown_below=model.unknown_below, unknown_label=model.unknown_label)
+        params.update(unknown_below=model.unknown_below, unknown_label=model.unknown_label,
+                      open_set_score=model.open_set_score)
         clf = cls(backbone=meta.get("backbone", model.backbone.name), **params)
         clf.model_, clf.classes_ = model, np.asarray(model.class_names, dtype=object)
         clf.input_size_, clf.augmentation_ = model.input_size, meta.get("augmentation")
         clf.best_epoch_ = None if meta.get("best_epoch") is None else int(meta["best_epoch"]) - 1
         clf.fine_tune_best_epoch_, clf.history_, clf.timings_ = None, [], {}
+        clf.temperature_, clf.open_set_threshold_ = model.temperature, model.open_set_threshold
+        clf.calibration_ = meta.get("calibration")
         return clf
 
     @property

@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from scipy.special import softmax
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support, roc_auc_score
 
+from classify.calibration import ECE_BINS, expected_calibration_error, reliability_bins
 from detectcrop.io import atomic_write_bytes, atomic_write_text
 
 
@@ -129,6 +131,41 @@ def plot_confusion_matrix(
             if v:
                 colour = "white" if v / rows[i, 0] > 0.5 else "black"
                 ax.text(j, i, str(v), ha="center", va="center", fontsize=7, color=colour)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_reliability(logits: np.ndarray, y: np.ndarray, temperature: float, path: str | Path, *,
+                     bins: int = ECE_BINS, title: str = "Reliability") -> Path:
+    """Reliability diagrams before and after temperature scaling: accuracy per top-class confidence bin against the
+    diagonal (perfect calibration), the gap to the bin's mean confidence, each bin's share of samples (right axis)
+    and the ECE in the titles."""
+    fig = Figure(figsize=(10, 4.5))
+    axes = fig.subplots(1, 2)
+    logits = np.asarray(logits, np.float64)
+    sides = ((axes[0], 1.0, "before (T = 1)"), (axes[1], float(temperature), f"after (T = {temperature:.3f})"))
+    for ax, t, name in sides:
+        proba = softmax(logits / t, axis=1)
+        r = reliability_bins(proba, y, bins)
+        filled = r["count"] > 0
+        centres = (r["edges"][:-1] + r["edges"][1:]) / 2
+        width = 1.0 / bins
+        ax.bar(centres[filled], r["accuracy"][filled], width=width * 0.95, color="tab:blue", alpha=0.8,
+               label="accuracy")
+        acc, conf = r["accuracy"][filled], r["confidence"][filled]
+        ax.bar(centres[filled], np.abs(conf - acc), bottom=np.minimum(acc, conf), width=width * 0.95, fill=False,
+               edgecolor="tab:red", hatch="//", linewidth=0.8, label="gap to mean confidence")
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("top-class confidence")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"{title}, {name}: ECE {expected_calibration_error(proba, y, bins):.3f}", fontsize=9)
+        ax.legend(fontsize=8, loc="upper left")
+        share = ax.twinx()
+        share.plot(centres[filled], r["count"][filled] / len(y), color="black", marker=".", linewidth=0.8)
+        share.set_ylim(0, 1)
+        share.set_ylabel("share of samples", fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
 

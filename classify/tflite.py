@@ -2,9 +2,11 @@
 calibrated on representative crops), a small runner on the LiteRT interpreter, and an agreement check against the
 Keras model.
 
-The exported model keeps the Keras model's contract: ``(N, H, W, 3)`` float32 RGB in ``[0, 255]`` in, class
-probabilities out (preprocessing inside). Label names and the input size go to a JSON sidecar,
-``<file>.tflite.json``, which `TFLiteClassifier` reads.
+The exported model is the Keras model's serving graph (`classify.task.CropClassifier.serving_model`):
+``(N, H, W, 3)`` float32 RGB in ``[0, 255]`` in (preprocessing inside); out, the calibrated class probabilities
+``(N, n_classes)`` and the open-set score ``(N,)``. Label names, the input size and the unknown rule (probability
+floor, open-set score and threshold, temperature) go to a JSON sidecar, ``<file>.tflite.json``, which
+`TFLiteClassifier` reads.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def export_tflite(
     with tempfile.TemporaryDirectory() as tmp:
         if saved_model is None:
             saved_model = Path(tmp) / "saved_model"
-            clf.model_.export(str(saved_model), format="tf_saved_model", verbose=False)
+            clf.model_.serving_model().export(str(saved_model), format="tf_saved_model", verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
         if quantization in ("dynamic", "int8"):
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -76,6 +78,9 @@ def export_tflite(
             "quantization": quantization,
             "unknown_below": clf.unknown_below,
             "unknown_label": clf.unknown_label,
+            "open_set_score": clf.model_.open_set_score,
+            "open_set_threshold": clf.open_set_threshold_,
+            "temperature": clf.temperature_,
             **(extra_meta or {}),
         },
     )
@@ -103,20 +108,25 @@ class TFLiteClassifier(ProbabilityPredictor):
         self.input_size_ = tuple(meta["input_size"])
         self.unknown_below = meta.get("unknown_below")
         self.unknown_label = meta.get("unknown_label", "unknown")
+        self.open_set_threshold_ = meta.get("open_set_threshold")
         self.meta = meta
         self._interp = _interpreter(str(self.path), num_threads)
         self._input = self._interp.get_input_details()[0]["index"]
-        self._output = self._interp.get_output_details()[0]["index"]
+        outputs = self._interp.get_output_details()  # in no fixed order: told apart by rank
+        self._output = next(o["index"] for o in outputs if len(o["shape"]) == 2)
+        self._score = next((o["index"] for o in outputs if len(o["shape"]) == 1), None)
         self._batch = -1
 
-    def predict_batch_proba(self, images: np.ndarray) -> np.ndarray:
+    def predict_batch(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if len(images) != self._batch:
             self._interp.resize_tensor_input(self._input, list(images.shape))
             self._interp.allocate_tensors()
             self._batch = len(images)
         self._interp.set_tensor(self._input, np.ascontiguousarray(images, dtype=np.float32))
         self._interp.invoke()
-        return np.array(self._interp.get_tensor(self._output), dtype=np.float32)
+        proba = np.array(self._interp.get_tensor(self._output), dtype=np.float32)
+        score = None if self._score is None else np.array(self._interp.get_tensor(self._score), dtype=np.float32)
+        return proba, score
 
 
 def agreement(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
@@ -147,7 +157,7 @@ def export_and_check(
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         saved = Path(tmp) / "saved_model"
-        clf.model_.export(str(saved), format="tf_saved_model", verbose=False)
+        clf.model_.serving_model().export(str(saved), format="tf_saved_model", verbose=False)
         for q in quantizations:
             name = f"{stem}.tflite" if q == "float" else f"{stem}_{q}.tflite"
             path = export_tflite(clf, out_dir / name, q, saved_model=saved)

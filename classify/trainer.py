@@ -1,5 +1,8 @@
 """Training a `CropClassifier` in two stages, with the datasets and callbacks they use.
 
+The head emits logits (its cross-entropy is computed from them); the task's softmax temperature stays 1 here and
+is fitted afterwards (`classify.model.FineClassifier`, `classify.calibration`).
+
 1. Head on a frozen backbone (the seed's recipe, with Adam(0.001) instead of 0.005: ReduceLROnPlateau, best weights
    on validation, early stopping). The backbone runs once per image and once per cached augmented view
    (`classify.features`); the head (``task.head``) trains on those features, so an epoch costs milliseconds instead
@@ -24,12 +27,14 @@ from typing import Any
 
 import keras
 import numpy as np
+from scipy.special import softmax
 from sklearn.metrics import f1_score, log_loss
 from tqdm.auto import tqdm
 
 from classify.augment import seeded
 from classify.backbones import copy_model, set_fine_tunable
 from classify.features import ImageItem, extract_views, load_batch, predict_batches
+from classify.openset import DEFAULT_SCORE
 from classify.task import CropClassifier
 
 logger = logging.getLogger(__name__)
@@ -245,13 +250,14 @@ def run_stage(
 
 
 def _compile(model: keras.Model, learning_rate: float | keras.optimizers.schedules.LearningRateSchedule) -> None:
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    """Adam and cross-entropy: on logits for the head alone, on the probabilities for the whole task."""
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=not isinstance(model, CropClassifier))
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"])
 
 
 def train_task(backbone_model: keras.Model, class_names: Sequence[str], train: Split, val: Split,
                settings: TrainSettings, *, unknown_below: float | None = None, unknown_label: str = "unknown",
-               metadata: dict[str, Any] | None = None) -> TrainResult:
+               open_set_score: str = DEFAULT_SCORE, metadata: dict[str, Any] | None = None) -> TrainResult:
     """Train a `CropClassifier` on ``train`` (``val`` may be empty: no early stopping, no best-epoch choice).
 
     ``backbone_model`` is only read: the head stage runs it frozen, and fine-tuning trains a copy of it.
@@ -275,14 +281,16 @@ def train_task(backbone_model: keras.Model, class_names: Sequence[str], train: S
     fine_tune = settings.fine_tune_blocks > 0 and settings.fine_tune_epochs > 0
     task = CropClassifier(copy_model(backbone_model) if fine_tune else backbone_model, class_names,
                           dense_units=settings.dense_units, dropout=settings.dropout, unknown_below=unknown_below,
-                          unknown_label=unknown_label, seed=settings.seed, metadata=metadata)
+                          unknown_label=unknown_label, open_set_score=open_set_score, seed=settings.seed,
+                          metadata=metadata)
     result.model = task
     t0 = time.perf_counter()
     _compile(task.head, settings.learning_rate)
     data = ViewSampler(train_feats, train.y, train.weights, settings.batch_size, settings.seed)
     validation = None
     if val_feats is not None:
-        validation = ValidationScores(lambda: predict_batches(task.head, val_feats, 256), val.y, n_classes)
+        validation = ValidationScores(lambda: softmax(predict_batches(task.head, val_feats, 256), axis=1), val.y,
+                                      n_classes)  # the head emits logits
     result.best_epoch = run_stage(task.head, data, "head", settings.epochs, settings, result.history, validation)
     result.timings["head_s"] = time.perf_counter() - t0
 

@@ -50,6 +50,9 @@ class DetectThenClassify(StepParams):
         unknown_below: label an object ``unknown_label`` when its top probability is below this (``None``: the
             classifier's own ``unknown_below``, e.g. the one a FineClassifier was trained and saved with).
         unknown_label: the answer when no class stands out.
+        open_set: also label an object ``unknown_label`` when the classifier's open-set score is below the threshold
+            saved with it (``open_set_threshold_``, chosen at training to keep 95% of known validation objects); an
+            object is unknown when either rule says so. ``False``: the probability floor alone.
         batch_size: crops classified per batch (crops of several images share a batch).
         max_pixels: refuse larger images (decompression bombs); ``None``: no limit.
         runtime: ``"tf"``, ``"litert"`` (CPU, XNNPACK) or ``"auto"`` (LiteRT on CPU-only machines), for the steps given
@@ -72,6 +75,7 @@ class DetectThenClassify(StepParams):
         top_k: int = 3,
         unknown_below: float | None = None,
         unknown_label: str = "unknown",
+        open_set: bool = True,
         batch_size: int = 32,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         runtime: str = "tf",
@@ -86,6 +90,7 @@ class DetectThenClassify(StepParams):
         self.top_k = top_k
         self.unknown_below = unknown_below
         self.unknown_label = unknown_label
+        self.open_set = open_set
         self.batch_size = batch_size
         self.max_pixels = max_pixels
         self.runtime = runtime
@@ -219,7 +224,8 @@ class DetectThenClassify(StepParams):
         else:
             unknown_below = getattr(classifier, "unknown_below", None)
             unknown_label = getattr(classifier, "unknown_label", self.unknown_label)
-        yield from classify_crops(pending, classifier, self.top_k, unknown_below, unknown_label)
+        threshold = getattr(classifier, "open_set_threshold_", None) if self.open_set else None
+        yield from classify_crops(pending, classifier, self.top_k, unknown_below, unknown_label, threshold)
 
     def __repr__(self) -> str:
         return (f"DetectThenClassify(detector={_source(self.detector, 'detector', strict=False)!r}, "

@@ -1,7 +1,11 @@
 """Label whole folders of photos: detect the parent category, classify each crop, account for every file.
 
     python -m pipelines.label --input PHOTOS --model RUN --output OUT --detector centernet_mobilenetv3_512 \\
-        [--category clock] [--tile] [--top-k 3] [--unknown-below 0.5] [--annotate] [--resume]
+        [--category clock] [--tile] [--top-k 3] [--unknown-below 0.5] [--open-set on|off] [--annotate] [--resume]
+
+An object is labeled ``unknown`` when the model's open-set score is below the threshold saved with it (train_fine
+chooses it to keep 95% of known validation objects; ``--open-set off`` turns this rule off) or when its top
+probability is below ``--unknown-below``: either rule is enough.
 
 Writes OUT/predictions.csv (one row per object; one row per image with no detection or an error),
 OUT/results.coco.json (COCO format with scores), OUT/summary.json and, with --annotate, OUT/annotated/; with
@@ -33,7 +37,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=3, help="labels with probabilities kept per object")
     p.add_argument("--unknown-below", type=float, default=None,
                    help="answer 'unknown' when the top probability is below this (default: the model's own, "
-                        "from train_fine --unknown-below)")
+                        "from train_fine --unknown-below); either this or --open-set makes an object unknown")
+    p.add_argument("--open-set", choices=("on", "off"), default="on",
+                   help="'unknown' when the model's open-set score is below the threshold saved with it (chosen at "
+                        "training to keep 95%% of known validation objects); off: the probability floor alone")
     p.add_argument("--precision", choices=("float", "int8", "auto"), default="float",
                    help="LiteRT classifier precision: int8 needs calibration.npz beside model.keras; auto: int8 only "
                         "where its held-out top-1 agreement with the float model is >= 99%%")
@@ -78,7 +85,8 @@ def _run(args: argparse.Namespace, model: Path, categories: list[int], policy: C
 
     pipe = DetectThenClassify(
         args.detector, str(model), category=categories, min_score=args.min_score, crop_policy=policy, tile=tile,
-        top_k=args.top_k, unknown_below=args.unknown_below, batch_size=args.batch_size,
+        top_k=args.top_k, unknown_below=args.unknown_below, open_set=args.open_set == "on",
+        batch_size=args.batch_size,
         max_pixels=args.max_pixels or None, runtime=args.runtime, precision=args.precision,
     )
     try:

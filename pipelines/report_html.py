@@ -140,6 +140,7 @@ def write_train_report(run: str | os.PathLike) -> Path:
                 [(c, v["precision"], v["recall"], v["f1"], v["support"]) for c, v in per.items()])))
     sections.append(("Confusion matrix", f'<div class="plots">{_png(run / "confusion_matrix.png")}</div>'))
     sections.append(("Training curves", f'<div class="plots">{_png(run / "curves.png")}</div>'))
+    sections.extend(_calibration_sections(run, report))
     mistakes = []
     if (run / "predictions.csv").is_file():
         import csv
@@ -163,6 +164,30 @@ def write_train_report(run: str | os.PathLike) -> Path:
     subtitle = f"{name}: {len(m['labels'])} classes" + (f", backbone {backbone}" if backbone else "")
     text = page("Training report", subtitle, sections)
     return atomic_write_text(run / REPORT_HTML, text)
+
+
+def _calibration_sections(run: Path, report: dict) -> list[tuple[str, str]]:
+    """Calibration (temperature, ECE, reliability diagram) and the unknown rule (open-set scores when measured)."""
+    sections = []
+    cal, rule = report.get("calibration"), report.get("unknown_rule")
+    if cal is not None:
+        cells = [("temperature", f"{cal['temperature']:.3f}")]
+        if cal.get("split"):
+            cells += [(f"{cal['split']} ECE before", f"{cal['ece_before']:.3f}"),
+                      (f"{cal['split']} ECE after", f"{cal['ece_after']:.3f}")]
+        sections.append(("Calibration", cards(cells) + f'<div class="plots">{_png(run / "reliability.png")}</div>'))
+    if rule is not None:
+        threshold = rule.get("open_set_threshold")
+        cells = [("open-set score", rule.get("open_set_score", "-")),
+                 ("threshold", "-" if threshold is None else f"{threshold:.4g}"),
+                 ("probability floor", rule.get("unknown_below") or "-")]
+        body = cards(cells)
+        if "open_set" in report:
+            body += table(["score", "AUROC", "unseen accepted at the threshold", "known kept"],
+                          [(name, v["auroc"], v["fpr_at_95_tpr"], v["known_kept"])
+                           for name, v in report["open_set"]["scores"].items()])
+        sections.append(("Unknown objects", body))
+    return sections
 
 
 # ---- label: OUT/report.html ----------------------------------------------------------------------------------------

@@ -24,9 +24,10 @@ class LabeledObject:
     crop_box: tuple[int, int, int, int]  # the pixels that were classified (padding/squaring applied)
     score: float  # detection score
     class_id: int  # COCO id of the detection
-    label: str  # fine-grained label, or the unknown label when no class stands out
-    probability: float  # classifier probability of the top class
+    label: str  # fine-grained label, or the unknown label (see classify.prediction for the rule)
+    probability: float  # classifier probability of the top class (calibrated)
     top_k: list[tuple[str, float]] = field(default_factory=list)
+    known_score: float | None = None  # the classifier's open-set score (higher: more like a known class)
 
 
 @dataclass
@@ -56,18 +57,33 @@ class ImageResult:
         )
 
 
+def _predict(classifier: Any, crops: list) -> tuple[np.ndarray, np.ndarray | None]:
+    """Probabilities and open-set scores (``predict_scores``), or probabilities alone (``predict_proba``)."""
+    if not crops:
+        return np.zeros((0, 0)), None
+    if hasattr(classifier, "predict_scores"):
+        proba, score = classifier.predict_scores(crops)
+        return np.asarray(proba), None if score is None else np.asarray(score)
+    return np.asarray(classifier.predict_proba(crops)), None
+
+
 def classify_crops(
     items: list[ImageCrops], classifier: Any, top_k: int, unknown_below: float | None, unknown_label: str,
+    open_set_threshold: float | None = None,
 ) -> Iterator[ImageResult]:
-    """Label the crops of several images in one batch (``classifier.predict_proba``); if the batch fails, image by
-    image, and an image whose crops cannot be classified becomes an ``error`` result. In the order of ``items``."""
+    """Label the crops of several images in one batch (``classifier.predict_scores`` or ``predict_proba``); if the
+    batch fails, image by image, and an image whose crops cannot be classified becomes an ``error`` result. In the
+    order of ``items``. An object is ``unknown_label`` when its top probability is below ``unknown_below`` or its
+    open-set score below ``open_set_threshold`` (`classify.prediction.is_unknown`)."""
+    from classify.prediction import is_unknown
+
     crops = [c for item in items for c in item.crops]
     try:
-        proba = np.asarray(classifier.predict_proba(crops)) if crops else np.zeros((0, 0))
+        proba, score = _predict(classifier, crops)
     except Exception as exc:
         if len(items) > 1:
             for item in items:
-                yield from classify_crops([item], classifier, top_k, unknown_below, unknown_label)
+                yield from classify_crops([item], classifier, top_k, unknown_below, unknown_label, open_set_threshold)
             return
         item = items[0]
         logger.warning("%s: classification failed: %s", item.source, exc)
@@ -75,6 +91,7 @@ def classify_crops(
                           error=one_line(f"ClassificationError: {type(exc).__name__}: {exc}"))
         return
     classes = [str(c) for c in getattr(classifier, "classes_", [])]
+    unknown = is_unknown(proba, unknown_below, score, open_set_threshold)
     start = 0
     for item in items:
         result = ImageResult(item.source, item.status, width=item.width, height=item.height, error=item.error)
@@ -82,13 +99,14 @@ def classify_crops(
             order = np.argsort(-row, kind="stable")[: max(1, top_k)]
             top = [(classes[j], float(row[j])) for j in order]
             label, prob = top[0]
-            if unknown_below is not None and prob < unknown_below:
+            if unknown[start + i]:
                 label = unknown_label
             result.objects.append(LabeledObject(
                 xyxy=tuple(float(v) for v in item.detections.xyxy[i]),
                 crop_box=tuple(int(v) for v in item.boxes[i]),
                 score=float(item.detections.scores[i]), class_id=int(item.detections.class_ids[i]),
                 label=label, probability=prob, top_k=top[:top_k],
+                known_score=None if score is None else float(score[start + i]),
             ))
         start += len(item.crops)
         yield result

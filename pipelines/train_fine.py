@@ -3,11 +3,21 @@
     python -m pipelines.train_fine --data CROPS --output RUN [--backbone PRESET] [--epochs 100] [--test-data DIR]
         [--seed 0] [--augment default] [--augment-views 4] [--class-weight balanced] [--fine-tune-blocks K] ...
 
-Writes ``RUN/model.keras`` (labels and preprocessing inside), ``RUN/model.augmentation.json``, ``RUN/report.json``
-(``val`` and, with ``--test-data``, ``test``), ``RUN/confusion_matrix.png``, ``RUN/history.csv``, ``RUN/curves.png``,
-``RUN/predictions.csv``, ``RUN/report.html`` (`pipelines.report_html`) and ``RUN/config.json`` (the resolved
-configuration). Progress goes to stderr; the last line
-on stdout is the macro-F1 (test when ``--test-data`` is given, else validation).
+Writes ``RUN/model.keras`` (labels, preprocessing, temperature and the open-set rule inside),
+``RUN/model.augmentation.json``, ``RUN/calibration.npz`` (crops for int8 LiteRT conversion, `classify.litert`),
+``RUN/report.json`` (``val`` and, with ``--test-data``, ``test``; ``calibration``; ``unknown_rule``; with
+``--open-set-data``, ``open_set``), ``RUN/confusion_matrix.png``, ``RUN/reliability.png`` (before / after temperature
+scaling), ``RUN/history.csv``, ``RUN/curves.png``, ``RUN/predictions.csv``, ``RUN/report.html``
+(`pipelines.report_html`) and ``RUN/config.json`` (the resolved configuration). Progress goes to stderr; the last
+line on stdout is the macro-F1 (test when ``--test-data`` is given, else validation).
+
+Calibration: the softmax temperature is fitted on the validation crops (NLL) and saved in the model, so every
+probability the model gives is calibrated; ``report.json`` -> ``calibration`` has the 15-bin expected calibration
+error before and after, on the test crops when given, else on validation (``split`` says which). The open-set rule
+(``--open-set-score``, default ``energy``, the logsumexp of the logits): the score's threshold keeps
+``--open-set-keep`` (95%) of the known validation crops and is saved with the model; ``label`` answers "unknown"
+below it. The ``val``/``test`` metrics are closed-set (only ``--unknown-below`` applies), so they compare with the
+linear probe.
 
 Every report carries the linear-probe baseline (logistic regression on the frozen backbone's features, same split):
 ``val.linear_probe_macro_f1`` and ``test.linear_probe_macro_f1``. When the training and test crops both come from
@@ -81,8 +91,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--test-data", type=Path, default=None, help="held-out test crops: DIR/<class>/*")
     p.add_argument("--open-set-data", type=Path, default=None,
-                   help="crops of classes the model does not know (DIR/<any>/*): report how well the top probability "
+                   help="crops of classes the model does not know (DIR/<any>/*): report how well each open-set score "
                         "tells them from known ones (report.json -> open_set)")
+    p.add_argument("--open-set-score", choices=OPEN_SET_SCORES, default="energy",
+                   help="the model's score for 'is this a class I know' (label answers 'unknown' below its threshold)")
+    p.add_argument("--open-set-keep", type=float, default=0.95,
+                   help="the open-set threshold keeps this share of known validation crops (0: no threshold)")
     p.add_argument("--epochs", type=int, default=100, help="head-stage epochs (early stopping may end sooner)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=0.001, help="Adam learning rate of the head")
@@ -138,7 +152,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-RUN_MARKERS = ("model.keras", "config.json", "report.json")  # a folder holding one of these is a train_fine run
+RUN_MARKERS = ("model.keras", "config.json", "report.json")
+#: `classify.openset.GRAPH_SCORES` (not imported here: --help must not load TensorFlow).
+OPEN_SET_SCORES = ("max_softmax", "max_logit", "energy", "class_mean_cosine")
+#: Training and held-out crops saved for int8 conversion (each at most).
+INT8_CALIBRATION_CROPS = 100  # a folder holding one of these is a train_fine run
 
 
 def _predictions_csv(rows: list[tuple[str, str, str, str, float]]) -> str:
@@ -229,16 +247,58 @@ def _probe_metrics(clf: FineClassifier, data: ImageFolder, split: str, metrics: 
                 split, probe["macro_f1"], metrics["gain_over_linear_probe"])
 
 
-def _open_set(clf: FineClassifier, val_proba: np.ndarray, known_proba: np.ndarray, open_set: ImageFolder) -> dict:
-    """Open-set metrics of the top probability: known = the test crops (else validation), unknown = ``open_set``."""
+def _scores(clf: FineClassifier, data: ImageFolder) -> dict[str, np.ndarray]:
+    from classify.openset import score_table
+
+    logits, feats = clf.logits_and_features(data.paths)
+    return score_table(logits, feats, clf.model_.class_means, clf.temperature_, clf.train_features_)
+
+
+def _open_set(clf: FineClassifier, val: ImageFolder, known: ImageFolder, open_set: ImageFolder, keep: float) -> dict:
+    """Open-set metrics of every score: known = the test crops (else validation), unknown = ``open_set``; each
+    score's threshold keeps ``keep`` of the known validation crops. The headline is the model's own score."""
     from classify.report import open_set_metrics
 
-    unknown = clf.predict_proba(open_set.paths).max(axis=1)
-    metrics = open_set_metrics(val_proba.max(axis=1), known_proba.max(axis=1), unknown, score="max_softmax")
-    logger.info("open set: AUROC %.4f; keeping 95%% of known validation crops (top probability >= %.3f) accepts "
-                "%.1f%% of %d unseen-class crops", metrics["auroc"], metrics["threshold"],
-                100 * metrics["fpr_at_95_tpr"], metrics["n_unknown"])
+    val_s, known_s, unknown_s = _scores(clf, val), _scores(clf, known), _scores(clf, open_set)
+    per_score = {name: open_set_metrics(val_s[name], known_s[name], unknown_s[name], score=name, keep=keep)
+                 for name in val_s}
+    for name, m in per_score.items():
+        logger.info("open set, %s: AUROC %.4f; keeping %.0f%% of known validation crops accepts %.1f%% of %d "
+                    "unseen-class crops", name, m["auroc"], 100 * keep, 100 * m["fpr_at_95_tpr"], m["n_unknown"])
+    metrics = dict(per_score[clf.model_.open_set_score])
+    metrics["scores"] = {name: {k: m[k] for k in ("auroc", "fpr_at_95_tpr", "threshold", "known_kept")}
+                         for name, m in per_score.items()}
     return metrics
+
+
+def _calibration(clf: FineClassifier, data: ImageFolder, split: str, out: Path) -> dict[str, Any]:
+    """The 15-bin ECE before and after temperature scaling on ``data`` and the reliability diagram."""
+    from classify.calibration import calibration_report
+    from classify.report import plot_reliability
+
+    if clf.calibration_ is None:
+        return {"temperature": clf.temperature_, "split": None, "note": "no validation data: temperature 1"}
+    logits, _ = clf.logits_and_features(data.paths)
+    y = np.searchsorted(clf.classes_, np.asarray(data.label_names, dtype=object))
+    report = calibration_report(logits, y, clf.temperature_, split)
+    report["fit_on_val"] = {k: clf.calibration_[k] for k in ("ece_before", "ece_after", "nll_before", "nll_after", "n")}
+    plot_reliability(logits, y, clf.temperature_, out / "reliability.png", title=f"Reliability ({split})")
+    logger.info("calibration: temperature %.3f; %s ECE %.4f before, %.4f after", report["temperature"], split,
+                report["ece_before"], report["ece_after"])
+    return report
+
+
+def _save_int8_calibration(clf: FineClassifier, train: ImageFolder, val: ImageFolder, out: Path, seed: int) -> None:
+    """A seeded sample of the training crops (calibration) and of the validation crops (held out) for int8."""
+    from classify.litert import save_calibration
+
+    rng = np.random.default_rng(seed)
+
+    def sample(paths: list) -> list:
+        idx = np.sort(rng.permutation(len(paths))[:INT8_CALIBRATION_CROPS])
+        return [paths[i] for i in idx]
+
+    save_calibration(out / "model.keras", sample(list(train.paths)), sample(list(val.paths)), clf.input_size_)
 
 
 def _evaluate(clf: FineClassifier, data: ImageFolder, split: str, rows: list) -> tuple[dict[str, Any], np.ndarray]:
@@ -328,6 +388,8 @@ def _classifier(args: argparse.Namespace) -> FineClassifier:
         fine_tune_learning_rate=args.fine_tune_lr,
         fine_tune_warmup_epochs=args.fine_tune_warmup_epochs,
         unknown_below=args.unknown_below,
+        open_set_score=args.open_set_score,
+        open_set_keep=args.open_set_keep or None,
         cache_dir=args.cache_dir,
         seed=args.seed,
         show_progress=not args.no_progress,
@@ -380,7 +442,7 @@ def _train_and_write(
         "skipped_files": skipped,
         "warnings": warnings,
     }
-    report["val"], val_proba = _evaluate(clf, val, "val", rows)
+    report["val"], _ = _evaluate(clf, val, "val", rows)
     plot_confusion_matrix(
         report["val"]["confusion_matrix"],
         report["val"]["labels"],
@@ -390,10 +452,16 @@ def _train_and_write(
     )
     headline = report["val"]
     if test is not None:
-        report["test"], test_proba = _evaluate(clf, test, "test", rows)
+        report["test"], _ = _evaluate(clf, test, "test", rows)
         headline = report["test"]
+    report["calibration"] = _calibration(clf, test if test is not None else val, "test" if test is not None else "val",
+                                         out)
+    report["unknown_rule"] = {"unknown_below": clf.unknown_below, "open_set_score": clf.model_.open_set_score,
+                              "open_set_threshold": clf.open_set_threshold_, "open_set_keep": clf.open_set_keep}
     if open_set is not None:
-        report["open_set"] = _open_set(clf, val_proba, test_proba if test is not None else val_proba, open_set)
+        known = test if test is not None else val
+        report["open_set"] = _open_set(clf, val, known, open_set, args.open_set_keep or 0.95)
+    _save_int8_calibration(clf, train, val, out, args.seed)
     plot_confusion_matrix(
         headline["confusion_matrix"],
         headline["labels"],

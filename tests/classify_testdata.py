@@ -16,14 +16,17 @@ from PIL import Image
 from skimage import data as skdata
 
 SOURCES = {"astronaut": "astronaut", "cat": "chelsea", "coffee": "coffee", "rocket": "rocket"}
+#: Classes the models of the tests never see (open-set tests).
+UNSEEN_SOURCES = {"hubble": "hubble_deep_field", "cells": "immunohistochemistry"}
 CROP_SIDE = 112
 
 
-def write_crops(root: Path, *, photos_per_class: int, crops_per_photo: int, seed: int, manifest: bool = True) -> Path:
-    """Write ``root/<class>/*.jpg`` (+ ``root/crops.csv``); returns ``root``."""
+def write_crops(root: Path, *, photos_per_class: int, crops_per_photo: int, seed: int, manifest: bool = True,
+                sources: dict[str, str] | None = None) -> Path:
+    """Write ``root/<class>/*.jpg`` (+ ``root/crops.csv``) of ``sources`` (default `SOURCES`); returns ``root``."""
     rng = np.random.default_rng(seed)
     rows = []
-    for label, name in SOURCES.items():
+    for label, name in (sources or SOURCES).items():
         image = getattr(skdata, name)()
         h, w = image.shape[:2]
         (root / label).mkdir(parents=True, exist_ok=True)

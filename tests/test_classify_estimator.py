@@ -7,6 +7,7 @@ import json
 import random
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,7 +20,7 @@ from sklearn.base import clone
 from classify import Backbone, CropClassifier, FineClassifier
 from classify.backbones import backbone_blocks
 from classify.model import AUTO_FINE_TUNE_BLOCKS, resolve_fine_tune_blocks
-from classify.prediction import ProbabilityPredictor
+from classify.prediction import ProbabilityPredictor, decide_labels
 
 COLOURS = ("blue", "green", "red")
 
@@ -56,8 +57,10 @@ def data() -> tuple[list[np.ndarray], np.ndarray]:
 
 @pytest.fixture(scope="module")
 def fitted_tiny(data) -> FineClassifier:
-    """One tiny classifier fitted for the tests that only read it (with a non-default unknown rule)."""
-    return small(tiny_backbone(), unknown_below=0.5, unknown_label="no idea").fit(*data)
+    """One tiny classifier fitted for the tests that only read it (with a non-default unknown rule and open-set score:
+    the feature-space one, so that the TFLite tests cover it)."""
+    return small(tiny_backbone(), unknown_below=0.5, unknown_label="no idea",
+                 open_set_score="class_mean_cosine").fit(*data)
 
 
 def small(backbone, **kwargs) -> FineClassifier:
@@ -81,8 +84,9 @@ def test_init_only_stores_parameters_and_clone_round_trips(data):
     X, y = data
     assert clf.fit(X, y) is clf
     assert sorted(k for k in vars(clf) if k.endswith("_")) == [
-        "augmentation_", "best_epoch_", "classes_", "fine_tune_best_epoch_", "frozen_backbone_", "history_",
-        "input_size_", "linear_probe_", "linear_probe_val_predictions_", "model_", "timings_"]
+        "augmentation_", "best_epoch_", "calibration_", "classes_", "fine_tune_best_epoch_", "frozen_backbone_",
+        "history_", "input_size_", "linear_probe_", "linear_probe_val_predictions_", "model_", "open_set_threshold_",
+        "temperature_", "timings_", "train_features_"]
     shared = Backbone("tiny", tiny_backbone(), (16, 16), "unit")  # a Backbone is only read, so clones share it
     assert clone(small(shared)).backbone is shared
     fitted_clone = clone(clf)  # a clone of a fitted estimator is unfitted
@@ -160,6 +164,9 @@ def test_every_saved_artefact_round_trips(data, fitted_tiny, tmp_path):
     assert path == tmp_path / "run" / "model.keras"
     loaded = FineClassifier.load(tmp_path / "run")
     np.testing.assert_allclose(loaded.predict_proba(X), clf.predict_proba(X), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(loaded.predict_scores(X)[1], clf.predict_scores(X)[1], rtol=0, atol=1e-6)
+    assert clf.open_set_threshold_ is not None and loaded.open_set_threshold_ == pytest.approx(clf.open_set_threshold_)
+    assert loaded.temperature_ == pytest.approx(clf.temperature_) and (loaded.predict(X) == clf.predict(X)).all()
     assert loaded.classes_.tolist() == clf.classes_.tolist() and loaded.input_size_ == (16, 16)
     assert (loaded.unknown_below, loaded.unknown_label) == (0.5, "no idea")
     assert loaded.get_params() == {**clf.get_params(), "backbone": "tiny"}
@@ -205,9 +212,18 @@ def test_tflite_runner_shares_the_prediction_interface(data, fitted_tiny, tmp_pa
     runner = TFLiteClassifier(export_tflite(clf, tmp_path / "model.tflite"))
     assert isinstance(runner, ProbabilityPredictor) and isinstance(clf, ProbabilityPredictor)
     assert type(runner).predict is type(clf).predict is ProbabilityPredictor.predict  # the logic exists once
-    np.testing.assert_allclose(runner.predict_proba(X, batch_size=7), clf.predict_proba(X), atol=1e-5)
+    proba, score = runner.predict_scores(X, batch_size=7)
+    np.testing.assert_allclose(proba, clf.predict_proba(X), atol=1e-5)  # calibrated: the temperature is in the graph
+    np.testing.assert_allclose(score, clf.predict_scores(X)[1], atol=1e-5)  # the open-set score too
     assert runner.classes_.tolist() == clf.classes_.tolist() and runner.unknown_below == 0.5
+    assert runner.open_set_threshold_ == pytest.approx(clf.open_set_threshold_)
     assert runner.unknown_label == "no idea" and (runner.predict(X) == clf.predict(X)).all()
+    # the same unknown decisions where the open-set rule splits the inputs in two
+    mid = float(np.median(score))
+    keras_proba, keras_score = clf.predict_scores(X)
+    got = decide_labels(proba, runner.classes_, None, "no idea", score, mid)
+    want = decide_labels(keras_proba, clf.classes_, None, "no idea", keras_score, mid)
+    assert (got == want).all() and 0 < np.mean(want == "no idea") < 1
     top_runner, top_keras = runner.predict_topk(X[:5], k=2), clf.predict_topk(X[:5], k=2)
     assert [[c for c, _ in row] for row in top_runner] == [[c for c, _ in row] for row in top_keras]
 
@@ -231,6 +247,21 @@ def test_load_rejects_files_that_are_not_a_fine_classifier(tmp_path):
         FineClassifier.load(tmp_path / "plain.keras")
 
 
+def test_load_names_files_of_an_older_format(tmp_path):
+    """A file saved before calibration (task format 2: a softmax head) fails with a message saying to retrain."""
+    CropClassifier(tiny_backbone(), ["a", "b"], dense_units=4).save(tmp_path / "new.keras")
+    with zipfile.ZipFile(tmp_path / "new.keras") as src, zipfile.ZipFile(tmp_path / "old.keras", "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                del config["config"]["format"]
+                data = json.dumps(config).encode()
+            dst.writestr(item, data)
+    with pytest.raises(ValueError, match=r"older version.*retrain"):
+        FineClassifier.load(tmp_path / "old.keras")
+
+
 def test_linear_probe_reuses_the_head_stage_features(data):
     """The probe fitted inside fit equals one fitted from scratch on freshly extracted frozen features."""
     from classify.features import extract_features
@@ -250,7 +281,7 @@ def test_linear_probe_reuses_the_head_stage_features(data):
 def test_dense_units_zero_gives_a_linear_head_that_round_trips(data, tmp_path):
     X, y = data
     clf = small(tiny_backbone(), dense_units=0).fit(X, y)
-    assert [layer.name for layer in clf.model_.head.layers] == ["head_dropout", "head_output"]
+    assert [layer.name for layer in clf.model_.head.layers] == ["head_dropout", "head_logits"]
     loaded = FineClassifier.load(clf.save(tmp_path / "model.keras"))
     np.testing.assert_allclose(loaded.predict_proba(X[:5]), clf.predict_proba(X[:5]), atol=1e-6)
 

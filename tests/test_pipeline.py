@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import pickle
 from pathlib import Path
@@ -136,6 +137,53 @@ def test_steps_are_replaceable_and_crops_batch_across_images():
     assert pipe(_two_colour_image()).labels == ["ambiguous", "ambiguous"]
     with pytest.raises(ValueError, match="clock"):
         DetectThenClassify(_BoxDetector(), clf, category="watch").detect(_two_colour_image())
+
+
+class _ScoredClassifier(_MeanColourClassifier):
+    """The stand-in with an open-set score (high for red crops) and a threshold saved with it."""
+
+    open_set_threshold_ = 0.5
+
+    def predict_scores(self, crops):
+        proba = self.predict_proba(crops)
+        return proba, proba[:, 1]
+
+
+def test_unknown_when_either_rule_says_so():
+    clf = _ScoredClassifier()
+    pipe = DetectThenClassify(_BoxDetector(), clf, category="clock", crop_policy=CropPolicy(pad=0, min_size=1))
+    result = pipe(_two_colour_image())
+    assert result.labels == ["red", "unknown"]  # the blue crop scores 0.05, under the model's threshold
+    assert [o.known_score for o in result.objects] == pytest.approx([0.95, 0.05])
+    assert [o.probability for o in result.objects] == pytest.approx([0.95, 0.95])  # confident, yet unknown
+    pipe.set_params(open_set=False)
+    assert pipe(_two_colour_image()).labels == ["red", "blue"]
+    pipe.set_params(unknown_below=0.99)  # the probability floor alone
+    assert pipe(_two_colour_image()).labels == ["unknown", "unknown"]
+    pipe.set_params(open_set=True, unknown_below=0.9)  # both rules: the floor passes, the score does not
+    assert pipe(_two_colour_image()).labels == ["red", "unknown"]
+
+
+class _WholeImage:
+    def detect(self, image, *, min_score=None):
+        h, w = image.shape[:2]
+        return Detections([[0, 0, w, h]], [0.9], [85])
+
+
+def test_label_answers_what_the_model_rule_says(fitted):
+    clf, _, test = fitted
+    images = [read_image(p) for p in test.paths]
+    proba, score = clf.predict_scores(images)
+    threshold = float(np.median(score))  # a rule that splits these crops in two
+    ruled = copy.copy(clf)
+    ruled.open_set_threshold_ = threshold
+    pipe = DetectThenClassify(_WholeImage(), ruled, category="clock", crop_policy=CropPolicy(pad=0, min_size=1))
+    labels = [pipe(image).labels[0] for image in images]
+    assert labels == ruled.predict(images).tolist()
+    assert [lab == "unknown" for lab in labels] == (score < threshold).tolist() and "unknown" in labels
+    baseline = [DetectThenClassify(_WholeImage(), ruled, category="clock", open_set=False,
+                                   crop_policy=CropPolicy(pad=0, min_size=1))(image).labels[0] for image in images]
+    assert baseline == clf.classes_[proba.argmax(1)].tolist()  # --open-set off: the top class, as before
 
 
 def test_params_follow_scikit_learn(pipe):

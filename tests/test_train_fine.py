@@ -14,6 +14,8 @@ from classify_testdata import write_crops
 from PIL import Image
 
 from classify import FineClassifier
+from classify.litert import exported_path, resolve_precision
+from classify.openset import DEFAULT_SCORE, GRAPH_SCORES
 from pipelines import train_fine
 
 
@@ -74,9 +76,15 @@ def test_cli_writes_the_run_folder_and_prints_macro_f1_last(tmp_path, capsys, tr
     with open(out / "predictions.csv", newline="") as f:
         val_top = [float(r["probability"]) for r in csv.DictReader(f) if r["split"] == "val"]
     open_set = report["open_set"]
-    assert open_set["score"] == "max_softmax" and open_set["n_unknown"] == 5 and 0 <= open_set["auroc"] <= 1
-    assert open_set["threshold"] == pytest.approx(np.quantile(val_top, 0.05))  # chosen on validation
-    for name in ("confusion_matrix.png", "confusion_matrix_val.png", "curves.png"):
+    assert open_set["score"] == DEFAULT_SCORE and open_set["n_unknown"] == 5 and 0 <= open_set["auroc"] <= 1
+    assert set(open_set["scores"]) == {"max_softmax", "max_logit", "energy", "class_mean_cosine", "knn_cosine"}
+    assert {"auroc", "fpr_at_95_tpr"} <= set(open_set["scores"]["energy"])
+    # chosen on validation: the calibrated top probability of the validation crops in predictions.csv
+    assert open_set["scores"]["max_softmax"]["threshold"] == pytest.approx(np.quantile(val_top, 0.05), rel=1e-5)
+    calibration = report["calibration"]
+    assert calibration["split"] == "test" and calibration["bins"] == 15 and calibration["temperature"] > 0
+    assert 0 <= calibration["ece_before"] <= 1 and 0 <= calibration["ece_after"] <= 1
+    for name in ("confusion_matrix.png", "confusion_matrix_val.png", "curves.png", "reliability.png"):
         with Image.open(out / name) as im:
             assert im.format == "PNG"
     with open(out / "history.csv", newline="") as f:
@@ -89,17 +97,31 @@ def test_cli_writes_the_run_folder_and_prints_macro_f1_last(tmp_path, capsys, tr
     assert json.loads((out / "model.augmentation.json").read_text())["transform"]["__class_fullname__"] == "Compose"
     clf = FineClassifier.load(out)
     assert clf.classes_.tolist() == ["astronaut", "cat", "coffee", "rocket"]
+    assert clf.temperature_ == pytest.approx(calibration["temperature"])  # saved with the model
+    rule = report["unknown_rule"]
+    assert rule["open_set_threshold"] == pytest.approx(open_set["threshold"]) == pytest.approx(clf.open_set_threshold_)
     with open(out / "predictions.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["split"] == "test"]
-    assert [r["predicted"] for r in rows] == clf.predict([r["path"] for r in rows]).tolist()
+    # the val/test metrics and predictions.csv are closed-set (comparable with the linear probe)
+    assert [r["predicted"] for r in rows] == clf.predict([r["path"] for r in rows], open_set=False).tolist()
+    # int8 LiteRT works on a fresh run: --precision auto converts with the calibration crops saved beside the model
+    with np.load(out / "calibration.npz") as npz:
+        assert npz["calibration"].shape[1:] == (*clf.input_size_, 3) and len(npz["heldout"]) == report["val"]["n"]
+    assert resolve_precision(out, "auto") in ("float", "int8")
+    int8 = exported_path(out, "int8")
+    int8_meta = json.loads(int8.with_name(int8.name + ".json").read_text())
+    assert int8_meta["quantization"] == "int8" and int8_meta["n"] == report["val"]["n"]
     # the old run was replaced as a whole, and nothing is left beside it
     assert not (out / "model.tflite").exists() and not (out / "notes.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["open", "run", "test"]
+    assert train_fine.OPEN_SET_SCORES == GRAPH_SCORES  # the CLI's choices (no TensorFlow import for --help)
+    assert train_fine.get_args_parser().parse_args(["--data", "d", "--output", "o"]).open_set_score == DEFAULT_SCORE
     assert report["skipped_files_count"] == 1 and report["skipped_files"][0]["path"].endswith("broken.jpg")
     assert config["model"]["path"] == str((out / "model.keras").resolve())
     page = (out / "report.html").read_text()  # the review page (checked in a browser by test_html_reports)
     assert f"{report['test']['macro_f1']:.3f}" in page and "Worst mistakes (test" in page
-    assert "run: 4 classes, backbone mobilenet_v2_torchvision" in page and page.count("<img") >= 2  # the two plots
+    assert "run: 4 classes, backbone mobilenet_v2_torchvision" in page and page.count("<img") >= 3  # the three plots
+    assert "Calibration" in page and "Unknown objects" in page and "class_mean_cosine" in page
 
 
 def test_cli_reports_too_few_images_clearly(tmp_path, capsys):

@@ -1,0 +1,82 @@
+"""Temperature scaling (Guo et al., 2017) and the expected calibration error.
+
+One scalar ``T`` divides the logits before the softmax; it is fitted on validation logits by minimising the negative
+log-likelihood (scikit-learn's ``log_loss``) over ``log T``, so the top class never changes, only how sure the model
+says it is. ``T > 1`` softens an over-confident model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import softmax
+from sklearn.metrics import log_loss
+
+#: Bins of the expected calibration error and the reliability diagram.
+ECE_BINS = 15
+#: ``T`` is searched in ``[1 / T_RANGE, T_RANGE]``.
+T_RANGE = 100.0
+
+
+def nll(logits: np.ndarray, y: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean negative log-likelihood of integer labels ``y`` under ``softmax(logits / temperature)``."""
+    logits = np.asarray(logits, np.float64)
+    return float(log_loss(y, softmax(logits / temperature, axis=1), labels=np.arange(logits.shape[1])))
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The ``T`` that minimises the NLL of ``y`` under ``softmax(logits / T)`` (1.0 without data)."""
+    if not len(y):
+        return 1.0
+    result = minimize_scalar(lambda log_t: nll(logits, y, float(np.exp(log_t))),
+                             bounds=(-np.log(T_RANGE), np.log(T_RANGE)), method="bounded", options={"xatol": 1e-4})
+    best = float(np.exp(result.x))
+    return best if nll(logits, y, best) <= nll(logits, y, 1.0) else 1.0
+
+
+def reliability_bins(proba: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> dict[str, np.ndarray]:
+    """Top-class confidence vs accuracy in ``bins`` equal-width confidence bins (``(lo, hi]``, the first also
+    holding 0): per bin ``count``, mean ``confidence`` and ``accuracy`` (NaN when empty)."""
+    proba = np.asarray(proba, np.float64)
+    confidence, correct = proba.max(axis=1), (proba.argmax(axis=1) == np.asarray(y)).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ids = np.clip(np.searchsorted(edges[1:-1], confidence, side="left"), 0, bins - 1)
+    count = np.bincount(ids, minlength=bins).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        conf = np.bincount(ids, confidence, minlength=bins) / count
+        acc = np.bincount(ids, correct, minlength=bins) / count
+    return {"edges": edges, "count": count, "confidence": conf, "accuracy": acc}
+
+
+def expected_calibration_error(proba: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
+    """``sum_b n_b / N * |accuracy_b - confidence_b|`` over equal-width bins of the top-class confidence."""
+    if not len(y):
+        raise ValueError("the expected calibration error needs at least one sample")
+    r = reliability_bins(proba, y, bins)
+    filled = r["count"] > 0
+    return float(np.sum(r["count"][filled] * np.abs(r["accuracy"][filled] - r["confidence"][filled])) / len(y))
+
+
+def ece_noise_floor(proba: np.ndarray, bins: int = ECE_BINS, draws: int = 200, seed: int = 0) -> float:
+    """The median ECE that a *perfectly calibrated* model with these probabilities would show on this many samples
+    (labels drawn from ``proba`` itself, seeded): the ECE an evaluation set this small cannot see below."""
+    proba = np.asarray(proba, np.float64)
+    if not len(proba):
+        return 0.0
+    rng = np.random.default_rng(seed)
+    cumulative = np.cumsum(proba, axis=1)
+    labels = np.minimum((rng.random((draws, len(proba), 1)) > cumulative[None]).sum(axis=2), proba.shape[1] - 1)
+    return float(np.median([expected_calibration_error(proba, y, bins) for y in labels]))
+
+
+def calibration_report(logits: np.ndarray, y: np.ndarray, temperature: float, split: str,
+                       bins: int = ECE_BINS) -> dict[str, Any]:
+    """``{"temperature", "ece_before", "ece_after", "ece_floor", "nll_before", "nll_after", "bins", "split", "n"}``
+    on ``logits`` and labels ``y`` of ``split`` (``ece_floor``: `ece_noise_floor` of the calibrated probabilities)."""
+    before, after = softmax(np.asarray(logits, np.float64), axis=1), softmax(np.asarray(logits) / temperature, axis=1)
+    return {"temperature": float(temperature), "ece_before": expected_calibration_error(before, y, bins),
+            "ece_after": expected_calibration_error(after, y, bins), "ece_floor": ece_noise_floor(after, bins),
+            "nll_before": nll(logits, y),
+            "nll_after": nll(logits, y, temperature), "bins": bins, "split": split, "n": len(y)}
