@@ -183,17 +183,16 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         fine_tune_blocks = resolve_fine_tune_blocks(self.fine_tune_blocks, backbone)
         input_size_of(backbone)  # a fixed input size is required
         augmentation = augmentation_to_dict(self.augmentation)
-        fields = set(TrainSettings.__dataclass_fields__) - {"seed", "augmentation"}
-        settings = TrainSettings(seed=seed, augmentation=augmentation,
-                                 **{**{k: v for k, v in self.get_params().items() if k in fields},
-                                    "fine_tune_blocks": fine_tune_blocks})
+        fields = set(TrainSettings.__dataclass_fields__) - {"seed", "augmentation", "fine_tune_blocks"}
+        settings = TrainSettings(seed=seed, augmentation=augmentation, fine_tune_blocks=fine_tune_blocks,
+                                 **{k: v for k, v in self.get_params().items() if k in fields})
         result = train_task(backbone.model, classes.tolist(), train, val, settings, unknown_below=self.unknown_below,
                             unknown_label=self.unknown_label, open_set_score=self.open_set_score)
         self.classes_, self.model_, self.augmentation_ = classes, result.model, augmentation
         self.input_size_ = result.model.input_size
         self.history_, self.timings_ = result.history, result.timings
         self.best_epoch_, self.fine_tune_best_epoch_ = result.best_epoch, result.fine_tune_best_epoch
-        self.model_.metadata = self._metadata(backbone_name(backbone))
+        self.model_.metadata = _metadata(self, backbone_name(backbone))
         self._fit_linear_probe(backbone.model, classes[train.y], result)
         self._calibrate(result, train, val)
         return self
@@ -224,9 +223,8 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         t0 = time.perf_counter()
         self.frozen_backbone_ = frozen
         self.linear_probe_ = fit_linear_probe(result.train_features, y_train)
-        self.linear_probe_val_predictions_ = (
-            self.linear_probe_.predict(result.val_features) if result.val_features is not None else None
-        )
+        val = result.val_features
+        self.linear_probe_val_predictions_ = None if val is None else self.linear_probe_.predict(val)
         self.timings_["linear_probe_s"] = time.perf_counter() - t0
 
     def predict_linear_probe(self, X: Images) -> np.ndarray:
@@ -241,15 +239,6 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
                                  cache_dir=self.cache_dir, show_progress=self.show_progress, desc="probe features")
         return self.linear_probe_.predict(feats)
 
-    def _metadata(self, backbone: str) -> dict[str, Any]:
-        params = {k: v for k, v in self.get_params().items() if k not in ("backbone", "augmentation", "cache_dir")}
-        params["augmentation"] = self.augmentation if isinstance(self.augmentation, str) else self.augmentation_
-        return {"format_version": FORMAT_VERSION, "backbone": backbone, "params": params,
-                "augmentation": self.augmentation_, "input": "RGB float32 in [0, 255], resized (area when shrinking, "
-                "bilinear when enlarging)",
-                "best_epoch": None if self.best_epoch_ is None else int(self.best_epoch_) + 1}
-
-    # ------------------------------------------------------------------ inference (ProbabilityPredictor)
     @property
     def prediction_batch_size(self) -> int:
         return int(self.batch_size)
@@ -260,7 +249,6 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
     def predict_batch(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return predict_outputs(self.model_.serving_model(), images)
 
-    # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:
         """Write the model as one self-describing ``.keras`` file (atomically; class names, unknown rule and
         configuration inside) and its augmentation as ``<stem>.augmentation.json`` beside it. ``path``: a ``.keras``
@@ -271,14 +259,7 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.model_.unknown_below, self.model_.unknown_label = self.unknown_below, self.unknown_label
         self.model_.open_set_threshold = self.open_set_threshold_
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.keras")
-        os.close(fd)
-        try:
-            self.model_.save(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        _write_task(self.model_, path)
         save_augmentation(self.augmentation_, path.with_name(f"{path.stem}.augmentation.json"))
         logger.info("saved %s", path)
         return path
@@ -287,33 +268,64 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
     def load(cls, path: str | Path) -> FineClassifier:
         """Load a model written by `save` (a ``.keras`` file or the folder holding ``model.keras``)."""
         path = Path(path)
-        path = path / MODEL_FILE if path.is_dir() else path
-        try:
-            model = keras.saving.load_model(path, compile=False)
-        except (TypeError, ValueError) as exc:  # unknown layers (format 1), or an older task format (2)
-            raise ValueError(f"{path} cannot be read as a FineClassifier: it was saved by an older version "
-                             f"(files saved before format version {FORMAT_VERSION} must be retrained with "
-                             f"python -m pipelines.train_fine): {' '.join(str(exc).split())[:300]}") from exc
-        if not isinstance(model, CropClassifier):
-            raise ValueError(f"{path} is not a FineClassifier model (files saved before format version "
-                             f"{FORMAT_VERSION} must be retrained)")
-        meta = model.metadata
-        params = {k: v for k, v in meta.get("params", {}).items() if k in cls._get_param_names()}
-        params.update(unknown_below=model.unknown_below, unknown_label=model.unknown_label,
-                      open_set_score=model.open_set_score)
-        clf = cls(backbone=meta.get("backbone", model.backbone.name), **params)
-        clf.model_, clf.classes_ = model, np.asarray(model.class_names, dtype=object)
-        clf.input_size_, clf.augmentation_ = model.input_size, meta.get("augmentation")
-        clf.best_epoch_ = None if meta.get("best_epoch") is None else int(meta["best_epoch"]) - 1
-        clf.fine_tune_best_epoch_, clf.history_, clf.timings_ = None, [], {}
-        clf.temperature_, clf.open_set_threshold_ = model.temperature, model.open_set_threshold
-        clf.calibration_ = meta.get("calibration")
-        return clf
+        return _from_task(cls, _read_task(path / MODEL_FILE if path.is_dir() else path))
 
     @property
     def augmentation_pipeline_(self) -> Any:
         """The fitted augmentation as an albumentations pipeline (``None`` if none)."""
         return build_augmentation(self.augmentation_)
+
+
+def _metadata(clf: FineClassifier, backbone: str) -> dict[str, Any]:
+    """What a saved model records about how it was trained (parameters, augmentation, input convention)."""
+    params = {k: v for k, v in clf.get_params().items() if k not in ("backbone", "augmentation", "cache_dir")}
+    params["augmentation"] = clf.augmentation if isinstance(clf.augmentation, str) else clf.augmentation_
+    return {"format_version": FORMAT_VERSION, "backbone": backbone, "params": params,
+            "augmentation": clf.augmentation_, "input": "RGB float32 in [0, 255], resized (area when shrinking, "
+            "bilinear when enlarging)",
+            "best_epoch": None if clf.best_epoch_ is None else int(clf.best_epoch_) + 1}
+
+
+def _write_task(model: CropClassifier, path: Path) -> None:
+    """Save the task model atomically (a temporary file beside ``path``, then a rename)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.keras")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_task(path: Path) -> CropClassifier:
+    """Load a saved task model; files of older formats fail with one clear error saying to retrain."""
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except (TypeError, ValueError) as exc:  # unknown layers (format 1), or an older task format (2)
+        raise ValueError(f"{path} cannot be read as a FineClassifier: it was saved by an older version "
+                         f"(files saved before format version {FORMAT_VERSION} must be retrained with "
+                         f"python -m pipelines.train_fine): {' '.join(str(exc).split())[:300]}") from exc
+    if not isinstance(model, CropClassifier):
+        raise ValueError(f"{path} is not a FineClassifier model (files saved before format version "
+                         f"{FORMAT_VERSION} must be retrained)")
+    return model
+
+
+def _from_task(cls: type[FineClassifier], model: CropClassifier) -> FineClassifier:
+    """A fitted estimator around a loaded task model (its parameters from the model's metadata)."""
+    meta = model.metadata
+    params = {k: v for k, v in meta.get("params", {}).items() if k in cls._get_param_names()}
+    params.update(unknown_below=model.unknown_below, unknown_label=model.unknown_label,
+                  open_set_score=model.open_set_score)
+    clf = cls(backbone=meta.get("backbone", model.backbone.name), **params)
+    clf.model_, clf.classes_ = model, np.asarray(model.class_names, dtype=object)
+    clf.input_size_, clf.augmentation_ = model.input_size, meta.get("augmentation")
+    clf.best_epoch_ = None if meta.get("best_epoch") is None else int(meta["best_epoch"]) - 1
+    clf.fine_tune_best_epoch_, clf.history_, clf.timings_ = None, [], {}
+    clf.temperature_, clf.open_set_threshold_ = model.temperature, model.open_set_threshold
+    clf.calibration_ = meta.get("calibration")
+    return clf
 
 
 def _fit_split(items: list, y_int: np.ndarray, classes: np.ndarray, groups: Sequence[Any] | None,
