@@ -14,6 +14,7 @@ import numpy as np
 
 from detectcrop.coco import category_id
 from detectcrop.crops import CropPolicy, crop_image, select_crops
+from detectcrop.decoding import DECODE_MODES, DEFAULT_DECODE, ReducedImage, Reduction, reduction_for
 from detectcrop.detections import Detections
 from detectcrop.images import ImageReadError
 from detectcrop.io import one_line
@@ -53,6 +54,8 @@ class DetectSteps:
         min_score: minimum detection score.
         policy: how boxes become crops (`CropPolicy`).
         tile: detect on overlapping tiles too (`TileConfig`), or ``None``.
+        decode: ``"full"``, ``"reduced"`` or ``"auto"``: how readers decode images for whole-image detection
+            (`detectcrop.decoding`; crops always come from the full resolution).
     """
 
     detector: SupportsDetect
@@ -60,6 +63,16 @@ class DetectSteps:
     min_score: float = 0.3
     policy: CropPolicy = field(default_factory=CropPolicy)
     tile: TileConfig | None = None
+    decode: str = DEFAULT_DECODE
+
+    def __post_init__(self) -> None:
+        if self.decode not in DECODE_MODES:
+            raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, got {self.decode!r}")
+
+    @property
+    def reduction(self) -> Reduction | None:
+        """How to decode images for these steps (`detectcrop.decoding.reduction_for`); ``None``: at full size."""
+        return reduction_for(self.detector, self.tile is not None, self.decode)
 
 
 @dataclass
@@ -90,13 +103,30 @@ def detect_objects(image: np.ndarray, steps: DetectSteps) -> Detections:
     return dets.filter(category=list(steps.category_ids), min_score=steps.min_score)
 
 
-def process_image(source: str, image: np.ndarray | ImageReadError, steps: DetectSteps) -> ImageCrops:
-    """Stage 1 for one image: detections, crop boxes and crops; any failure becomes an ``error`` result."""
+def process_image(source: str, image: np.ndarray | ReducedImage | ImageReadError, steps: DetectSteps) -> ImageCrops:
+    """Stage 1 for one image: detections, crop boxes and crops; any failure becomes an ``error`` result.
+
+    A `ReducedImage` is detected on at its reduced size (whole image only), its boxes mapped to full-resolution
+    pixels; the full image is decoded only when there is something to crop, and a failure of that decode is the same
+    ``error`` result a full-size read would have given.
+    """
     if isinstance(image, ImageReadError):
         return ImageCrops(source, "error", error=one_line(str(image)))
     h, w = image.shape[:2]
     try:
-        kept, boxes = select_crops(detect_objects(image, steps), (h, w), steps.policy)
+        if isinstance(image, ReducedImage):
+            if steps.tile is not None:
+                raise ValueError("tiled detection needs the full-resolution image, not a reduced decode")
+            dets = image.detections_to_full(detect_objects(image.image, steps))
+        else:
+            dets = detect_objects(image, steps)
+        kept, boxes = select_crops(dets, (h, w), steps.policy)
+        if isinstance(image, ReducedImage) and len(boxes):
+            try:
+                image = image.full()
+            except Exception as exc:  # reported as the reader reports a failed read (`iter_images`)
+                err = exc if isinstance(exc, ImageReadError) else ImageReadError(source, f"{type(exc).__name__}: {exc}")
+                return ImageCrops(source, "error", error=one_line(str(err)))
         crops = [crop_image(image, b) for b in boxes]
     except Exception as exc:  # one bad image must not stop a folder
         return ImageCrops(source, "error", w, h, error=one_line(f"DetectionError: {type(exc).__name__}: {exc}"))

@@ -117,7 +117,7 @@ class CropWorker:
         self.steps = DetectSteps(
             _rebuild_detector(detector), tuple(steps["category_ids"]) if steps["category_ids"] is not None else None,
             steps["min_score"], CropPolicy(**steps["policy"]),
-            TileConfig(**steps["tile"]) if steps["tile"] is not None else None,
+            TileConfig(**steps["tile"]) if steps["tile"] is not None else None, steps.get("decode", "full"),
         )
 
     def process(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -125,7 +125,8 @@ class CropWorker:
         entries = [InputEntry(i["key"], Path(i["path"]), i["problem"]) for i in items]
         names = {i["key"]: i["name"] for i in items}
         out = []
-        for entry, image in read_entries(entries, image_types_only=True, workers=1, prefetch=2, **self.read):
+        for entry, image in read_entries(entries, image_types_only=True, workers=1, prefetch=2,
+                                         reduction=self.steps.reduction, **self.read):
             rows = save_image_crops(self.out, names[entry.rel], process_image(entry.rel, image, self.steps))
             del image
             out.append({"image": rows.image, "crops": rows.crops})

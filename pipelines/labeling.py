@@ -151,7 +151,8 @@ class LabelWorker:
     def process(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         entries = [InputEntry(i["key"], Path(i["path"]), i["problem"]) for i in items]
         names = {i["key"]: i["name"] for i in items} if self.annotate else {}
-        stream = read_entries(entries, workers=1, prefetch=2, **self.read)  # decoding runs ahead on a thread
+        stream = read_entries(entries, workers=1, prefetch=2, reduction=self.pipeline.steps_.reduction,
+                              **self.read)  # decoding runs ahead on a thread
         rows = labeled_rows(self.pipeline, self.out, entries, names, _sources(stream))
         return [{"rows": r} for r in rows]
 
@@ -263,7 +264,8 @@ def label_folder(
         if engine == "ray":
             results = _ray_rows(pipeline, out, todo, names, read, ray or RayOptions(), show_progress)
         else:
-            stream = read_entries(todo, workers=workers, prefetch=prefetch, decode_budget=decode_budget, **read)
+            stream = read_entries(todo, workers=workers, prefetch=prefetch, decode_budget=decode_budget,
+                                  reduction=pipeline.steps_.reduction, **read)
             results = labeled_rows(pipeline, out, todo, names, _sources(stream))
         start = time.perf_counter()
         with tqdm(total=len(todo), unit="img", desc="label", disable=not show_progress) as bar:
