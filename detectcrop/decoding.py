@@ -118,6 +118,11 @@ class ReducedImage:
         h, w = self.full_shape
         return np.clip(b, 0, np.array([w, h, w, h], dtype=np.float64))
 
+    def to_reduced(self, xyxy: np.ndarray) -> np.ndarray:
+        """Full-resolution ``xyxy`` boxes -> pixels of `image` (the inverse of `to_full`, before clipping)."""
+        b = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4) + np.array([*self.offset, *self.offset], np.float64)
+        return b / self.scale
+
     def detections_to_full(self, dets: Detections) -> Detections:
         """``dets`` found on `image`, with their boxes in full-resolution pixels."""
         return Detections(self.to_full(dets.xyxy), dets.scores, dets.class_ids, dict(dets.data))

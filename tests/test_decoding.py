@@ -62,6 +62,7 @@ def test_reduced_boxes_map_exactly_to_full_resolution(tmp_path, orientation):
     order = lambda d: d.xyxy[np.lexsort(d.xyxy.T[::-1])]  # noqa: E731
     assert len(expect) == len(got) == 3
     assert np.abs(order(expect) - order(got)).max() <= 1.0  # exact up to JPEG rounding at the block edges
+    assert np.allclose(reduced.to_reduced(got.xyxy), RedBlobDetector().detect(reduced.image).xyxy)  # the inverse
     # the naive map (normalised by the reduced and full sizes) is off by up to the 7 pixels of padding
     h, w = full.shape[:2]
     naive = RedBlobDetector().detect(reduced.image).xyxy * np.array([w, h, w, h]) / np.array(
@@ -156,3 +157,44 @@ def test_reduced_read_keeps_the_full_decode_reserved(tmp_path):
     assert budget.used == decode_bytes("RGB", (1025, 777)) > image.image.nbytes
     ticket.release()
     assert budget.used == 0
+
+
+def test_build_crops_reduced_matches_full_and_the_ray_worker(tmp_path):
+    """A folder of large JPEGs (blobs, none, truncated) through build_crops with ``decode="full"`` and ``"reduced"``:
+    the same rows (boxes within a pixel); the Ray engine's worker rebuilds the same steps and writes the same rows."""
+    from detectcrop.crop_writer import CropWorker
+    from detectcrop.dataset import CROPS_COLUMNS, CROPS_CSV, IMAGES_COLUMNS, IMAGES_CSV, build_crops, crop_basenames
+    from detectcrop.io import CsvManifest
+
+    photos = tmp_path / "photos" / "a"
+    photos.mkdir(parents=True)
+    for o in (1, 6):
+        _blob_jpeg(photos / f"blobs{o}.jpg", o)
+    Image.fromarray(np.full((777, 1025, 3), 90, np.uint8)).save(photos / "empty.jpg")
+    good = (photos / "blobs1.jpg").read_bytes()
+    (photos / "truncated.jpg").write_bytes(good[: len(good) // 2])
+    policy = CropPolicy(pad=0.0, min_size=8)
+    runs = {}
+    for mode in ("full", "reduced"):
+        out = tmp_path / mode
+        build_crops(tmp_path / "photos", out, _Blobs(), category="clock", policy=policy, decode=mode, workers=1)
+        runs[mode] = (CsvManifest(out / IMAGES_CSV, IMAGES_COLUMNS).rows(), CsvManifest(out / CROPS_CSV,
+                                                                                     CROPS_COLUMNS).rows())
+    (full_images, full_crops), (red_images, red_crops) = runs["full"], runs["reduced"]
+    assert full_images == red_images and [r["status"] for r in red_images] == ["ok", "ok", "no_detection", "error"]
+    assert len(full_crops) == len(red_crops) == 6
+    for a, b in zip(full_crops, red_crops, strict=True):
+        assert a["crop_path"] == b["crop_path"]
+        assert max(abs(int(a[k]) - int(b[k])) for k in ("x1", "y1", "x2", "y2")) <= 1
+
+    rels = [f"a/{p.name}" for p in sorted(photos.iterdir())]
+    names = crop_basenames(rels)
+    worker = CropWorker(str(tmp_path / "ray"), _Blobs(), {"category_ids": [85], "min_score": 0.3,
+                                                         "policy": policy.to_dict(), "tile": None,
+                                                         "decode": "reduced"}, {})
+    assert worker.steps.reduction == Reduction(64, 2)
+    got = worker.process([{"key": r, "path": str(tmp_path / "photos" / r), "name": names[r], "problem": ""}
+                          for r in rels])
+    assert [[str(v) for v in g["image"]] for g in got] == [[r[c] for c in IMAGES_COLUMNS] for r in red_images]
+    assert [[str(v) for v in c[:8]] for g in got for c in g["crops"]] == [[r[c] for c in CROPS_COLUMNS[:8]]
+                                                                          for r in red_crops]
