@@ -39,7 +39,9 @@ def label_of(rel_path: str) -> str:
 
 
 def save_image_crops(out: Path, base_name: str, job: ImageCrops) -> ImageRows:
-    """Write ``job``'s crops as ``<its folder>/<base_name>_<k>.jpg`` under ``out``; its rows, or an error row."""
+    """Write ``job``'s crops as ``<its folder>/<base_name>_<k>.jpg`` under ``out``; its rows, or an error row (crops
+    waiting for a full-resolution decode are cut first, `ImageCrops.finish`)."""
+    job.finish()
     if job.status == "error":
         logger.warning("%s: %s", job.source, job.error)
         return ImageRows([job.source, "error", 0, job.error])

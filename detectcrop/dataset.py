@@ -321,8 +321,8 @@ def _local_results(
                           decode_budget=decode_budget, reduction=steps.reduction, **read)
     try:
         for entry, image in reader:
-            yield process_image(entry.rel, image, steps)
-            del image  # not held while the next image decodes
+            yield process_image(entry.rel, image, steps, defer=True)  # the writer thread decodes a reduced image's
+            del image  # full resolution for its crops (`ImageCrops.finish`); not held while the next image decodes
     finally:
         reader.close()
 

@@ -97,6 +97,8 @@ class ReducedImage:
         offset: ``(x, y)`` subtracted after scaling (the padding of a flipped axis), in full pixels.
         path: the file, decoded again at full size by `full`.
         read_options: `read_image`'s options for that (pixel limit, memory limit, EXIF orientation).
+        ticket: the reader's place in a `detectcrop.budget.DecodeBudget` (it holds the full decode's peak), or
+            ``None``.
     """
 
     image: np.ndarray
@@ -105,6 +107,7 @@ class ReducedImage:
     offset: tuple[int, int]
     path: Path
     read_options: dict[str, Any] = field(default_factory=dict)
+    ticket: Any = field(default=None, repr=False)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -154,4 +157,4 @@ def read_for_detection(
     pads = (s * -(-h // s) - h, s * -(-w // s) - w)
     upright = (w, h) if got.orientation in (1, 2, 3, 4) else (h, w)
     return ReducedImage(got.image, s, (upright[1], upright[0]), _axis_offsets(got.orientation, pads), Path(path),
-                        options)
+                        options, ticket)

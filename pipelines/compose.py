@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -212,19 +213,27 @@ class DetectThenClassify(StepParams):
         steps = self.steps_
         pending: list[ImageCrops] = []
         n_crops = 0
-        for source, image in items:
-            item = process_image(source, image, steps)
-            del image  # only the crops are kept: the image is not held while the next one decodes
-            if item.status == "error":
-                logger.warning("%s: %s", source, item.error)
-            pending.append(item)
-            n_crops += len(item.crops)
-            if n_crops >= self.batch_size or len(pending) >= self.batch_size:  # full batch, or many empty images
-                yield from self._classify(pending)
-                pending, n_crops = [], 0
-        yield from self._classify(pending)
+        # the full-resolution decode of a reduced image with crops runs here while the detector goes on
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="detectcrop-full") as pool:
+            finishing: list[Future] = []
+            for source, image in items:
+                item = process_image(source, image, steps, defer=True)
+                del image  # only the crops are kept: the image is not held while the next one decodes
+                if item.reduced is not None:
+                    finishing.append(pool.submit(item.finish))
+                pending.append(item)
+                n_crops += len(item.boxes)
+                if n_crops >= self.batch_size or len(pending) >= self.batch_size:  # full batch, or many empty images
+                    yield from self._classify(pending, finishing)
+                    pending, finishing, n_crops = [], [], 0
+            yield from self._classify(pending, finishing)
 
-    def _classify(self, pending: list[ImageCrops]) -> Iterator[ImageResult]:
+    def _classify(self, pending: list[ImageCrops], finishing: list[Future]) -> Iterator[ImageResult]:
+        for future in finishing:  # crops still waiting for their full-resolution decode
+            future.result()
+        for item in pending:
+            if item.status == "error":
+                logger.warning("%s: %s", item.source, item.error)
         classifier = self.classifier_
         if self.unknown_below is not None:  # the pipeline's rule, else the classifier's own (saved with the model)
             unknown_below, unknown_label = self.unknown_below, self.unknown_label

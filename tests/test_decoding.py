@@ -146,16 +146,26 @@ def test_full_decode_failing_after_a_reduced_decode_is_one_error_row(tmp_path):
     assert process_image("t", reduced, tiled).status == "error"  # a reduced image never reaches the tiler
 
 
-def test_reduced_read_keeps_the_full_decode_reserved(tmp_path):
-    """The held reduced image keeps the full decode's peak in the budget, so its lazy full decode stays inside it."""
+def test_reduced_read_keeps_the_full_decode_reserved_until_the_crops_are_cut(tmp_path):
+    """The reduced image keeps the full decode's peak in the budget; a deferred full decode (`ImageCrops.finish`,
+    run by another thread) holds it past the consumer's release, and gives it back when done."""
     path = tmp_path / "o1.jpg"
     _blob_jpeg(path, 1)
     budget = DecodeBudget(2**30)
+    steps = DetectSteps(_Blobs(), min_score=0.3, policy=CropPolicy(pad=0.0, min_size=8), decode="reduced")
     ticket = budget.ticket()
-    image = read_for_detection(path, Reduction(64), ticket=ticket)
+    image = read_for_detection(path, steps.reduction, ticket=ticket)
     assert isinstance(image, ReducedImage)
     assert budget.used == decode_bytes("RGB", (1025, 777)) > image.image.nbytes
-    ticket.release()
+    job = process_image("a", image, steps, defer=True)
+    assert job.status == "ok" and not job.crops and job.reduced is not None
+    ticket.release()  # the consumer moves on: the reservation stays while the crops wait
+    assert budget.used == decode_bytes("RGB", (1025, 777))
+    assert job.finish() is job and len(job.crops) == 3 and job.reduced is None
+    assert budget.used == 0
+    other = budget.ticket()  # without a deferred decode, release gives everything back at once
+    read_for_detection(path, steps.reduction, ticket=other)
+    other.release()
     assert budget.used == 0
 
 
@@ -198,3 +208,31 @@ def test_build_crops_reduced_matches_full_and_the_ray_worker(tmp_path):
     assert [[str(v) for v in g["image"]] for g in got] == [[r[c] for c in IMAGES_COLUMNS] for r in red_images]
     assert [[str(v) for v in c[:8]] for g in got for c in g["crops"]] == [[r[c] for c in CROPS_COLUMNS[:8]]
                                                                           for r in red_crops]
+
+
+class _Constant:
+    """A stand-in classifier: every crop is ``"a"``."""
+
+    classes_ = np.array(["a", "b"])
+
+    def predict_proba(self, crops):
+        return np.tile([0.9, 0.1], (len(crops), 1))
+
+
+def test_label_images_cut_crops_of_reduced_images_off_the_detector_thread(tmp_path):
+    """DetectThenClassify on reduced images: crops from the full decode (run on its own thread), and a full decode
+    that fails after the reduced one succeeded is one error result with the full-size read's reason."""
+    from pipelines.compose import DetectThenClassify
+
+    for name in ("good.jpg", "bad.jpg"):
+        _blob_jpeg(tmp_path / name, 1)
+    pipe = DetectThenClassify(_Blobs(), _Constant(), category="clock", crop_policy=CropPolicy(pad=0.0, min_size=8),
+                              decode="reduced")
+    reduction = pipe.load().steps_.reduction
+    items = [(name, read_for_detection(tmp_path / name, reduction)) for name in ("good.jpg", "bad.jpg")]
+    data_ = (tmp_path / "bad.jpg").read_bytes()
+    (tmp_path / "bad.jpg").write_bytes(data_[: len(data_) // 2])
+    good, bad = pipe.label_images(items)
+    assert good.status == "ok" and len(good.objects) == 3 and {o.label for o in good.objects} == {"a"}
+    assert bad.status == "error" and bad.error == str(next(iter_images([tmp_path / "bad.jpg"], workers=0))[1])
+    assert [o.xyxy for o in pipe(tmp_path / "good.jpg").objects] == [o.xyxy for o in good.objects]
