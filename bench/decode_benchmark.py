@@ -33,6 +33,7 @@ from PIL import Image
 
 from classify import FineClassifier
 from detectcrop import Detector, boxes, build_crops, zoo
+from detectcrop.core import DetectSteps, process_image
 from detectcrop.crops import CropPolicy
 from detectcrop.dataset import CROPS_COLUMNS, CROPS_CSV
 from detectcrop.decoding import ReducedImage, Reduction, read_for_detection
@@ -151,30 +152,49 @@ def _detector_table(detector: Detector, paths: list[Path], rounds: int) -> None:
           f"{1e3 * np.median(tb):.1f} ms; full / reduced {ratio:.2f}x (median over files of medians)\n")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenes", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--noise", type=float, default=3.0, help="sensor noise (grey levels) added to the scenes")
-    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
-    args = parser.parse_args(argv)
-    work = args.work or Path(tempfile.mkdtemp(prefix="decode_bench_"))
-    large, train = _data(work, args.scenes, args.noise)
-    scenes = large / "scenes"
+def _per_image_table(detector: Detector, paths: list[Path], rounds: int) -> None:
+    """Stage 1 for one image on one thread (`process_image`: read, detect, crop), full vs auto (1/4) vs a forced 1/2,
+    alternating per file: the cost of an image with something to crop and of one without, and where each reduced
+    decode breaks even."""
+    steps = {"full": DetectSteps(detector, (85,), 0.3, CropPolicy(pad=0.0), decode="full"),
+             "auto (1/4)": DetectSteps(detector, (85,), 0.3, CropPolicy(pad=0.0), decode="auto"),
+             "reduced 1/2": DetectSteps(DeclaredInput(detector, 1500), (85,), 0.3, CropPolicy(pad=0.0),
+                                        decode="reduced")}
+    costs: dict[tuple[str, bool], list[float]] = {}
+    ratios: dict[tuple[str, bool], list[float]] = {}
+    for r in range(rounds):
+        for p in paths:
+            t = {}
+            for mode in list(steps)[:: 1 if r % 2 == 0 else -1]:
+                start = time.perf_counter()
+                job = process_image(p.name, read_for_detection(p, steps[mode].reduction), steps[mode])
+                t[mode] = time.perf_counter() - start
+            crops = job.status == "ok"
+            for mode in t:
+                costs.setdefault((mode, crops), []).append(t[mode])
+                ratios.setdefault((mode, crops), []).append(t["full"] / t[mode])
+    print("| image (one thread: read, detect, crop) | decode | files | ms | full / this (median of paired ratios) |")
+    print("|---|---|---|---|---|")
+    med = {k: 1e3 * float(np.median(v)) for k, v in costs.items()}
+    for crops in (True, False):
+        for mode in steps:
+            if (mode, crops) in ratios:
+                print(f"| {'with' if crops else 'without'} something to crop | {mode} | "
+                      f"{len(ratios[mode, crops]) // rounds} | {med[mode, crops]:.1f} | "
+                      f"{np.median(ratios[mode, crops]):.2f}x |")
+    if ("full", True) in costs and ("full", False) in costs:
+        full = 1e3 * float(np.median(costs["full", True] + costs["full", False]))
+        for mode in list(steps)[1:]:
+            gain, loss = full - med[mode, False], med[mode, True] - full
+            share = 1.0 if loss <= 0 else gain / (gain + loss)
+            print(f"\nbreak-even, {mode}: less CPU than full while under {100 * share:.0f}% of the images have "
+                  "something to crop")
+    print()
+
+
+def _end_to_end(detector: Detector, work: Path, train: Path, scenes: Path, truth: list, rounds: int) -> None:
+    """build_crops and label on the folder: full vs auto (1/4) vs a forced 1/2, alternating."""
     paths = sorted(scenes.glob("*.jpg"))
-    truth = load_ground_truth(large / "annotations.json", split="scenes")
-    mb = np.mean([p.stat().st_size for p in paths]) / 2**20
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; date {time.strftime('%Y-%m-%d')}")
-    print(f"command: python -m bench.decode_benchmark --scenes {args.scenes} --rounds {args.rounds} "
-          f"--noise {args.noise}")
-    print(f"{len(paths)} scenes {SIZE[0]}x{SIZE[1]}, {mb:.1f} MB each on average, "
-          f"{sum(len(r.detections) for r in truth)} watches, {sum(not len(r.detections) for r in truth)} scenes "
-          "without a watch\n")
-
-    _decode_table(paths[:6], args.rounds)
-    detector = Detector.from_preset(zoo.OFFLINE_DETECTOR)
-    _detector_table(detector, paths[:4], args.rounds)
-
     crops = ground_truth_crops(load_ground_truth(train / "annotations.json", split="photos"))
     clf = FineClassifier(zoo.OFFLINE_BACKBONE, epochs=20, augment_views=0, validation_fraction=0, seed=0)
     run = clf.fit([c.image for c in crops], [c.label for c in crops]).save(work / "run" / "model.keras").parent
@@ -191,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         seconds: dict[str, list[float]] = {k: [] for k in settings}
         loops: dict[str, list[float]] = {k: [] for k in settings}
         quality: dict[str, tuple[float, ...]] = {}
-        for r in range(args.rounds):
+        for r in range(rounds):
             order = list(settings) if r % 2 == 0 else list(settings)[::-1]
             for name in order:
                 out = work / f"{tool}_{r}_{name.split()[0]}"
@@ -216,6 +236,35 @@ def main(argv: Sequence[str] | None = None) -> None:
             acc = f"{quality[name][1]:.3f}" if tool == "label" else "-"
             print(f"| {tool} | {name} | {len(paths) / np.median(t):.2f} | {len(paths) / np.median(loop):.2f} | "
                   f"{np.median(base / loop):.2f}x | {quality[name][0]:.3f} | {acc} |")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenes", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--noise", type=float, default=3.0, help="sensor noise (grey levels) added to the scenes")
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--only-cpu", action="store_true", help="stop after the per-image (one-thread) tables")
+    args = parser.parse_args(argv)
+    work = args.work or Path(tempfile.mkdtemp(prefix="decode_bench_"))
+    large, train = _data(work, args.scenes, args.noise)
+    scenes = large / "scenes"
+    paths = sorted(scenes.glob("*.jpg"))
+    truth = load_ground_truth(large / "annotations.json", split="scenes")
+    mb = np.mean([p.stat().st_size for p in paths]) / 2**20
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; date {time.strftime('%Y-%m-%d')}")
+    print(f"command: python -m bench.decode_benchmark --scenes {args.scenes} --rounds {args.rounds} "
+          f"--noise {args.noise}")
+    print(f"{len(paths)} scenes {SIZE[0]}x{SIZE[1]}, {mb:.1f} MB each on average, "
+          f"{sum(len(r.detections) for r in truth)} watches, {sum(not len(r.detections) for r in truth)} scenes "
+          "without a watch\n")
+
+    _decode_table(paths[:6], args.rounds)
+    detector = Detector.from_preset(zoo.OFFLINE_DETECTOR)
+    _detector_table(detector, paths[:4], args.rounds)
+    _per_image_table(detector, paths, args.rounds)
+    if not args.only_cpu:
+        _end_to_end(detector, work, train, scenes, truth, args.rounds)
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -14,8 +14,13 @@ axis, and, where the EXIF orientation flips that axis, ``x_full = s * x_reduced 
 normalised coordinates by the image sizes instead would be off by up to ``s - 1`` pixels.
 
 Decode modes (``--decode``): ``full`` always decodes at full size; ``reduced`` decodes JPEGs at any reduction of at
-least 1/2 for whole-image detection; ``auto`` (the default) only where the measured gain holds: see `AUTO_MIN_SCALE`.
-Tiled detection always decodes at full size (tiles need the full resolution).
+least 1/2 for whole-image detection; ``auto`` (the default) only at 1/4 or 1/8 (`AUTO_MIN_SCALE`), i.e. photos at
+least 4 times the detector's input side on both sides (2048 pixels for a 512 input, 4096 for 1024). Tiled detection
+always decodes at full size (tiles need the full resolution). An image with something to crop is decoded twice
+(reduced, then full for the crops, off the detector's thread when the caller defers it, `detectcrop.core`); one with
+nothing to crop only at reduced size. Measured on 12 MP photos with the 512 CenterNet (BENCHMARKS.md, "Decoding
+large JPEGs for whole-image detection"): per image on one thread, 1/4 costs 0.96x of full with crops and 1.7x less
+without; 1/2 costs 0.87x and 1.13x less: 1/2 does not pay, 1/4 pays unless nearly every photo has a target.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ DECODE_MODES = ("full", "reduced", "auto")
 DEFAULT_DECODE = "auto"
 #: ``auto`` decodes at reduced size only when the JPEG reduction is at least this (1/``AUTO_MIN_SCALE``); see
 #: BENCHMARKS.md ("Decoding large JPEGs for whole-image detection") for the measurements behind it.
-AUTO_MIN_SCALE = 2
+AUTO_MIN_SCALE = 4
 
 
 @dataclass(frozen=True)

@@ -70,8 +70,14 @@ def test_reduced_boxes_map_exactly_to_full_resolution(tmp_path, orientation):
     assert np.abs(np.sort(naive, axis=0) - np.sort(expect.xyxy, axis=0)).max() > 3.0
 
 
-def test_reduction_rule_follows_the_detector_and_tiles():
+def test_reduction_rule_follows_the_detector_and_tiles(tmp_path):
+    _blob_jpeg(tmp_path / "a.jpg", 1)  # 1025x777: 1/2 keeps 300-pixel sides, 1/4 would not
+    assert read_for_detection(tmp_path / "a.jpg", Reduction(300, 2)).scale == 2
+    assert isinstance(read_for_detection(tmp_path / "a.jpg", Reduction(300, 4)), np.ndarray)  # full size
+    Image.fromarray(np.zeros((777, 1025, 3), np.uint8)).save(tmp_path / "a.png")
+    assert isinstance(read_for_detection(tmp_path / "a.png", Reduction(64, 2)), np.ndarray)  # JPEG only
     assert reduction_for(_Blobs(), tiled=False, mode="reduced") == Reduction(64, 2)
+    assert reduction_for(_Blobs(), tiled=False, mode="auto") == Reduction(64, 4)  # 1/2 does not pay (BENCHMARKS)
     assert reduction_for(_Blobs(), tiled=True, mode="reduced") is None  # tiles need the full resolution
     assert reduction_for(_Blobs(), tiled=False, mode="full") is None
     assert reduction_for(RedBlobDetector(), tiled=False, mode="reduced") is None  # input size unknown
