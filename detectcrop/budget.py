@@ -65,6 +65,8 @@ class Ticket:
         self.budget, self.seq = budget, seq
         self.held = 0
         self._taken = False
+        self._holds = 0
+        self._release_asked = False
 
     def reserve(self, nbytes: int) -> None:
         """Wait for this image's turn and for ``nbytes`` of room (or for an empty budget, if it needs more)."""
@@ -84,7 +86,25 @@ class Ticket:
             self._taken = True
             self.budget._pass(self.seq)
 
+    def hold(self) -> None:
+        """Keep the reservation past `release` until `unhold` (work on the image continues elsewhere, e.g. its
+        full-resolution decode on another thread)."""
+        with self.budget._cond:
+            self._holds += 1
+
+    def unhold(self) -> None:
+        """End one `hold`; the reservation goes back now if the consumer has released the image meanwhile."""
+        with self.budget._cond:
+            self._holds -= 1
+            pending = self._holds == 0 and self._release_asked
+        if pending:
+            self.shrink(0)
+
     def release(self) -> None:
-        """The consumer is finished with the image."""
+        """The consumer is finished with the image (the reservation stays while it is held)."""
         self.done()
+        with self.budget._cond:
+            if self._holds:
+                self._release_asked = True
+                return
         self.shrink(0)

@@ -14,6 +14,7 @@ import numpy as np
 
 from detectcrop.coco import category_id
 from detectcrop.crops import CropPolicy, crop_image, select_crops
+from detectcrop.decoding import DECODE_MODES, DEFAULT_DECODE, ReducedImage, Reduction, reduction_for
 from detectcrop.detections import Detections
 from detectcrop.images import ImageReadError
 from detectcrop.io import one_line
@@ -53,6 +54,8 @@ class DetectSteps:
         min_score: minimum detection score.
         policy: how boxes become crops (`CropPolicy`).
         tile: detect on overlapping tiles too (`TileConfig`), or ``None``.
+        decode: ``"full"``, ``"reduced"`` or ``"auto"``: how readers decode images for whole-image detection
+            (`detectcrop.decoding`; crops always come from the full resolution).
     """
 
     detector: SupportsDetect
@@ -60,6 +63,16 @@ class DetectSteps:
     min_score: float = 0.3
     policy: CropPolicy = field(default_factory=CropPolicy)
     tile: TileConfig | None = None
+    decode: str = DEFAULT_DECODE
+
+    def __post_init__(self) -> None:
+        if self.decode not in DECODE_MODES:
+            raise ValueError(f"decode must be one of {', '.join(DECODE_MODES)}, got {self.decode!r}")
+
+    @property
+    def reduction(self) -> Reduction | None:
+        """How to decode images for these steps (`detectcrop.decoding.reduction_for`); ``None``: at full size."""
+        return reduction_for(self.detector, self.tile is not None, self.decode)
 
 
 @dataclass
@@ -67,6 +80,7 @@ class ImageCrops:
     """One image through stage 1: its kept detections (best first), their integer crop boxes and pixels, or an error.
 
     ``status`` is ``ok`` (at least one crop), ``no_detection`` or ``error`` (with ``error``, a one-line reason).
+    ``reduced`` is set while the crops wait for the full-resolution decode of a reduced image (`finish`).
     """
 
     source: str
@@ -77,6 +91,34 @@ class ImageCrops:
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))
     crops: list[np.ndarray] = field(default_factory=list)
     error: str = ""
+    reduced: ReducedImage | None = field(default=None, repr=False)
+
+    def finish(self) -> ImageCrops:
+        """Decode the full-resolution image and cut the crops, when they wait for it (``process_image(...,
+        defer=True)``); a failure of that decode makes this the ``error`` result a full-size read gives. Returns
+        ``self``; safe to call from another thread, once the detector is done with the image."""
+        reduced, self.reduced = self.reduced, None
+        if reduced is None:
+            return self
+        try:
+            try:
+                full = reduced.full()
+            except Exception as exc:  # reported as the reader reports a failed read (`iter_images`)
+                err = exc if isinstance(exc, ImageReadError) else ImageReadError(self.source,
+                                                                                 f"{type(exc).__name__}: {exc}")
+                self.status, self.width, self.height, self.error = "error", 0, 0, one_line(str(err))
+                self.detections, self.boxes, self.crops = Detections.empty(), np.zeros((0, 4), np.int64), []
+                return self
+            try:
+                self.crops = [crop_image(full, b) for b in self.boxes]
+            except Exception as exc:  # as `process_image` reports it
+                self.status, self.error = "error", one_line(f"DetectionError: {type(exc).__name__}: {exc}")
+                self.detections, self.boxes, self.crops = Detections.empty(), np.zeros((0, 4), np.int64), []
+            del full
+        finally:
+            if reduced.ticket is not None:
+                reduced.ticket.unhold()
+        return self
 
 
 def detect_objects(image: np.ndarray, steps: DetectSteps) -> Detections:
@@ -90,13 +132,32 @@ def detect_objects(image: np.ndarray, steps: DetectSteps) -> Detections:
     return dets.filter(category=list(steps.category_ids), min_score=steps.min_score)
 
 
-def process_image(source: str, image: np.ndarray | ImageReadError, steps: DetectSteps) -> ImageCrops:
-    """Stage 1 for one image: detections, crop boxes and crops; any failure becomes an ``error`` result."""
+def process_image(
+    source: str, image: np.ndarray | ReducedImage | ImageReadError, steps: DetectSteps, *, defer: bool = False
+) -> ImageCrops:
+    """Stage 1 for one image: detections, crop boxes and crops; any failure becomes an ``error`` result.
+
+    A `ReducedImage` is detected on at its reduced size (whole image only), its boxes mapped to full-resolution
+    pixels; the full image is decoded only when there is something to crop, and a failure of that decode is the same
+    ``error`` result a full-size read would have given. With ``defer``, that decode is left to `ImageCrops.finish`
+    (another thread may run it while the detector goes on; the reader's memory reservation is held until then).
+    """
     if isinstance(image, ImageReadError):
         return ImageCrops(source, "error", error=one_line(str(image)))
     h, w = image.shape[:2]
     try:
-        kept, boxes = select_crops(detect_objects(image, steps), (h, w), steps.policy)
+        if isinstance(image, ReducedImage):
+            if steps.tile is not None:
+                raise ValueError("tiled detection needs the full-resolution image, not a reduced decode")
+            dets = image.detections_to_full(detect_objects(image.image, steps))
+        else:
+            dets = detect_objects(image, steps)
+        kept, boxes = select_crops(dets, (h, w), steps.policy)
+        if isinstance(image, ReducedImage) and len(boxes):
+            if image.ticket is not None:
+                image.ticket.hold()
+            job = ImageCrops(source, "ok", w, h, kept, boxes, reduced=image)
+            return job if defer else job.finish()
         crops = [crop_image(image, b) for b in boxes]
     except Exception as exc:  # one bad image must not stop a folder
         return ImageCrops(source, "error", w, h, error=one_line(f"DetectionError: {type(exc).__name__}: {exc}"))

@@ -39,7 +39,9 @@ def label_of(rel_path: str) -> str:
 
 
 def save_image_crops(out: Path, base_name: str, job: ImageCrops) -> ImageRows:
-    """Write ``job``'s crops as ``<its folder>/<base_name>_<k>.jpg`` under ``out``; its rows, or an error row."""
+    """Write ``job``'s crops as ``<its folder>/<base_name>_<k>.jpg`` under ``out``; its rows, or an error row (crops
+    waiting for a full-resolution decode are cut first, `ImageCrops.finish`)."""
+    job.finish()
     if job.status == "error":
         logger.warning("%s: %s", job.source, job.error)
         return ImageRows([job.source, "error", 0, job.error])
@@ -117,7 +119,7 @@ class CropWorker:
         self.steps = DetectSteps(
             _rebuild_detector(detector), tuple(steps["category_ids"]) if steps["category_ids"] is not None else None,
             steps["min_score"], CropPolicy(**steps["policy"]),
-            TileConfig(**steps["tile"]) if steps["tile"] is not None else None,
+            TileConfig(**steps["tile"]) if steps["tile"] is not None else None, steps.get("decode", "full"),
         )
 
     def process(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -125,7 +127,8 @@ class CropWorker:
         entries = [InputEntry(i["key"], Path(i["path"]), i["problem"]) for i in items]
         names = {i["key"]: i["name"] for i in items}
         out = []
-        for entry, image in read_entries(entries, image_types_only=True, workers=1, prefetch=2, **self.read):
+        for entry, image in read_entries(entries, image_types_only=True, workers=1, prefetch=2,
+                                         reduction=self.steps.reduction, **self.read):
             rows = save_image_crops(self.out, names[entry.rel], process_image(entry.rel, image, self.steps))
             del image
             out.append({"image": rows.image, "crops": rows.crops})

@@ -36,6 +36,7 @@ from detectcrop import dedupe
 from detectcrop.core import DetectSteps, ImageCrops, StatusCounts, category_ids, process_image
 from detectcrop.crop_writer import CropWorker, ImageRows, ManifestWriter, detector_config, label_of
 from detectcrop.crops import JPEG_QUALITY, CropPolicy
+from detectcrop.decoding import DEFAULT_DECODE
 from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS
 from detectcrop.inputs import InputEntry, read_entries, scan_inputs
 from detectcrop.io import (
@@ -167,11 +168,17 @@ def _config(
         "min_score": steps.min_score,
         "policy": steps.policy.to_dict(),
         "tile": steps.tile.to_dict() if steps.tile else None,
+        **({} if steps.decode == "full" else {"decode": steps.decode}),
         "max_pixels": max_pixels,
         "max_image_bytes": max_image_bytes,
         "jpeg_quality": JPEG_QUALITY,
         "dedupe": {"max_distance": max_distance, "drop_duplicates": drop_duplicates},
     }
+
+
+def decode_hint(previous: dict[str, Any]) -> str:
+    """How to resume a run made with another ``--decode`` (runs that record none decoded in full)."""
+    return f"; to continue it, pass --decode {previous.get('decode') or 'full'} (the decoding it used)"
 
 
 def _prepare_resume(out: Path, config: dict[str, Any], resume: bool) -> set[str]:
@@ -187,7 +194,8 @@ def _prepare_resume(out: Path, config: dict[str, Any], resume: bool) -> set[str]
         previous = json.loads(config_json.read_text(encoding="utf-8"))
         changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
         if changed:
-            raise ValueError(f"cannot resume {out}: settings differ from the previous run ({', '.join(changed)})")
+            hint = decode_hint(previous) if "decode" in changed else ""
+            raise ValueError(f"cannot resume {out}: settings differ from the previous run ({', '.join(changed)}){hint}")
     n_tmp = remove_stale_temporaries(out)
     if n_tmp:
         logger.info("removed %d temporary files left by an interrupted run", n_tmp)
@@ -244,6 +252,7 @@ def build_crops(
     ray: RayOptions | None = None,
     show_progress: bool = False,
     runtime: str = "tf",
+    decode: str = DEFAULT_DECODE,
 ) -> BuildSummary:
     """Detect ``category`` in every photo under ``input_dir`` and save the crops under ``output_dir``.
 
@@ -271,6 +280,8 @@ def build_crops(
         ray: Ray settings (address, actors, ...) for ``engine="ray"``.
         show_progress: a progress bar (images/s).
         runtime: ``"tf"``, ``"litert"`` or ``"auto"`` for a detector given by name (`Detector.from_preset`).
+        decode: ``"full"``, ``"reduced"`` or ``"auto"``: decode large JPEGs at reduced size for whole-image detection
+            (`detectcrop.decoding`; crops are cut from the full resolution, decoded only for images with crops).
     """
     started = time.perf_counter()
     if isinstance(detector, str | os.PathLike):
@@ -280,7 +291,7 @@ def build_crops(
     if engine not in ("local", "ray"):
         raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
     steps = DetectSteps(detector, category_ids([category] if isinstance(category, str | int) else category),
-                        min_score, policy or CropPolicy(), tile)
+                        min_score, policy or CropPolicy(), tile, decode)
     src, out = check_locations(input_dir, output_dir)
     with OutputLock(out, "build_crops"):
         config = _config(src, steps, max_pixels, max_image_bytes, drop_duplicates, max_distance)
@@ -313,11 +324,11 @@ def _local_results(
 ) -> Iterator[ImageCrops]:
     """The local engine: decode ahead on threads, detect and crop here, in order."""
     reader = read_entries(todo, image_types_only=True, workers=workers, prefetch=prefetch,
-                          decode_budget=decode_budget, **read)
+                          decode_budget=decode_budget, reduction=steps.reduction, **read)
     try:
         for entry, image in reader:
-            yield process_image(entry.rel, image, steps)
-            del image  # not held while the next image decodes
+            yield process_image(entry.rel, image, steps, defer=True)  # the writer thread decodes a reduced image's
+            del image  # full resolution for its crops (`ImageCrops.finish`); not held while the next image decodes
     finally:
         reader.close()
 
@@ -330,7 +341,7 @@ def _ray_results(
     worker = functools.partial(
         CropWorker, str(out), detector_config(steps.detector),
         {"category_ids": steps.category_ids, "min_score": steps.min_score, "policy": steps.policy.to_dict(),
-         "tile": steps.tile.to_dict() if steps.tile else None}, read,
+         "tile": steps.tile.to_dict() if steps.tile else None, "decode": steps.decode}, read,
     )
     items = [{"key": e.rel, "path": os.fspath(e.path), "name": names[e.rel], "problem": e.problem} for e in todo]
     for payload in ray_map(items, worker, options, show_progress=show_progress):

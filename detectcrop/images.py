@@ -17,7 +17,9 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -237,6 +239,51 @@ def read_image(
         EmptyFileError, NotAnImageError, CorruptImageError, ImageTooLargeError (all `ImageReadError`);
         ImageReadError for a missing or unreadable file, or one that is not a regular file.
     """
+    return decode_image(path, max_pixels=max_pixels, exif_orientation=exif_orientation,
+                        max_image_bytes=max_image_bytes, ticket=ticket).image
+
+
+#: JPEG decoders' DCT scaling factors (`PIL.Image.Image.draft`), largest first.
+DRAFT_SCALES = (8, 4, 2, 1)
+
+
+def draft_scale(size: tuple[int, int], min_side: int) -> int:
+    """The largest JPEG reduction ``s`` (8, 4, 2 or 1) that leaves both sides of ``size = (width, height)`` at least
+    ``min_side``: the reduced image is ``ceil(width / s) x ceil(height / s)`` (Pillow's own choice for
+    ``draft("RGB", (min_side, min_side))``)."""
+    if min_side <= 0:
+        raise ValueError(f"min_side must be positive, got {min_side}")
+    fit = min(int(size[0]) // min_side, int(size[1]) // min_side)
+    return next((s for s in DRAFT_SCALES if s <= fit), 1)
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """What `decode_image` read: the upright RGB pixels, the JPEG reduction they were decoded at (1: full size),
+    the EXIF orientation applied and the stored (un-rotated) ``(width, height)`` of the full image."""
+
+    image: np.ndarray
+    scale: int
+    orientation: int
+    stored_size: tuple[int, int]
+
+
+def decode_image(
+    path: str | os.PathLike[str],
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    exif_orientation: bool = True,
+    max_image_bytes: int | None = DEFAULT_MAX_IMAGE_BYTES,
+    ticket: Ticket | None = None,
+    min_side: int | None = None,
+    min_scale: int = 2,
+) -> DecodedImage:
+    """`read_image`, optionally at reduced size: with ``min_side``, a JPEG whose `draft_scale` is at least
+    ``min_scale`` is decoded straight from its DCT coefficients at 1/2, 1/4 or 1/8 of its size, both sides still at
+    least ``min_side`` (any other file is read at full size). The checks (pixel limit, ``max_image_bytes``) and the
+    errors are those of the full-size read; a reduced read keeps the full read's peak reserved in ``ticket``, so the
+    full image can be decoded later, while the reduced one is held, within the same budget.
+    """
     path = Path(path)
     size = _check_entry(path)
     if path.suffix.lower() in HEIF_EXTENSIONS and not _heif_available():
@@ -260,8 +307,17 @@ def read_image(
                 path, f"{w}x{h} {im.mode} needs {need / 2**20:,.0f} MB to decode, over the limit of "
                 f"{max_image_bytes / 2**20:,.0f} MB per image (raise max_image_bytes to read it)"
             )
+        scale = draft_scale((w, h), min_side) if min_side is not None and im.format == "JPEG" else 1
+        if scale < max(2, min_scale):
+            scale = 1
         if ticket is not None:
             ticket.reserve(need)
+        if scale > 1:
+            im.draft("RGB", (min_side, min_side))
+            if im.size != (-(-w // scale), -(-h // scale)):  # not the DCT scaling expected: read it in full
+                logger.debug("%s: reduced decode gave %s, reading at full size", path, im.size)
+                return decode_image(path, max_pixels=max_pixels, exif_orientation=exif_orientation,
+                                    max_image_bytes=max_image_bytes, ticket=None)
         try:
             im.load()
         except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as exc:
@@ -272,12 +328,14 @@ def read_image(
             raise CorruptImageError(path, f"cannot convert mode {im.mode} to RGB: {exc}") from exc
     if orientation != 1:
         out = np.ascontiguousarray(_ORIENT[orientation](out))
-    if ticket is not None:
+    if ticket is not None and scale == 1:
         ticket.shrink(out.nbytes)
-    return out
+    return DecodedImage(out, scale, orientation, (w, h))
 
 
-ReadResult = tuple[Path, "np.ndarray | ImageReadError"]
+#: ``(path, image or read error)``; the image is whatever the reader returns (an array, or a
+#: `detectcrop.decoding.ReducedImage` from a reduced-size reader).
+ReadResult = tuple[Path, Any]
 
 
 def iter_images(
@@ -285,7 +343,7 @@ def iter_images(
     workers: int = 2,
     prefetch: int = 8,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    reader: Callable[..., np.ndarray] | None = None,
+    reader: Callable[..., Any] | None = None,
     decode_budget: int | None = DEFAULT_DECODE_BUDGET,
     max_image_bytes: int | None = DEFAULT_MAX_IMAGE_BYTES,
 ) -> Iterator[ReadResult]:
@@ -301,7 +359,7 @@ def iter_images(
     reader = reader or read_image
     budget = DecodeBudget(decode_budget) if decode_budget is not None else None
 
-    def load(p: Path, ticket: Ticket | None) -> np.ndarray | ImageReadError:
+    def load(p: Path, ticket: Ticket | None) -> Any:
         try:
             return reader(p, max_pixels=max_pixels, max_image_bytes=max_image_bytes, ticket=ticket)
         except ImageReadError as exc:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from detectcrop.decoding import ReducedImage, Reduction, read_for_detection
 from detectcrop.images import (
     DEFAULT_DECODE_BUDGET,
     DEFAULT_MAX_IMAGE_BYTES,
@@ -31,7 +32,6 @@ from detectcrop.images import (
     ImageReadError,
     NotAnImageError,
     iter_images,
-    read_image,
 )
 
 
@@ -116,14 +116,16 @@ def discover_images(
     return out
 
 
-def read_entry(entry: InputEntry, *, image_types_only: bool = False, **kwargs: Any) -> np.ndarray:
-    """`read_image` for one entry; its known problem, or (with ``image_types_only``) a file without an image
-    extension, is an `ImageReadError` without the file being opened."""
+def read_entry(
+    entry: InputEntry, *, image_types_only: bool = False, reduction: Reduction | None = None, **kwargs: Any
+) -> np.ndarray | ReducedImage:
+    """`read_image` for one entry (`read_for_detection` with a ``reduction``); its known problem, or (with
+    ``image_types_only``) a file without an image extension, is an `ImageReadError` without the file being opened."""
     if entry.problem:
         raise ImageReadError(entry.path, entry.problem)
     if image_types_only and entry.path.suffix.lower() not in IMAGE_EXTENSIONS:
         raise NotAnImageError(entry.path, f"not an image file type ({entry.path.suffix or 'no extension'})")
-    return read_image(entry.path, **kwargs)
+    return read_for_detection(entry.path, reduction, **kwargs)
 
 
 def read_entries(
@@ -135,13 +137,15 @@ def read_entries(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     decode_budget: int | None = DEFAULT_DECODE_BUDGET,
     max_image_bytes: int | None = DEFAULT_MAX_IMAGE_BYTES,
-) -> Iterator[tuple[InputEntry, np.ndarray | ImageReadError]]:
+    reduction: Reduction | None = None,
+) -> Iterator[tuple[InputEntry, np.ndarray | ReducedImage | ImageReadError]]:
     """Decode ``entries`` ahead on threads (`iter_images`), in order; an entry with a known problem, or (with
-    ``image_types_only``) without an image file extension, comes back as an `ImageReadError` without being opened."""
+    ``image_types_only``) without an image file extension, comes back as an `ImageReadError` without being opened.
+    With a ``reduction``, large JPEGs come back as `ReducedImage` for whole-image detection (`detectcrop.decoding`)."""
     by_path = {entry.path: entry for entry in entries}
 
-    def reader(path: Path, **kwargs: Any) -> np.ndarray:
-        return read_entry(by_path[path], image_types_only=image_types_only, **kwargs)
+    def reader(path: Path, **kwargs: Any) -> np.ndarray | ReducedImage:
+        return read_entry(by_path[path], image_types_only=image_types_only, reduction=reduction, **kwargs)
 
     stream = iter_images([e.path for e in entries], workers=workers, prefetch=prefetch, max_pixels=max_pixels,
                          reader=reader, decode_budget=decode_budget, max_image_bytes=max_image_bytes)

@@ -64,6 +64,7 @@ def _run(args: argparse.Namespace, categories: list[int], policy: CropPolicy, ti
         tile=tile, resume=args.resume, drop_duplicates=args.drop_duplicates, max_distance=args.dedupe_distance,
         max_pixels=args.max_pixels or None, **cli.decode_limits(args), workers=args.workers,
         prefetch=args.prefetch, engine=args.engine, ray=cli.ray_options(args), show_progress=not args.no_progress,
+        decode=args.decode,
     )
     for line in summary.lines():
         print(line)

@@ -9,6 +9,7 @@ import sys
 from detectcrop import environment, presets
 from detectcrop.coco import category_id
 from detectcrop.crops import CropPolicy
+from detectcrop.decoding import DECODE_MODES, DEFAULT_DECODE
 from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS
 from detectcrop.ray_engine import RayOptions
 from detectcrop.tiling import TileConfig
@@ -25,6 +26,10 @@ def add_detection_args(p: argparse.ArgumentParser, what: str = "crop") -> None:
     p.add_argument("--runtime", choices=("tf", "litert", "auto"), default="tf",
                    help="inference runtime: TensorFlow, LiteRT (CPU, XNNPACK; models converted once and cached; a "
                         "model that does not convert runs on TensorFlow) or auto (LiteRT without a GPU)")
+    p.add_argument("--decode", choices=DECODE_MODES, default=DEFAULT_DECODE,
+                   help="JPEG decoding for whole-image detection: full size, reduced (1/2-1/8 by DCT scaling, still "
+                        "at least the detector's input size; crops still come from the full image, decoded only when "
+                        "there is something to crop) or auto (reduced where it measurably pays)")
     p.add_argument("--pad", type=float, default=0.1, help="padding around each box, as a fraction of its size")
     p.add_argument("--square", action="store_true", help="square crops")
     p.add_argument("--min-size", type=int, default=32, help="skip boxes whose shorter side is under this (pixels)")

@@ -18,6 +18,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,9 @@ import numpy as np
 
 from detectcrop.core import DetectSteps, ImageCrops, category_ids, detect_objects, process_image
 from detectcrop.crops import CropPolicy
+from detectcrop.decoding import DEFAULT_DECODE, ReducedImage, read_for_detection
 from detectcrop.detections import Detections
-from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_PIXELS, ImageReadError, iter_images, read_image
+from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_PIXELS, ImageReadError, iter_images
 from detectcrop.inputs import discover_images
 from detectcrop.tiling import TileConfig
 from pipelines.params import StepParams
@@ -59,6 +61,8 @@ class DetectThenClassify(StepParams):
             by name or path (`detectcrop.litert.resolve_runtime`); a model that does not convert runs on TensorFlow.
         precision: the LiteRT classifier's ``"float"``, ``"int8"`` or ``"auto"`` (int8 where its measured agreement
             holds, `classify.litert`).
+        decode: ``"full"``, ``"reduced"`` or ``"auto"``: decode large JPEGs read from paths at reduced size for
+            whole-image detection (`detectcrop.decoding`); crops always come from the full resolution.
     """
 
     STEPS = ("detector", "classifier", "crop_policy", "tile")
@@ -80,6 +84,7 @@ class DetectThenClassify(StepParams):
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         runtime: str = "tf",
         precision: str = "float",
+        decode: str = DEFAULT_DECODE,
     ) -> None:
         self.detector = detector
         self.classifier = classifier
@@ -95,6 +100,7 @@ class DetectThenClassify(StepParams):
         self.max_pixels = max_pixels
         self.runtime = runtime
         self.precision = precision
+        self.decode = decode
 
     # ------------------------------------------------------------------ steps
     def load(self) -> DetectThenClassify:
@@ -128,7 +134,8 @@ class DetectThenClassify(StepParams):
     @property
     def steps_(self) -> DetectSteps:
         """Stage 1 as the per-image core runs it (after `load`)."""
-        return DetectSteps(self.detector_, category_ids(self.category), self.min_score, self.crop_policy, self.tile)
+        return DetectSteps(self.detector_, category_ids(self.category), self.min_score, self.crop_policy, self.tile,
+                           self.decode)
 
     # ------------------------------------------------------------------ config (rebuild elsewhere)
     def to_config(self) -> dict[str, Any]:
@@ -172,7 +179,8 @@ class DetectThenClassify(StepParams):
         """Label one image (an RGB uint8 array or a path)."""
         if isinstance(image, str | os.PathLike):
             try:
-                array: np.ndarray | ImageReadError = read_image(image, max_pixels=self.max_pixels)
+                array: np.ndarray | ReducedImage | ImageReadError = read_for_detection(
+                    image, self.load().steps_.reduction, max_pixels=self.max_pixels)
             except ImageReadError as exc:
                 array = exc
             return next(self.label_images([(os.fspath(image), array)]))
@@ -191,33 +199,46 @@ class DetectThenClassify(StepParams):
             paths = discover_images(root) if root.is_dir() else [root]
         else:
             paths = [Path(p) for p in inputs]
+        reduction = self.load().steps_.reduction
         stream = iter_images(paths, workers=workers, prefetch=prefetch, max_pixels=self.max_pixels,
-                             decode_budget=decode_budget)
+                             decode_budget=decode_budget,
+                             reader=lambda path, **kwargs: read_for_detection(path, reduction, **kwargs))
         return self.label_images(_sources(stream))
 
     def detect(self, image: np.ndarray) -> Detections:
         """Stage 1 alone: the parent-category detections of one image."""
         return detect_objects(image, self.load().steps_)
 
-    def label_images(self, items: Iterable[tuple[str, np.ndarray | ImageReadError]]) -> Iterator[ImageResult]:
-        """Label ``(source, image or read error)`` items in order; one result per item, errors included."""
+    def label_images(
+        self, items: Iterable[tuple[str, np.ndarray | ReducedImage | ImageReadError]]
+    ) -> Iterator[ImageResult]:
+        """Label ``(source, image or read error)`` items in order; one result per item, errors included (an image
+        may be a `ReducedImage` of `read_for_detection`)."""
         self.load()
         steps = self.steps_
         pending: list[ImageCrops] = []
         n_crops = 0
-        for source, image in items:
-            item = process_image(source, image, steps)
-            del image  # only the crops are kept: the image is not held while the next one decodes
-            if item.status == "error":
-                logger.warning("%s: %s", source, item.error)
-            pending.append(item)
-            n_crops += len(item.crops)
-            if n_crops >= self.batch_size or len(pending) >= self.batch_size:  # full batch, or many empty images
-                yield from self._classify(pending)
-                pending, n_crops = [], 0
-        yield from self._classify(pending)
+        # the full-resolution decode of a reduced image with crops runs here while the detector goes on
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="detectcrop-full") as pool:
+            finishing: list[Future] = []
+            for source, image in items:
+                item = process_image(source, image, steps, defer=True)
+                del image  # only the crops are kept: the image is not held while the next one decodes
+                if item.reduced is not None:
+                    finishing.append(pool.submit(item.finish))
+                pending.append(item)
+                n_crops += len(item.boxes)
+                if n_crops >= self.batch_size or len(pending) >= self.batch_size:  # full batch, or many empty images
+                    yield from self._classify(pending, finishing)
+                    pending, finishing, n_crops = [], [], 0
+            yield from self._classify(pending, finishing)
 
-    def _classify(self, pending: list[ImageCrops]) -> Iterator[ImageResult]:
+    def _classify(self, pending: list[ImageCrops], finishing: list[Future]) -> Iterator[ImageResult]:
+        for future in finishing:  # crops still waiting for their full-resolution decode
+            future.result()
+        for item in pending:
+            if item.status == "error":
+                logger.warning("%s: %s", item.source, item.error)
         classifier = self.classifier_
         if self.unknown_below is not None:  # the pipeline's rule, else the classifier's own (saved with the model)
             unknown_below, unknown_label = self.unknown_below, self.unknown_label

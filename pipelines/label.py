@@ -87,7 +87,7 @@ def _run(args: argparse.Namespace, model: Path, categories: list[int], policy: C
         args.detector, str(model), category=categories, min_score=args.min_score, crop_policy=policy, tile=tile,
         top_k=args.top_k, unknown_below=args.unknown_below, open_set=args.open_set == "on",
         batch_size=args.batch_size,
-        max_pixels=args.max_pixels or None, runtime=args.runtime, precision=args.precision,
+        max_pixels=args.max_pixels or None, runtime=args.runtime, precision=args.precision, decode=args.decode,
     )
     try:
         summary = label_folder(pipe.load(), args.input, args.output, resume=args.resume, annotate=args.annotate,

@@ -29,7 +29,7 @@ from detectcrop.cache import tree_digest
 from detectcrop.coco import category_name, coco_annotation
 from detectcrop.core import StatusCounts
 from detectcrop.crops import save_jpeg
-from detectcrop.dataset import check_locations, check_not_nested, crop_basenames
+from detectcrop.dataset import check_locations, check_not_nested, crop_basenames, decode_hint
 from detectcrop.draw import draw_boxes
 from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_BYTES, read_image, resize_image
 from detectcrop.inputs import InputEntry, read_entries, scan_inputs
@@ -151,7 +151,8 @@ class LabelWorker:
     def process(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         entries = [InputEntry(i["key"], Path(i["path"]), i["problem"]) for i in items]
         names = {i["key"]: i["name"] for i in items} if self.annotate else {}
-        stream = read_entries(entries, workers=1, prefetch=2, **self.read)  # decoding runs ahead on a thread
+        stream = read_entries(entries, workers=1, prefetch=2, reduction=self.pipeline.steps_.reduction,
+                              **self.read)  # decoding runs ahead on a thread
         rows = labeled_rows(self.pipeline, self.out, entries, names, _sources(stream))
         return [{"rows": r} for r in rows]
 
@@ -210,8 +211,9 @@ def _resume_state(out: Path, manifest: CsvManifest, config: dict[str, Any], resu
             "differs); label into a new output folder"
         )
     if changed:
+        hint = decode_hint(previous) if "decode" in changed else ""
         raise OutputLocationError(f"cannot resume {out}: settings differ from the previous run ({', '.join(changed)}); "
-                                  "use a new output folder")
+                                  f"use a new output folder{hint}")
     rows = manifest.open().rows()
     last = rows[-1]["image"]
     kept = [r for r in rows if r["image"] != last]
@@ -263,7 +265,8 @@ def label_folder(
         if engine == "ray":
             results = _ray_rows(pipeline, out, todo, names, read, ray or RayOptions(), show_progress)
         else:
-            stream = read_entries(todo, workers=workers, prefetch=prefetch, decode_budget=decode_budget, **read)
+            stream = read_entries(todo, workers=workers, prefetch=prefetch, decode_budget=decode_budget,
+                                  reduction=pipeline.steps_.reduction, **read)
             results = labeled_rows(pipeline, out, todo, names, _sources(stream))
         start = time.perf_counter()
         with tqdm(total=len(todo), unit="img", desc="label", disable=not show_progress) as bar:

@@ -196,6 +196,7 @@ def write_label_report(out: str | os.PathLike, low_confidence: float = 0.5, unkn
     """``OUT/report.html`` from the label output: summary, per-label counts, a gallery of annotated images, the
     low-confidence and unknown objects, and the files that could not be labeled with their reasons."""
     from detectcrop.crops import crop_image
+    from detectcrop.decoding import ReducedImage, Reduction, read_for_detection
     from detectcrop.draw import draw_boxes
     from detectcrop.images import resize_image
     from pipelines.predictions import read_predictions
@@ -222,19 +223,29 @@ def write_label_report(out: str | os.PathLike, low_confidence: float = 0.5, unkn
                     (label, n, float(np.mean([float(r["probability"]) for r in objects if r["label"] == label])))
                     for label, n in labels.most_common()]) if labels else '<p class="empty">no objects</p>')]
 
-    def source(rel: str) -> np.ndarray | None:
-        return _read_rgb(root / rel) if src.is_dir() else _read_rgb(src)
+    def source(rel: str, thumbnail: bool = False) -> np.ndarray | ReducedImage | None:
+        path = root / rel if src.is_dir() else src
+        if not thumbnail:
+            return _read_rgb(path)
+        try:  # a large JPEG is decoded at reduced size (still >= the thumbnail), its boxes mapped exactly
+            return read_for_detection(path, Reduction(THUMB_SIDE))
+        except Exception as exc:  # a thumbnail that cannot be made is left out, never fatal
+            logger.debug("no thumbnail for %s: %s", path, exc)
+            return None
 
     gallery = []
     for rel in [k for k, v in images.items() if v][:MAX_THUMBNAILS]:
-        image = source(rel)
+        image = source(rel, thumbnail=True)
         if image is None:
             continue
         found = images[rel]
+        xyxy = np.array([[float(r[k]) for k in ("x1", "y1", "x2", "y2")] for r in found])
+        if isinstance(image, ReducedImage):
+            image, xyxy = image.image, image.to_reduced(xyxy)
         scale = min(1.0, THUMB_SIDE / max(image.shape[:2]))  # draw on the thumbnail: captions stay legible
         if scale < 1:
             image = resize_image(image, (max(1, round(image.shape[0] * scale)), max(1, round(image.shape[1] * scale))))
-        image = draw_boxes(image, scale * np.array([[float(r[k]) for k in ("x1", "y1", "x2", "y2")] for r in found]),
+        image = draw_boxes(image, scale * xyxy,
                            [f"{r['label']} {float(r['probability']):.2f}" for r in found],
                            colors_by=[r["label"] for r in found])
         caption = f"{esc(rel)}<br>" + esc(", ".join(f"{k}: {v}" for k, v in Counter(r["label"] for r in found)
