@@ -19,14 +19,15 @@ from typing import Any, Literal
 
 import numpy as np
 
-from detectcrop import cache
+from detectcrop import cache, litert_int8
+from detectcrop.litert_int8 import DetectorCalibration
 
 logger = logging.getLogger(__name__)
 
 Runtime = Literal["tf", "litert", "auto"]
 RUNTIMES: tuple[str, ...] = ("tf", "litert", "auto")
 #: Bumped when the conversion recipe changes, so cached flatbuffers are rebuilt.
-CONVERSION_VERSION = 1
+CONVERSION_VERSION = 2
 
 
 class ConversionError(RuntimeError):
@@ -93,13 +94,22 @@ def convert_saved_model(saved_model: str | os.PathLike) -> bytes:
         raise ConversionError(f"{type(exc).__name__}: {text[:300]}") from exc
 
 
-def converted_detector(saved_model: str | os.PathLike) -> Path:
-    """The cached ``.tflite`` of a detector SavedModel, converted on first use (keyed by its files' sha256).
+def converted_detector(saved_model: str | os.PathLike, precision: str = "float",
+                       calibration: DetectorCalibration | None = None) -> Path:
+    """The cached ``.tflite`` of a detector SavedModel, converted on first use.
 
-    Checks once that the flatbuffer loads and runs on a small image; raises `ConversionError` when it does not.
+    Keyed by the sha256 of the SavedModel's files, `CONVERSION_VERSION` and the precision (``int8``: and the
+    calibration's digest). Checks once that the flatbuffer loads and runs on a small image; raises `ConversionError`
+    when it does not. An int8 conversion (`detectcrop.litert_int8`) records beside it, in ``source.json``, the
+    held-out recall of float and int8 and whether int8 may be the default (``int8_default``).
     """
+    if precision not in ("float", "int8"):
+        raise ValueError(f"precision must be 'float' or 'int8', got {precision!r}")
+    if precision == "int8" and calibration is None:
+        raise ValueError("an int8 detector needs calibration photos (DetectorCalibration.from_folder)")
     digest = cache.tree_digest(saved_model)
-    final = cache.home_dir() / "litert" / f"detector-{digest[:24]}-v{CONVERSION_VERSION}"
+    tag = "" if precision == "float" else f"-int8-{calibration.digest()[:16]}"
+    final = cache.home_dir() / "litert" / f"detector-{digest[:24]}{tag}-v{CONVERSION_VERSION}"
     model = final / "model.tflite"
     with cache.file_lock(cache.home_dir() / "locks" / f"{final.name}.lock"):
         try:
@@ -107,14 +117,74 @@ def converted_detector(saved_model: str | os.PathLike) -> Path:
             return model
         except (cache.ChecksumError, OSError):
             pass
-        logger.info("converting %s to LiteRT (once; cached in %s)", saved_model, final)
-        flatbuffer = convert_saved_model(saved_model)
-        _smoke_test(flatbuffer)
+        float_model = None if precision == "float" else converted_detector(saved_model)
+        logger.info("converting %s to LiteRT %s (once; cached in %s)", saved_model, precision, final)
+        info: dict[str, Any] = {"saved_model": os.fspath(saved_model), "sha256": digest, "version": CONVERSION_VERSION,
+                                "precision": precision}
+        if float_model is None:
+            flatbuffer = convert_saved_model(saved_model)
+            _smoke_test(flatbuffer)
+        else:
+            flatbuffer = _convert_int8(saved_model, float_model.read_bytes(), calibration)
+            _smoke_test(flatbuffer)
+            info.update(calibration=calibration.digest(), n_calibration=len(calibration.images),
+                        **litert_int8.measure(_decoder(TFLiteDetectorModel(float_model)),
+                                              _decoder(TFLiteDetectorModel(flatbuffer)), calibration))
+            logger.info("int8 detector: held-out recall %.4f (float %.4f) -> %s", info["int8_recall"],
+                        info["float_recall"], "may be the default" if info["int8_default"] else "not the default")
         with cache.staging_dir(final) as tmp:
             (tmp / "model.tflite").write_bytes(flatbuffer)
-            (tmp / "source.json").write_text(json.dumps({"saved_model": os.fspath(saved_model), "sha256": digest,
-                                                         "version": CONVERSION_VERSION}, indent=2) + "\n")
+            (tmp / "source.json").write_text(json.dumps(info, indent=2) + "\n")
     return model
+
+
+def conversion_info(model: str | os.PathLike) -> dict[str, Any]:
+    """The ``source.json`` written beside a cached ``model.tflite`` (for int8: the held-out recall check)."""
+    return json.loads(Path(model).with_name("source.json").read_text())
+
+
+def _convert_int8(saved_model: str | os.PathLike, float_flatbuffer: bytes, calibration: DetectorCalibration) -> bytes:
+    try:
+        return litert_int8.convert_int8(saved_model, float_flatbuffer, calibration)
+    except Exception as exc:  # the converter raises many types
+        raise ConversionError(f"int8: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
+
+
+def _decoder(model: TFLiteDetectorModel) -> Any:
+    """``image -> Detections`` (no score filter, no NMS) for the recall check."""
+    from detectcrop.detections import Detections
+
+    return lambda image: Detections.from_tfhub(model(np.ascontiguousarray(image[None])), image.shape)
+
+
+def detector_flatbuffer(saved_model: str | os.PathLike, precision: str = "float",
+                        calibration: DetectorCalibration | str | os.PathLike | None = None) -> tuple[Path, str]:
+    """``(cached .tflite, precision served)`` for ``precision`` ``float``, ``int8`` or ``auto``.
+
+    ``calibration``: a `DetectorCalibration` or a calibration folder (`detectcrop.litert_int8`). ``auto`` is int8
+    where calibration is given and the int8 model's held-out recall holds (`litert_int8.int8_detector_check`), else
+    float; a requested ``int8`` that fails the check is served with a logged warning.
+    """
+    if precision not in litert_int8.PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(litert_int8.PRECISIONS)}, got {precision!r}")
+    if precision == "float" or (precision == "auto" and calibration is None):
+        return converted_detector(saved_model), "float"
+    if calibration is None:
+        raise ValueError("precision 'int8' needs calibration photos: pass a calibration folder (photos, and "
+                         "heldout/ with optional heldout/boxes.json)")
+    if not isinstance(calibration, DetectorCalibration):
+        calibration = DetectorCalibration.from_folder(calibration)
+    path = converted_detector(saved_model, "int8", calibration)
+    info = conversion_info(path)
+    if info.get("int8_default"):
+        return path, "int8"
+    if precision == "auto":
+        logger.info("int8 detector refused: held-out recall %.4f vs float %.4f (allowed drop %.2f); serving float",
+                    info["int8_recall"], info["float_recall"], info["max_recall_drop"])
+        return converted_detector(saved_model), "float"
+    logger.warning("int8 detector %s: held-out recall %.4f is more than %.2f below float's %.4f", path,
+                   info["int8_recall"], info["max_recall_drop"], info["float_recall"])
+    return path, "int8"
 
 
 def _smoke_test(flatbuffer: bytes) -> None:
