@@ -174,7 +174,13 @@ def detector_flatbuffer(saved_model: str | os.PathLike, precision: str = "float"
                          "heldout/ with optional heldout/boxes.json)")
     if not isinstance(calibration, DetectorCalibration):
         calibration = DetectorCalibration.from_folder(calibration)
-    path = converted_detector(saved_model, "int8", calibration)
+    try:
+        path = converted_detector(saved_model, "int8", calibration)
+    except ConversionError as exc:
+        if precision == "int8":
+            raise
+        logger.info("int8 detector refused (%s); serving float", exc)
+        return converted_detector(saved_model), "float"
     info = conversion_info(path)
     if info.get("int8_default"):
         return path, "int8"

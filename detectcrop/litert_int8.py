@@ -136,7 +136,29 @@ def convert_int8(saved_model: str | os.PathLike, float_flatbuffer: bytes, calibr
         denylisted_nodes=trunk_float_nodes(float_flatbuffer), denylisted_ops=list(FLOAT_OPS))
     debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative,
                                                          debug_options=options)
-    return debugger.get_nondebug_quantized_model()
+    flatbuffer = debugger.get_nondebug_quantized_model()
+    check_requantization(flatbuffer)
+    return flatbuffer
+
+
+def check_requantization(flatbuffer: bytes, low: float = 2.0 ** -32, high: float = 256.0) -> None:
+    """Raise ``ValueError`` when an int8 convolution's requantization scale (input x weight / output scale) lies
+    outside ``[low, high)``: XNNPACK cannot run it (flat calibration images produce such scales)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(model_content=flatbuffer,  # no XNNPACK: it must not see the model before the check
+                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    scales = {t["index"]: t["quantization_parameters"]["scales"] for t in interp.get_tensor_details()}
+    for op in interp._get_ops_details():
+        if op["op_name"] not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            continue
+        x, w, y = (scales[int(op["inputs"][0])], scales[int(op["inputs"][1])], scales[int(op["outputs"][0])])
+        if not (x.size and w.size and y.size):
+            continue
+        ratio = x.max() * w / y.max()
+        if not (np.all(np.isfinite(ratio)) and ratio.min() >= low and ratio.max() < high):
+            raise ValueError(f"int8 {op['op_name']} #{op['index']} has requantization scales {ratio.min():.3g}.."
+                             f"{ratio.max():.3g} outside [{low:.3g}, {high:g}): calibrate on varied real photos")
 
 
 def detection_recall(detect: Callable[[np.ndarray], Detections], images: tuple[np.ndarray, ...],

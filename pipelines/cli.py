@@ -25,6 +25,12 @@ def add_detection_args(p: argparse.ArgumentParser, what: str = "crop") -> None:
     p.add_argument("--runtime", choices=("tf", "litert", "auto"), default="tf",
                    help="inference runtime: TensorFlow, LiteRT (CPU, XNNPACK; models converted once and cached; a "
                         "model that does not convert runs on TensorFlow) or auto (LiteRT without a GPU)")
+    p.add_argument("--detector-precision", choices=("float", "int8", "auto"), default="float",
+                   help="LiteRT detector precision: int8 needs --detector-calibration; auto: int8 only where its "
+                        "held-out detection recall is within 0.01 of float's")
+    p.add_argument("--detector-calibration", default=None,
+                   help="folder of photos calibrating the int8 detector; heldout/ (with optional heldout/boxes.json "
+                        "ground truth) measures it against float")
     p.add_argument("--pad", type=float, default=0.1, help="padding around each box, as a fraction of its size")
     p.add_argument("--square", action="store_true", help="square crops")
     p.add_argument("--min-size", type=int, default=32, help="skip boxes whose shorter side is under this (pixels)")

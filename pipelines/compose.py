@@ -56,6 +56,9 @@ class DetectThenClassify(StepParams):
             by name or path (`detectcrop.litert.resolve_runtime`); a model that does not convert runs on TensorFlow.
         precision: the LiteRT classifier's ``"float"``, ``"int8"`` or ``"auto"`` (int8 where its measured agreement
             holds, `classify.litert`).
+        detector_precision: the LiteRT detector's ``"float"``, ``"int8"`` or ``"auto"`` (int8 where its held-out
+            recall holds, `detectcrop.litert.detector_flatbuffer`).
+        detector_calibration: the calibration folder of an int8 detector (`detectcrop.litert_int8`).
     """
 
     STEPS = ("detector", "classifier", "crop_policy", "tile")
@@ -76,6 +79,8 @@ class DetectThenClassify(StepParams):
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         runtime: str = "tf",
         precision: str = "float",
+        detector_precision: str = "float",
+        detector_calibration: str | None = None,
     ) -> None:
         self.detector = detector
         self.classifier = classifier
@@ -90,6 +95,8 @@ class DetectThenClassify(StepParams):
         self.max_pixels = max_pixels
         self.runtime = runtime
         self.precision = precision
+        self.detector_precision = detector_precision
+        self.detector_calibration = detector_calibration
 
     # ------------------------------------------------------------------ steps
     def load(self) -> DetectThenClassify:
@@ -102,7 +109,9 @@ class DetectThenClassify(StepParams):
         if name == "detector":
             from detectcrop.detector import Detector
 
-            return Detector.from_preset(spec, **{"runtime": self.runtime, **self.__dict__.get("_detector_options", {})})
+            options = {"runtime": self.runtime, "precision": self.detector_precision,
+                       "calibration": self.detector_calibration, **self.__dict__.get("_detector_options", {})}
+            return Detector.from_preset(spec, **options)
         return _load_classifier(spec, self.runtime, self.precision)
 
     @property

@@ -80,6 +80,7 @@ def _run(args: argparse.Namespace, model: Path, categories: list[int], policy: C
         args.detector, str(model), category=categories, min_score=args.min_score, crop_policy=policy, tile=tile,
         top_k=args.top_k, unknown_below=args.unknown_below, batch_size=args.batch_size,
         max_pixels=args.max_pixels or None, runtime=args.runtime, precision=args.precision,
+        detector_precision=args.detector_precision, detector_calibration=args.detector_calibration,
     )
     try:
         summary = label_folder(pipe.load(), args.input, args.output, resume=args.resume, annotate=args.annotate,
