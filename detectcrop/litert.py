@@ -9,17 +9,20 @@ exports use TensorFlow ops LiteRT lacks) falls back to TensorFlow with one logge
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from detectcrop import cache, litert_int8
+from detectcrop import cache, litert_fixed, litert_int8
 from detectcrop.litert_int8 import DetectorCalibration
 
 logger = logging.getLogger(__name__)
@@ -27,7 +30,7 @@ logger = logging.getLogger(__name__)
 Runtime = Literal["tf", "litert", "auto"]
 RUNTIMES: tuple[str, ...] = ("tf", "litert", "auto")
 #: Bumped when the conversion recipe changes, so cached flatbuffers are rebuilt.
-CONVERSION_VERSION = 2
+CONVERSION_VERSION = 3
 
 
 class ConversionError(RuntimeError):
@@ -78,6 +81,35 @@ def make_interpreter(model: str | os.PathLike | bytes, num_threads: int | None =
     return Interpreter(model_path=os.fspath(model), num_threads=threads)
 
 
+@contextlib.contextmanager
+def detector_converter(saved_model: str | os.PathLike) -> Iterator[tuple[Any, Callable[[np.ndarray], np.ndarray]]]:
+    """``(TFLiteConverter, prepare)`` for a SavedModel's ``serving_default``, valid inside the ``with`` block: a
+    static-shape graph fed by ``prepare(uint8 [1, H, W, 3])`` when the model squashes its input to one size
+    (`detectcrop.litert_fixed`), else the SavedModel as it is (``prepare`` the identity)."""
+    import tensorflow as tf
+
+    fixed = litert_fixed.fixed_size_function(saved_model)
+    if fixed is None:
+        yield tf.lite.TFLiteConverter.from_saved_model(os.fspath(saved_model)), lambda images: images
+        return
+    function, keep_alive, size = fixed
+    module = tf.Module()
+    module.pruned = keep_alive
+    with tempfile.TemporaryDirectory() as tmp:  # a SavedModel keeps the named outputs of serving_default
+        tf.saved_model.save(module, tmp, signatures={"serving_default": function})
+        yield tf.lite.TFLiteConverter.from_saved_model(tmp), lambda images: litert_fixed.resize_like_tf(images, size)
+
+
+def _bare_interpreter(model: str | os.PathLike | bytes) -> Any:
+    """An interpreter without XNNPACK (cheap: no weight packing), for reading a model's details."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    kind = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    if isinstance(model, bytes):
+        return Interpreter(model_content=model, experimental_op_resolver_type=kind)
+    return Interpreter(model_path=os.fspath(model), experimental_op_resolver_type=kind)
+
+
 def convert_saved_model(saved_model: str | os.PathLike) -> bytes:
     """A float ``.tflite`` flatbuffer of a SavedModel's ``serving_default`` signature, builtin ops only.
 
@@ -86,9 +118,9 @@ def convert_saved_model(saved_model: str | os.PathLike) -> bytes:
     import tensorflow as tf
 
     try:
-        converter = tf.lite.TFLiteConverter.from_saved_model(os.fspath(saved_model))
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        return converter.convert()
+        with detector_converter(saved_model) as (converter, _):
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+            return converter.convert()
     except Exception as exc:  # the converter raises many types (ConverterError, ValueError, ...)
         text = " ".join(str(exc).split())
         raise ConversionError(f"{type(exc).__name__}: {text[:300]}") from exc
@@ -145,7 +177,8 @@ def conversion_info(model: str | os.PathLike) -> dict[str, Any]:
 
 def _convert_int8(saved_model: str | os.PathLike, float_flatbuffer: bytes, calibration: DetectorCalibration) -> bytes:
     try:
-        return litert_int8.convert_int8(saved_model, float_flatbuffer, calibration)
+        with detector_converter(saved_model) as (converter, prepare):
+            return litert_int8.convert_int8(converter, prepare, float_flatbuffer, calibration)
     except Exception as exc:  # the converter raises many types
         raise ConversionError(f"int8: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
 
@@ -209,6 +242,8 @@ MAX_SHAPES = 4
 class TFLiteDetectorModel:
     """A ``.tflite`` detector with the TF Hub contract as a callable ``uint8 [1, H, W, 3] -> dict of arrays``.
 
+    A static-shape graph (float ``[1, S, S, 3]`` input) gets the image resized outside (`detectcrop.litert_fixed`).
+
     One interpreter per calling thread (interpreters are not thread-safe) and per input shape (the `MAX_SHAPES` most
     recently used), so an image size seen before never re-plans the graph.
     """
@@ -217,6 +252,10 @@ class TFLiteDetectorModel:
         self.model = model
         self.num_threads = num_threads
         self._local = threading.local()
+        details = _bare_interpreter(model).get_input_details()[0]
+        signature = tuple(int(v) for v in details["shape_signature"])
+        #: ``(S, S)`` for a static-shape graph fed resized float images (`detectcrop.litert_fixed`), else ``None``.
+        self.fixed_size = signature[1:3] if details["dtype"] == np.float32 and min(signature) > 0 else None
 
     def _state(self, shape: tuple[int, ...]) -> dict[str, Any]:
         states: OrderedDict[tuple[int, ...], dict[str, Any]] | None = getattr(self._local, "states", None)
@@ -225,7 +264,8 @@ class TFLiteDetectorModel:
         state = states.get(shape)
         if state is None:
             interp = make_interpreter(self.model, self.num_threads)
-            runner = interp.get_signature_runner("serving_default")
+            keys = list(interp.get_signature_list())  # one signature: serving_default, or a concrete function's
+            runner = interp.get_signature_runner("serving_default" if "serving_default" in keys else keys[0])
             (details,) = runner.get_input_details().values()
             outputs = {k: d["index"] for k, d in runner.get_output_details().items()}
             del runner  # it holds views of the interpreter's tensors, which forbid resizing
@@ -238,6 +278,8 @@ class TFLiteDetectorModel:
         return state
 
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        if self.fixed_size is not None:
+            images = litert_fixed.resize_like_tf(images, self.fixed_size)
         state = self._state(tuple(images.shape))
         interp = state["interp"]
         interp.set_tensor(state["input"], np.ascontiguousarray(images))

@@ -119,16 +119,17 @@ def trunk_float_nodes(float_flatbuffer: bytes) -> list[str]:
     return sorted({names[int(t)] for op in ops if op["index"] not in trunk for t in op["outputs"]})
 
 
-def convert_int8(saved_model: str | os.PathLike, float_flatbuffer: bytes, calibration: DetectorCalibration) -> bytes:
-    """An int8 flatbuffer of the SavedModel's ``serving_default``: the trunk full-integer, calibrated on
-    ``calibration.images`` one at a time (any size), post-processing float; uint8 images in, float outputs."""
+def convert_int8(converter: Any, prepare: Callable[[np.ndarray], np.ndarray], float_flatbuffer: bytes,
+                 calibration: DetectorCalibration) -> bytes:
+    """An int8 flatbuffer from a detector's ``converter`` (`detectcrop.litert.detector_converter`): the trunk
+    full-integer, calibrated on ``prepare(image[None])`` of each calibration image, post-processing float; the same
+    inputs as the float model, float outputs."""
     import tensorflow as tf
 
     def representative() -> Iterator[list[np.ndarray]]:
         for image in calibration.images:
-            yield [np.ascontiguousarray(image[None])]
+            yield [np.ascontiguousarray(prepare(image[None]))]
 
-    converter = tf.lite.TFLiteConverter.from_saved_model(os.fspath(saved_model))
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]

@@ -146,6 +146,8 @@ class DetectThenClassify(StepParams):
             config["detector_options"] = {"min_score": detector.min_score, "nms_iou": detector.nms_iou}
             if getattr(detector, "runtime", None) is not None:  # the runtime it actually loaded on (after fallback)
                 config["detector_options"]["runtime"] = detector.runtime
+            if getattr(detector, "precision", "float") != "float":  # the precision it serves (after the int8 rule)
+                config["detector_options"]["precision"] = detector.precision
         elif "_detector_options" in self.__dict__:
             config["detector_options"] = dict(self._detector_options)
         return config

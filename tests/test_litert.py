@@ -48,6 +48,18 @@ def test_litert_detector_config_round_trip(litert_detector):
     np.testing.assert_array_equal(again.detect(image).xyxy, litert_detector.detect(image).xyxy)  # deterministic
 
 
+def test_the_litert_detector_has_one_static_shape(detector, litert_detector):
+    """CenterNet squashes any input to 512x512: the LiteRT graph takes the resized image, so photos of new sizes reuse
+    one interpreter, and boxes still land on the original pixels (as TensorFlow's)."""
+    assert litert_detector.model.fixed_size == (512, 512)
+    image = data.coffee()[:333, :517]
+    got, ref = litert_detector.detect(image, min_score=0.2), detector.detect(image, min_score=0.2)
+    litert_detector.detect(data.astronaut())
+    assert len(litert_detector.model._local.states) == 1
+    assert len(got) == len(ref) > 0
+    np.testing.assert_allclose(got.xyxy, ref.xyxy, atol=1.0)
+
+
 def test_auto_runtime_is_litert_on_this_cpu_machine():
     expected = "tf" if tf.config.list_physical_devices("GPU") else "litert"
     assert resolve_runtime("auto") == expected
@@ -152,10 +164,10 @@ def test_int8_detector_refuses_to_be_the_default_with_a_bad_calibration(caplog):
 
 
 def test_int8_detector_check_is_measured_on_held_out_photos(tmp_path):
+    from PIL import Image
+
     from detectcrop.litert import conversion_info, make_interpreter
     from detectcrop.litert_int8 import HELDOUT_DIR, detection_recall
-
-    from PIL import Image
 
     for name in ("rocket", "immunohistochemistry", "cat", "retina", *HELD_OUT):
         folder = tmp_path / (HELDOUT_DIR if name in HELD_OUT else "photos")
