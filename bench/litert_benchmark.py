@@ -92,6 +92,29 @@ def _tile_profile(detector, images: list[np.ndarray], rounds: int = 3) -> dict[s
             "whole_ms": 1e3 * float(np.median(whole)), "tiled_ms": 1e3 * float(np.median(tiled))}
 
 
+def _shape_profile(saved_model: Path, static: Path, rounds: int = 11) -> dict[str, float]:
+    """LiteRT float detector on photos of ``rounds`` different sizes: the SavedModel's dynamic-shape graph (an
+    interpreter is re-planned for every new size) vs the static 512x512 graph (resize outside), alternating."""
+    import tensorflow as tf
+
+    dynamic = TFLiteDetectorModel(tf.lite.TFLiteConverter.from_saved_model(str(saved_model)).convert(), 1)
+    fixed = TFLiteDetectorModel(static, 1)
+    rng = np.random.default_rng(0)
+    sizes = [(480 + 7 * i, 640 - 5 * i) for i in range(rounds + 1)]
+    a_times, b_times = [], []
+    for i, (h, w) in enumerate(sizes):
+        image = rng.integers(0, 256, (1, h, w, 3), dtype=np.uint8)
+        start = time.perf_counter()
+        dynamic(image)
+        mid = time.perf_counter()
+        fixed(image)
+        if i:  # the first size warms both up
+            a_times.append(mid - start)
+            b_times.append(time.perf_counter() - mid)
+    return {"dynamic_ms": 1e3 * float(np.median(a_times)), "static_ms": 1e3 * float(np.median(b_times)),
+            "ratio": float(np.median(np.asarray(a_times) / np.asarray(b_times)))}
+
+
 def _quality(pipe: DetectThenClassify, truth: list) -> dict[str, float]:
     """Recall of ground-truth watches (IoU >= 0.5) and the fraction of them labeled with their brand."""
     found = correct = total = 0
@@ -279,6 +302,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     tp = _tile_profile(Detector.from_preset(zoo.OFFLINE_DETECTOR, runtime="litert"),
                        [read_image(p) for p in sorted(scenes.glob("*.jpg"))[:4]])
+    sp = _shape_profile(saved_model, tflite)
+    print(f"photos of 11 different sizes, 1 thread: dynamic-shape graph {sp['dynamic_ms']:.0f} ms, static 512x512 "
+          f"graph {sp['static_ms']:.0f} ms per image ({sp['ratio']:.2f}x, median of paired ratios)")
     print(f"tiles: {tp['passes']:.0f} detector passes per 640x480 image (6 tiles + the whole image); tiled "
           f"{tp['tiled_ms']:.0f} ms vs whole {tp['whole_ms']:.0f} ms ({tp['ratio']:.2f}x, LiteRT float)")
 
