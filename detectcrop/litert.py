@@ -126,6 +126,10 @@ def convert_saved_model(saved_model: str | os.PathLike) -> bytes:
         raise ConversionError(f"{type(exc).__name__}: {text[:300]}") from exc
 
 
+#: int8 conversions that failed in this process (cache entry name -> reason).
+_FAILED: dict[str, str] = {}
+
+
 def converted_detector(saved_model: str | os.PathLike, precision: str = "float",
                        calibration: DetectorCalibration | None = None) -> Path:
     """The cached ``.tflite`` of a detector SavedModel, converted on first use.
@@ -149,6 +153,8 @@ def converted_detector(saved_model: str | os.PathLike, precision: str = "float",
             return model
         except (cache.ChecksumError, OSError):
             pass
+        if final.name in _FAILED:  # a conversion that failed in this process fails again: do not repeat it
+            raise ConversionError(_FAILED[final.name])
         float_model = None if precision == "float" else converted_detector(saved_model)
         logger.info("converting %s to LiteRT %s (once; cached in %s)", saved_model, precision, final)
         info: dict[str, Any] = {"saved_model": os.fspath(saved_model), "sha256": digest, "version": CONVERSION_VERSION,
@@ -157,8 +163,12 @@ def converted_detector(saved_model: str | os.PathLike, precision: str = "float",
             flatbuffer = convert_saved_model(saved_model)
             _smoke_test(flatbuffer)
         else:
-            flatbuffer = _convert_int8(saved_model, float_model.read_bytes(), calibration)
-            _smoke_test(flatbuffer)
+            try:
+                flatbuffer = _convert_int8(saved_model, float_model.read_bytes(), calibration)
+                _smoke_test(flatbuffer)
+            except ConversionError as exc:
+                _FAILED[final.name] = str(exc)
+                raise
             info.update(calibration=calibration.digest(), n_calibration=len(calibration.images),
                         **litert_int8.measure(_decoder(TFLiteDetectorModel(float_model)),
                                               _decoder(TFLiteDetectorModel(flatbuffer)), calibration))
