@@ -2,12 +2,14 @@
 
     python -m bench.litert_benchmark [--scenes 24] [--rounds 3]
 
-1. label_folder images/s, whole image and with tiles, for tf / litert float / litert int8 (runs alternate; the
+1. label_folder images/s, whole image and with tiles, for tf / litert float / litert int8 classifier / litert int8
+   classifier + int8 detector (calibrated on 24 training photos; runs alternate; the
    median of paired ratios is reported), with detection recall (IoU >= 0.5 with a ground-truth watch) and label
    accuracy (matched watches labeled with their brand) on the held-out scenes.
 2. Classifier crops/s on the scenes' ground-truth crops, with top-1 agreement against Keras.
 3. The detector against the limit: its FLOPs (counted from the LiteRT graph's conv/depthwise/dense ops) over the
-   GFLOP/s one core sustains on a large convolution under XNNPACK.
+   GFLOP/s one core sustains on a large convolution under XNNPACK; float vs int8 detector; where tiled time
+   goes. Also the int8 detector's recall check on the held-out scenes.
 4. Decoding 12 MP JPEGs: full size vs Pillow's reduced-size JPEG decoding (draft) to the detector's scale.
 5. Peak RSS of `python -m pipelines.label` (fresh processes) with each runtime.
 """
@@ -31,12 +33,22 @@ import numpy as np
 from classify import FineClassifier
 from classify.litert import load_litert_classifier, save_calibration
 from detectcrop import TileConfig, boxes, read_image, zoo
-from detectcrop.litert import TFLiteDetectorModel, converted_detector, make_interpreter
+from detectcrop.litert import (
+    TFLiteDetectorModel,
+    conversion_info,
+    converted_detector,
+    detector_flatbuffer,
+    make_interpreter,
+)
+from detectcrop.tiling import detect_tiled
 from pipelines.compose import DetectThenClassify
 from pipelines.labeling import label_folder
 from pipelines.synthetic import generate, ground_truth_crops, load_ground_truth
 
-RUNTIMES = (("tf", "tf", "float"), ("litert float", "litert", "float"), ("litert int8", "litert", "int8"))
+#: (row, runtime, classifier precision, detector precision)
+RUNTIMES = (("tf", "tf", "float", "float"), ("litert float", "litert", "float", "float"),
+            ("litert int8 classifier", "litert", "int8", "float"),
+            ("litert int8 classifier + int8 detector", "litert", "int8", "int8"))
 
 
 def _train(bench: Path, out: Path) -> tuple[Path, list]:
@@ -45,6 +57,63 @@ def _train(bench: Path, out: Path) -> tuple[Path, list]:
                           fine_tune_blocks=0, seed=0)
     run = clf.fit([c.image for c in crops], [c.label for c in crops]).save(out / "model.keras").parent
     return run, crops
+
+
+def _detector_calibration(bench: Path, truth: list, out: Path, n_photos: int = 24) -> Path:
+    """A calibration folder: ``n_photos`` training photos, and the held-out scenes with their ground-truth boxes."""
+    import json
+
+    photos = sorted((bench / "photos").rglob("*.jpg"))[:n_photos]
+    (out / "heldout").mkdir(parents=True, exist_ok=True)
+    for p in photos:
+        shutil.copy(p, out / f"{p.parent.name}_{p.name}")
+    table = {}
+    for rec in truth:
+        shutil.copy(rec.path, out / "heldout" / Path(rec.path).name)
+        table[Path(rec.path).name] = rec.detections.xyxy.tolist()
+    (out / "heldout" / "boxes.json").write_text(json.dumps(table))
+    return out
+
+
+def _tile_profile(detector, images: list[np.ndarray], rounds: int = 3) -> dict[str, float]:
+    """Where tiled time goes: detector passes per image and the time of one tiled image over one whole image."""
+    from detectcrop.tiling import tile_grid
+
+    passes = [1 + len(tile_grid(im.shape)) for im in images]
+    whole, tiled = [], []
+    for _ in range(rounds):
+        for im in images:
+            start = time.perf_counter()
+            detector.detect(im)
+            whole.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            detect_tiled(detector, im, TileConfig())
+            tiled.append(time.perf_counter() - start)
+    return {"passes": float(np.median(passes)), "ratio": float(np.median(np.asarray(tiled) / np.asarray(whole))),
+            "whole_ms": 1e3 * float(np.median(whole)), "tiled_ms": 1e3 * float(np.median(tiled))}
+
+
+def _shape_profile(saved_model: Path, static: Path, rounds: int = 11) -> dict[str, float]:
+    """LiteRT float detector on photos of ``rounds`` different sizes: the SavedModel's dynamic-shape graph (an
+    interpreter is re-planned for every new size) vs the static 512x512 graph (resize outside), alternating."""
+    import tensorflow as tf
+
+    dynamic = TFLiteDetectorModel(tf.lite.TFLiteConverter.from_saved_model(str(saved_model)).convert(), 1)
+    fixed = TFLiteDetectorModel(static, 1)
+    rng = np.random.default_rng(0)
+    sizes = [(480 + 7 * i, 640 - 5 * i) for i in range(rounds + 1)]
+    a_times, b_times = [], []
+    for i, (h, w) in enumerate(sizes):
+        image = rng.integers(0, 256, (1, h, w, 3), dtype=np.uint8)
+        start = time.perf_counter()
+        dynamic(image)
+        mid = time.perf_counter()
+        fixed(image)
+        if i:  # the first size warms both up
+            a_times.append(mid - start)
+            b_times.append(time.perf_counter() - mid)
+    return {"dynamic_ms": 1e3 * float(np.median(a_times)), "static_ms": 1e3 * float(np.median(b_times)),
+            "ratio": float(np.median(np.asarray(a_times) / np.asarray(b_times)))}
 
 
 def _quality(pipe: DetectThenClassify, truth: list) -> dict[str, float]:
@@ -169,9 +238,12 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     print("| mode | runtime | label images/s | speed-up vs tf (median of paired ratios) | recall | label accuracy |")
     print("|---|---|---|---|---|---|")
+    calibration = _detector_calibration(bench, truth, work / "detector_calibration")
     for mode, tile in (("whole image", None), ("tiles", TileConfig())):
         pipes = {name: DetectThenClassify(zoo.OFFLINE_DETECTOR, str(run), category="clock", tile=tile,
-                                          runtime=rt, precision=prec).load() for name, rt, prec in RUNTIMES}
+                                          runtime=rt, precision=prec, detector_precision=dprec,
+                                          detector_calibration=str(calibration)).load()
+                 for name, rt, prec, dprec in RUNTIMES}
         quality = {name: _quality(pipe, truth) for name, pipe in pipes.items()}  # also the warm-up
         times = _label_speed(pipes, scenes, work, args.rounds)
         n = len(list(scenes.glob("*.jpg")))
@@ -199,26 +271,43 @@ def main(argv: Sequence[str] | None = None) -> None:
         ratio = float(np.median(np.asarray(ctimes["keras (tf)"]) / np.asarray(ctimes[name])))
         print(f"| {name} | {len(held) / np.median(ctimes[name]):.1f} | {ratio:.2f}x | {agree[name]:.3f} |")
 
-    tflite = converted_detector(zoo.ensure(zoo.OFFLINE_DETECTOR) / "saved_model")
+    saved_model = zoo.ensure(zoo.OFFLINE_DETECTOR) / "saved_model"
+    tflite = converted_detector(saved_model)
+    int8_path, _ = detector_flatbuffer(saved_model, "int8", calibration)
+    info = conversion_info(int8_path)
+    print(f"\nint8 detector check (held-out scenes, ground truth, score >= {info['min_score']}): recall float "
+          f"{info['float_recall']:.3f}, int8 {info['int8_recall']:.3f} -> auto serves "
+          f"{'int8' if info['int8_default'] else 'float'}")
     flops = _model_flops(tflite, (512, 512))
     per_core = _conv_gflops(1)
     image = np.ascontiguousarray(read_image(sorted(scenes.glob("*.jpg"))[0]))
-    det_times = {}
-    for threads in (1, 2):
-        model = TFLiteDetectorModel(tflite, threads)
-        batch = np.ascontiguousarray(image[None])
+    batch = np.ascontiguousarray(image[None])
+    models = {(p, t): TFLiteDetectorModel(f, t) for p, f in (("float", tflite), ("int8", int8_path)) for t in (1, 2)}
+    ts: dict[tuple, list[float]] = {k: [] for k in models}
+    for model in models.values():
         model(batch)
-        ts = []
-        for _ in range(5):
+    for _ in range(7):  # alternating, so the machine's load hits all alike
+        for key, model in models.items():
             start = time.perf_counter()
             model(batch)
-            ts.append(time.perf_counter() - start)
-        det_times[threads] = float(np.median(ts))
+            ts[key].append(time.perf_counter() - start)
+    det_times = {t: float(np.median(ts[("float", t)])) for t in (1, 2)}
+    int8_ratio = float(np.median(np.asarray(ts[("float", 1)]) / np.asarray(ts[("int8", 1)])))
     print(f"\ndetector: {flops / 1e9:.2f} GFLOP per image (conv/depthwise/dense at 512x512); one core sustains "
           f"{per_core:.1f} GFLOP/s on a 3x3 conv under XNNPACK, so the floor is {1e3 * flops / 1e9 / per_core:.0f} ms "
           f"on one core; measured LiteRT: {1e3 * det_times[1]:.0f} ms on 1 thread "
           f"({flops / 1e9 / det_times[1]:.1f} GFLOP/s, {flops / 1e9 / det_times[1] / per_core:.0%} of the core), "
-          f"{1e3 * det_times[2]:.0f} ms on 2 threads")
+          f"{1e3 * det_times[2]:.0f} ms on 2 threads; int8 detector {1e3 * np.median(ts[('int8', 1)]):.0f} ms on 1 "
+          f"thread ({int8_ratio:.2f}x float, median of paired ratios)")
+    from detectcrop import Detector
+
+    tp = _tile_profile(Detector.from_preset(zoo.OFFLINE_DETECTOR, runtime="litert"),
+                       [read_image(p) for p in sorted(scenes.glob("*.jpg"))[:4]])
+    sp = _shape_profile(saved_model, tflite)
+    print(f"photos of 11 different sizes, 1 thread: dynamic-shape graph {sp['dynamic_ms']:.0f} ms, static 512x512 "
+          f"graph {sp['static_ms']:.0f} ms per image ({sp['ratio']:.2f}x, median of paired ratios)")
+    print(f"tiles: {tp['passes']:.0f} detector passes per 640x480 image (6 tiles + the whole image); tiled "
+          f"{tp['tiled_ms']:.0f} ms vs whole {tp['whole_ms']:.0f} ms ({tp['ratio']:.2f}x, LiteRT float)")
 
     big = work / "big"
     big.mkdir(exist_ok=True)
@@ -236,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"px) {d['reduced_ms']:.0f} ms")
 
     print("\n| runtime | peak RSS of pipelines.label, MB |\n|---|---|")
-    for name, rt, prec in RUNTIMES:
+    for name, rt, prec, _ in RUNTIMES[:3]:
         print(f"| {name} | {_peak_rss(run, scenes, rt, prec, work):.0f} |")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)

@@ -164,6 +164,7 @@ def _config(
         "input": str(input_dir),
         "detector": getattr(steps.detector, "name", type(steps.detector).__name__),
         **({} if getattr(steps.detector, "runtime", "tf") == "tf" else {"runtime": steps.detector.runtime}),
+        **({} if getattr(steps.detector, "precision", "float") == "float" else {"precision": steps.detector.precision}),
         "categories": list(steps.category_ids or []),
         "min_score": steps.min_score,
         "policy": steps.policy.to_dict(),

@@ -75,29 +75,37 @@ class Detector:
     """
 
     def __init__(self, model: Callable[[Any], dict], name: str = "custom", *, min_score: float = 0.05,
-                 nms_iou: float | None = 0.5, runtime: str = "tf") -> None:
+                 nms_iou: float | None = 0.5, runtime: str = "tf", precision: str = "float",
+                 calibration: str | None = None) -> None:
         self.model = model
         self.name = name
         self.min_score = min_score
         self.nms_iou = nms_iou
         self.runtime = runtime
+        self.precision = precision
+        self.calibration = calibration
 
     @classmethod
     def from_preset(cls, preset: str | os.PathLike = zoo.DEFAULT_DETECTOR, *, runtime: str = "tf",
-                    num_threads: int | None = None, **kwargs: Any) -> Detector:
+                    num_threads: int | None = None, precision: str = "float", calibration: Any = None,
+                    **kwargs: Any) -> Detector:
         """Load a preset (see ``python -m detectcrop.zoo list``), a TF Hub handle or URL, or a local SavedModel.
 
         ``runtime``: ``"tf"``, ``"litert"`` (the SavedModel converted once to LiteRT and cached; a model that does not
         convert falls back to TensorFlow with one logged line) or ``"auto"`` (`detectcrop.litert.resolve_runtime`).
-        ``num_threads``: LiteRT interpreter threads (default: the usable CPU cores).
+        ``num_threads``: LiteRT interpreter threads (default: the usable CPU cores). ``precision`` (LiteRT):
+        ``"float"``, ``"int8"`` or ``"auto"`` with ``calibration`` (a folder or `DetectorCalibration`), see
+        `detectcrop.litert.detector_flatbuffer`.
         """
         name, handle = _resolve_handle(preset)
         if litert.resolve_runtime(runtime) == "litert":
             local = handle if Path(handle).exists() else _hub_download(handle)
             try:
-                model = litert.TFLiteDetectorModel(litert.converted_detector(local), num_threads)
-                logger.info("loading detector %s (LiteRT)", name)
-                return cls(model, name, runtime="litert", **kwargs)
+                path, served = litert.detector_flatbuffer(local, precision, calibration)
+                logger.info("loading detector %s (LiteRT %s)", name, served)
+                folder = os.fspath(calibration) if isinstance(calibration, str | os.PathLike) else None
+                return cls(litert.TFLiteDetectorModel(path, num_threads), name, runtime="litert", precision=served,
+                           calibration=folder, **kwargs)
             except litert.ConversionError as exc:
                 logger.warning("detector %s does not convert to LiteRT, running it on TensorFlow: %s", name, exc)
         logger.info("loading detector %s", name)
@@ -108,7 +116,12 @@ class Detector:
         """What `from_config` needs to load this detector again (in another process, e.g. a Ray actor)."""
         if self.name == "custom":
             raise ValueError("a Detector built from a model object has no config; load it with from_preset")
-        return {"preset": self.name, "min_score": self.min_score, "nms_iou": self.nms_iou, "runtime": self.runtime}
+        config = {"preset": self.name, "min_score": self.min_score, "nms_iou": self.nms_iou, "runtime": self.runtime}
+        if self.precision != "float":
+            if self.calibration is None:
+                raise ValueError("an int8 detector calibrated on arrays has no config; calibrate it on a folder")
+            config.update(precision=self.precision, calibration=self.calibration)
+        return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Detector:
@@ -137,7 +150,8 @@ class Detector:
         return dets.nms(self.nms_iou) if self.nms_iou is not None else dets
 
     def __repr__(self) -> str:
-        return f"Detector({self.name!r}, min_score={self.min_score}, nms_iou={self.nms_iou}, runtime={self.runtime!r})"
+        return (f"Detector({self.name!r}, min_score={self.min_score}, nms_iou={self.nms_iou}, "
+                f"runtime={self.runtime!r}, precision={self.precision!r})")
 
 
 def _hub_download(handle: str) -> str:

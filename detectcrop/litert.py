@@ -9,24 +9,28 @@ exports use TensorFlow ops LiteRT lacks) falls back to TensorFlow with one logge
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from detectcrop import cache
+from detectcrop import cache, litert_fixed, litert_int8
+from detectcrop.litert_int8 import DetectorCalibration
 
 logger = logging.getLogger(__name__)
 
 Runtime = Literal["tf", "litert", "auto"]
 RUNTIMES: tuple[str, ...] = ("tf", "litert", "auto")
 #: Bumped when the conversion recipe changes, so cached flatbuffers are rebuilt.
-CONVERSION_VERSION = 1
+CONVERSION_VERSION = 3
 
 
 class ConversionError(RuntimeError):
@@ -77,6 +81,35 @@ def make_interpreter(model: str | os.PathLike | bytes, num_threads: int | None =
     return Interpreter(model_path=os.fspath(model), num_threads=threads)
 
 
+@contextlib.contextmanager
+def detector_converter(saved_model: str | os.PathLike) -> Iterator[tuple[Any, Callable[[np.ndarray], np.ndarray]]]:
+    """``(TFLiteConverter, prepare)`` for a SavedModel's ``serving_default``, valid inside the ``with`` block: a
+    static-shape graph fed by ``prepare(uint8 [1, H, W, 3])`` when the model squashes its input to one size
+    (`detectcrop.litert_fixed`), else the SavedModel as it is (``prepare`` the identity)."""
+    import tensorflow as tf
+
+    fixed = litert_fixed.fixed_size_function(saved_model)
+    if fixed is None:
+        yield tf.lite.TFLiteConverter.from_saved_model(os.fspath(saved_model)), lambda images: images
+        return
+    function, keep_alive, size = fixed
+    module = tf.Module()
+    module.pruned = keep_alive
+    with tempfile.TemporaryDirectory() as tmp:  # a SavedModel keeps the named outputs of serving_default
+        tf.saved_model.save(module, tmp, signatures={"serving_default": function})
+        yield tf.lite.TFLiteConverter.from_saved_model(tmp), lambda images: litert_fixed.resize_like_tf(images, size)
+
+
+def _bare_interpreter(model: str | os.PathLike | bytes) -> Any:
+    """An interpreter without XNNPACK (cheap: no weight packing), for reading a model's details."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    kind = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    if isinstance(model, bytes):
+        return Interpreter(model_content=model, experimental_op_resolver_type=kind)
+    return Interpreter(model_path=os.fspath(model), experimental_op_resolver_type=kind)
+
+
 def convert_saved_model(saved_model: str | os.PathLike) -> bytes:
     """A float ``.tflite`` flatbuffer of a SavedModel's ``serving_default`` signature, builtin ops only.
 
@@ -85,21 +118,34 @@ def convert_saved_model(saved_model: str | os.PathLike) -> bytes:
     import tensorflow as tf
 
     try:
-        converter = tf.lite.TFLiteConverter.from_saved_model(os.fspath(saved_model))
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        return converter.convert()
+        with detector_converter(saved_model) as (converter, _):
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+            return converter.convert()
     except Exception as exc:  # the converter raises many types (ConverterError, ValueError, ...)
         text = " ".join(str(exc).split())
         raise ConversionError(f"{type(exc).__name__}: {text[:300]}") from exc
 
 
-def converted_detector(saved_model: str | os.PathLike) -> Path:
-    """The cached ``.tflite`` of a detector SavedModel, converted on first use (keyed by its files' sha256).
+#: int8 conversions that failed in this process (cache entry name -> reason).
+_FAILED: dict[str, str] = {}
 
-    Checks once that the flatbuffer loads and runs on a small image; raises `ConversionError` when it does not.
+
+def converted_detector(saved_model: str | os.PathLike, precision: str = "float",
+                       calibration: DetectorCalibration | None = None) -> Path:
+    """The cached ``.tflite`` of a detector SavedModel, converted on first use.
+
+    Keyed by the sha256 of the SavedModel's files, `CONVERSION_VERSION` and the precision (``int8``: and the
+    calibration's digest). Checks once that the flatbuffer loads and runs on a small image; raises `ConversionError`
+    when it does not. An int8 conversion (`detectcrop.litert_int8`) records beside it, in ``source.json``, the
+    held-out recall of float and int8 and whether int8 may be the default (``int8_default``).
     """
+    if precision not in ("float", "int8"):
+        raise ValueError(f"precision must be 'float' or 'int8', got {precision!r}")
+    if precision == "int8" and calibration is None:
+        raise ValueError("an int8 detector needs calibration photos (DetectorCalibration.from_folder)")
     digest = cache.tree_digest(saved_model)
-    final = cache.home_dir() / "litert" / f"detector-{digest[:24]}-v{CONVERSION_VERSION}"
+    tag = "" if precision == "float" else f"-int8-{calibration.digest()[:16]}"
+    final = cache.home_dir() / "litert" / f"detector-{digest[:24]}{tag}-v{CONVERSION_VERSION}"
     model = final / "model.tflite"
     with cache.file_lock(cache.home_dir() / "locks" / f"{final.name}.lock"):
         try:
@@ -107,14 +153,87 @@ def converted_detector(saved_model: str | os.PathLike) -> Path:
             return model
         except (cache.ChecksumError, OSError):
             pass
-        logger.info("converting %s to LiteRT (once; cached in %s)", saved_model, final)
-        flatbuffer = convert_saved_model(saved_model)
-        _smoke_test(flatbuffer)
+        if final.name in _FAILED:  # a conversion that failed in this process fails again: do not repeat it
+            raise ConversionError(_FAILED[final.name])
+        float_model = None if precision == "float" else converted_detector(saved_model)
+        logger.info("converting %s to LiteRT %s (once; cached in %s)", saved_model, precision, final)
+        info: dict[str, Any] = {"saved_model": os.fspath(saved_model), "sha256": digest, "version": CONVERSION_VERSION,
+                                "precision": precision}
+        if float_model is None:
+            flatbuffer = convert_saved_model(saved_model)
+            _smoke_test(flatbuffer)
+        else:
+            try:
+                flatbuffer = _convert_int8(saved_model, float_model.read_bytes(), calibration)
+                _smoke_test(flatbuffer)
+            except ConversionError as exc:
+                _FAILED[final.name] = str(exc)
+                raise
+            info.update(calibration=calibration.digest(), n_calibration=len(calibration.images),
+                        **litert_int8.measure(_decoder(TFLiteDetectorModel(float_model)),
+                                              _decoder(TFLiteDetectorModel(flatbuffer)), calibration))
+            logger.info("int8 detector: held-out recall %.4f (float %.4f) -> %s", info["int8_recall"],
+                        info["float_recall"], "may be the default" if info["int8_default"] else "not the default")
         with cache.staging_dir(final) as tmp:
             (tmp / "model.tflite").write_bytes(flatbuffer)
-            (tmp / "source.json").write_text(json.dumps({"saved_model": os.fspath(saved_model), "sha256": digest,
-                                                         "version": CONVERSION_VERSION}, indent=2) + "\n")
+            (tmp / "source.json").write_text(json.dumps(info, indent=2) + "\n")
     return model
+
+
+def conversion_info(model: str | os.PathLike) -> dict[str, Any]:
+    """The ``source.json`` written beside a cached ``model.tflite`` (for int8: the held-out recall check)."""
+    return json.loads(Path(model).with_name("source.json").read_text())
+
+
+def _convert_int8(saved_model: str | os.PathLike, float_flatbuffer: bytes, calibration: DetectorCalibration) -> bytes:
+    try:
+        with detector_converter(saved_model) as (converter, prepare):
+            return litert_int8.convert_int8(converter, prepare, float_flatbuffer, calibration)
+    except Exception as exc:  # the converter raises many types
+        raise ConversionError(f"int8: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
+
+
+def _decoder(model: TFLiteDetectorModel) -> Any:
+    """``image -> Detections`` (no score filter, no NMS) for the recall check."""
+    from detectcrop.detections import Detections
+
+    return lambda image: Detections.from_tfhub(model(np.ascontiguousarray(image[None])), image.shape)
+
+
+def detector_flatbuffer(saved_model: str | os.PathLike, precision: str = "float",
+                        calibration: DetectorCalibration | str | os.PathLike | None = None) -> tuple[Path, str]:
+    """``(cached .tflite, precision served)`` for ``precision`` ``float``, ``int8`` or ``auto``.
+
+    ``calibration``: a `DetectorCalibration` or a calibration folder (`detectcrop.litert_int8`). ``auto`` is int8
+    where calibration is given and the int8 model's held-out recall holds (`litert_int8.int8_detector_check`), else
+    float; a requested ``int8`` that fails the check is served with a logged warning.
+    """
+    if precision not in litert_int8.PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(litert_int8.PRECISIONS)}, got {precision!r}")
+    if precision == "float" or (precision == "auto" and calibration is None):
+        return converted_detector(saved_model), "float"
+    if calibration is None:
+        raise ValueError("precision 'int8' needs calibration photos: pass a calibration folder (photos, and "
+                         "heldout/ with optional heldout/boxes.json)")
+    if not isinstance(calibration, DetectorCalibration):
+        calibration = DetectorCalibration.from_folder(calibration)
+    try:
+        path = converted_detector(saved_model, "int8", calibration)
+    except ConversionError as exc:
+        if precision == "int8":
+            raise
+        logger.info("int8 detector refused (%s); serving float", exc)
+        return converted_detector(saved_model), "float"
+    info = conversion_info(path)
+    if info.get("int8_default"):
+        return path, "int8"
+    if precision == "auto":
+        logger.info("int8 detector refused: held-out recall %.4f vs float %.4f (allowed drop %.2f); serving float",
+                    info["int8_recall"], info["float_recall"], info["max_recall_drop"])
+        return converted_detector(saved_model), "float"
+    logger.warning("int8 detector %s: held-out recall %.4f is more than %.2f below float's %.4f", path,
+                   info["int8_recall"], info["max_recall_drop"], info["float_recall"])
+    return path, "int8"
 
 
 def _smoke_test(flatbuffer: bytes) -> None:
@@ -133,6 +252,8 @@ MAX_SHAPES = 4
 class TFLiteDetectorModel:
     """A ``.tflite`` detector with the TF Hub contract as a callable ``uint8 [1, H, W, 3] -> dict of arrays``.
 
+    A static-shape graph (float ``[1, S, S, 3]`` input) gets the image resized outside (`detectcrop.litert_fixed`).
+
     One interpreter per calling thread (interpreters are not thread-safe) and per input shape (the `MAX_SHAPES` most
     recently used), so an image size seen before never re-plans the graph.
     """
@@ -141,6 +262,10 @@ class TFLiteDetectorModel:
         self.model = model
         self.num_threads = num_threads
         self._local = threading.local()
+        details = _bare_interpreter(model).get_input_details()[0]
+        signature = tuple(int(v) for v in details["shape_signature"])
+        #: ``(S, S)`` for a static-shape graph fed resized float images (`detectcrop.litert_fixed`), else ``None``.
+        self.fixed_size = signature[1:3] if details["dtype"] == np.float32 and min(signature) > 0 else None
 
     def _state(self, shape: tuple[int, ...]) -> dict[str, Any]:
         states: OrderedDict[tuple[int, ...], dict[str, Any]] | None = getattr(self._local, "states", None)
@@ -149,7 +274,8 @@ class TFLiteDetectorModel:
         state = states.get(shape)
         if state is None:
             interp = make_interpreter(self.model, self.num_threads)
-            runner = interp.get_signature_runner("serving_default")
+            keys = list(interp.get_signature_list())  # one signature: serving_default, or a concrete function's
+            runner = interp.get_signature_runner("serving_default" if "serving_default" in keys else keys[0])
             (details,) = runner.get_input_details().values()
             outputs = {k: d["index"] for k, d in runner.get_output_details().items()}
             del runner  # it holds views of the interpreter's tensors, which forbid resizing
@@ -162,6 +288,8 @@ class TFLiteDetectorModel:
         return state
 
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        if self.fixed_size is not None:
+            images = litert_fixed.resize_like_tf(images, self.fixed_size)
         state = self._state(tuple(images.shape))
         interp = state["interp"]
         interp.set_tensor(state["input"], np.ascontiguousarray(images))

@@ -56,7 +56,8 @@ def _run(args: argparse.Namespace, categories: list[int], policy: CropPolicy, ti
     from detectcrop.detector import Detector, ModelUnavailableError
 
     try:
-        detector = Detector.from_preset(args.detector, runtime=args.runtime)
+        detector = Detector.from_preset(args.detector, runtime=args.runtime, precision=args.detector_precision,
+                                        calibration=args.detector_calibration)
     except (ModelUnavailableError, ValueError) as exc:
         return cli.fail(exc)
     summary = build_crops(

@@ -63,6 +63,9 @@ class DetectThenClassify(StepParams):
             holds, `classify.litert`).
         decode: ``"full"``, ``"reduced"`` or ``"auto"``: decode large JPEGs read from paths at reduced size for
             whole-image detection (`detectcrop.decoding`); crops always come from the full resolution.
+        detector_precision: the LiteRT detector's ``"float"``, ``"int8"`` or ``"auto"`` (int8 where its held-out
+            recall holds, `detectcrop.litert.detector_flatbuffer`).
+        detector_calibration: the calibration folder of an int8 detector (`detectcrop.litert_int8`).
     """
 
     STEPS = ("detector", "classifier", "crop_policy", "tile")
@@ -85,6 +88,8 @@ class DetectThenClassify(StepParams):
         runtime: str = "tf",
         precision: str = "float",
         decode: str = DEFAULT_DECODE,
+        detector_precision: str = "float",
+        detector_calibration: str | None = None,
     ) -> None:
         self.detector = detector
         self.classifier = classifier
@@ -101,6 +106,8 @@ class DetectThenClassify(StepParams):
         self.runtime = runtime
         self.precision = precision
         self.decode = decode
+        self.detector_precision = detector_precision
+        self.detector_calibration = detector_calibration
 
     # ------------------------------------------------------------------ steps
     def load(self) -> DetectThenClassify:
@@ -113,7 +120,9 @@ class DetectThenClassify(StepParams):
         if name == "detector":
             from detectcrop.detector import Detector
 
-            return Detector.from_preset(spec, **{"runtime": self.runtime, **self.__dict__.get("_detector_options", {})})
+            options = {"runtime": self.runtime, "precision": self.detector_precision,
+                       "calibration": self.detector_calibration, **self.__dict__.get("_detector_options", {})}
+            return Detector.from_preset(spec, **options)
         return _load_classifier(spec, self.runtime, self.precision)
 
     @property
@@ -149,6 +158,8 @@ class DetectThenClassify(StepParams):
             config["detector_options"] = {"min_score": detector.min_score, "nms_iou": detector.nms_iou}
             if getattr(detector, "runtime", None) is not None:  # the runtime it actually loaded on (after fallback)
                 config["detector_options"]["runtime"] = detector.runtime
+            if getattr(detector, "precision", "float") != "float":  # the precision it serves (after the int8 rule)
+                config["detector_options"]["precision"] = detector.precision
         elif "_detector_options" in self.__dict__:
             config["detector_options"] = dict(self._detector_options)
         return config

@@ -88,6 +88,7 @@ def _run(args: argparse.Namespace, model: Path, categories: list[int], policy: C
         top_k=args.top_k, unknown_below=args.unknown_below, open_set=args.open_set == "on",
         batch_size=args.batch_size,
         max_pixels=args.max_pixels or None, runtime=args.runtime, precision=args.precision, decode=args.decode,
+        detector_precision=args.detector_precision, detector_calibration=args.detector_calibration,
     )
     try:
         summary = label_folder(pipe.load(), args.input, args.output, resume=args.resume, annotate=args.annotate,

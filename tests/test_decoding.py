@@ -197,7 +197,7 @@ def test_build_crops_reduced_matches_full_and_the_ray_worker(tmp_path):
         runs[mode] = (CsvManifest(out / IMAGES_CSV, IMAGES_COLUMNS).rows(), CsvManifest(out / CROPS_CSV,
                                                                                      CROPS_COLUMNS).rows())
     (full_images, full_crops), (red_images, red_crops) = runs["full"], runs["reduced"]
-    with pytest.raises(ValueError, match="decode.*pass --decode full"):  # a run made in full says how to resume it
+    with pytest.raises(ValueError, match=r"decode.*pass --decode full"):  # a run made in full says how to resume it
         build_crops(tmp_path / "photos", tmp_path / "full", _Blobs(), category="clock", policy=policy, decode="auto",
                     resume=True, workers=1)
     assert CsvManifest(tmp_path / "full" / IMAGES_CSV, IMAGES_COLUMNS).rows() == full_images

@@ -48,6 +48,18 @@ def test_litert_detector_config_round_trip(litert_detector):
     np.testing.assert_array_equal(again.detect(image).xyxy, litert_detector.detect(image).xyxy)  # deterministic
 
 
+def test_the_litert_detector_has_one_static_shape(detector, litert_detector):
+    """CenterNet squashes any input to 512x512: the LiteRT graph takes the resized image, so photos of new sizes reuse
+    one interpreter, and boxes still land on the original pixels (as TensorFlow's)."""
+    assert litert_detector.model.fixed_size == (512, 512)
+    image = data.coffee()[:333, :517]
+    got, ref = litert_detector.detect(image, min_score=0.2), detector.detect(image, min_score=0.2)
+    litert_detector.detect(data.astronaut())
+    assert len(litert_detector.model._local.states) == 1
+    assert len(got) == len(ref) > 0
+    np.testing.assert_allclose(got.xyxy, ref.xyxy, atol=1.0)
+
+
 def test_auto_runtime_is_litert_on_this_cpu_machine():
     expected = "tf" if tf.config.list_physical_devices("GPU") else "litert"
     assert resolve_runtime("auto") == expected
@@ -132,3 +144,61 @@ def test_int8_rule():
     assert int8_check(ref, worse)["int8_default"] is True
     worse[2] = worse[3]
     assert int8_check(ref, worse)["int8_default"] is False
+
+
+HELD_OUT = ("astronaut", "coffee", "chelsea")
+
+
+def test_int8_detector_refuses_to_be_the_default_with_a_bad_calibration(caplog):
+    from detectcrop.litert_int8 import DetectorCalibration
+
+    # deliberately bad: flat grey images give activation ranges that do not fit real photos
+    grey = DetectorCalibration(tuple(np.full((4, 256, 256, 3), 128, np.uint8)),
+                               tuple(getattr(data, n)() for n in HELD_OUT))
+    auto = Detector.from_preset("centernet_mobilenetv3_512", runtime="litert", precision="auto", calibration=grey)
+    assert auto.runtime == "litert" and auto.precision == "float"
+    with caplog.at_level(logging.WARNING, logger="detectcrop.detector"):
+        forced = Detector.from_preset("centernet_mobilenetv3_512", runtime="litert", precision="int8",
+                                      calibration=grey)
+    assert forced.runtime == "tf" and [r for r in caplog.records if "requantization" in r.message]
+
+
+def test_int8_detector_check_is_measured_on_held_out_photos(tmp_path):
+    from PIL import Image
+
+    from detectcrop.litert import conversion_info, make_interpreter
+    from detectcrop.litert_int8 import HELDOUT_DIR, detection_recall
+
+    for name in ("rocket", "immunohistochemistry", "cat", "retina", *HELD_OUT):
+        folder = tmp_path / (HELDOUT_DIR if name in HELD_OUT else "photos")
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(getattr(data, name)()).save(folder / f"{name}.png")
+    det = Detector.from_preset("centernet_mobilenetv3_512", runtime="litert", precision="int8", calibration=tmp_path,
+                               nms_iou=None)  # the check counts raw detections
+    assert det.precision == "int8" and det.to_config()["calibration"] == str(tmp_path)
+    info = conversion_info(det.model.model)
+    assert info["reference"] == "float detections" and info["n_images"] == 3 and info["n_calibration"] == 4
+    float_det = Detector.from_preset("centernet_mobilenetv3_512", runtime="litert", nms_iou=None)
+    photos = [getattr(data, n)() for n in HELD_OUT]
+    truth = [float_det.detect(im, min_score=0.3).xyxy for im in photos]
+    assert info["float_recall"] == 1.0 and sum(map(len, truth)) == info["n_boxes"] > 0
+    recall = detection_recall(lambda im: det.detect(im, min_score=0.0), tuple(photos), tuple(truth))
+    assert info["int8_recall"] == pytest.approx(recall)
+    assert info["int8_default"] == (info["int8_recall"] >= info["float_recall"] - 0.01)
+    auto = Detector.from_preset("centernet_mobilenetv3_512", runtime="litert", precision="auto", calibration=tmp_path)
+    assert auto.precision == ("int8" if info["int8_default"] else "float")
+    # the trunk is integer, the post-processing (top-k, box arithmetic) float
+    interp = make_interpreter(det.model.model, 1)
+    dtypes = {t["index"]: t["dtype"] for t in interp.get_tensor_details()}
+    ops = interp._get_ops_details()
+    assert all(dtypes[op["outputs"][0]] == np.int8 for op in ops if op["op_name"] == "CONV_2D")
+    assert all(dtypes[op["inputs"][0]] == np.float32 for op in ops if op["op_name"] == "TOPK_V2")
+
+
+def test_int8_detector_rule():
+    from detectcrop.litert_int8 import int8_detector_check
+
+    assert int8_detector_check(0.97, 0.96)["int8_default"] is True
+    assert int8_detector_check(0.97, 0.955)["int8_default"] is False
+    assert int8_detector_check(0.5, 0.9)["int8_default"] is True
+    assert int8_detector_check(float("nan"), 0.9)["int8_default"] is False
