@@ -29,7 +29,7 @@ from detectcrop.crops import CropPolicy
 from detectcrop.decoding import DEFAULT_DECODE, ReducedImage, read_for_detection
 from detectcrop.detections import Detections
 from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_PIXELS, ImageReadError, iter_images
-from detectcrop.inputs import discover_images
+from detectcrop.inputs import discover_images, printable
 from detectcrop.tiling import TileConfig
 from pipelines.params import StepParams
 from pipelines.results import ImageResult, classify_crops
@@ -249,7 +249,7 @@ class DetectThenClassify(StepParams):
             future.result()
         for item in pending:
             if item.status == "error":
-                logger.warning("%s: %s", item.source, item.error)
+                logger.warning("%s: %s", printable(item.source), item.error)  # names may hold undecodable bytes
         classifier = self.classifier_
         if self.unknown_below is not None:  # the pipeline's rule, else the classifier's own (saved with the model)
             unknown_below, unknown_label = self.unknown_below, self.unknown_label

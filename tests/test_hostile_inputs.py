@@ -158,7 +158,7 @@ def test_build_crops_accounts_for_every_entry(hostile, tmp_path, capsys):
     assert (sandbox / "victim.txt").read_text() == "must survive"
 
 
-def test_label_accounts_for_every_entry_and_annotates_safely(hostile, model_dir, capsys):
+def test_label_accounts_for_every_entry_and_annotates_safely(hostile, model_dir, capsys, caplog):
     sandbox = hostile.parent
     out = sandbox / "labels"
     before = _snapshot(sandbox, out)
@@ -167,6 +167,7 @@ def test_label_accounts_for_every_entry_and_annotates_safely(hostile, model_dir,
     assert label_cli.main(args) == 0
     captured = capsys.readouterr()
     assert "Traceback" not in captured.out + captured.err
+    (captured.out + captured.err + caplog.text).encode("utf-8")  # printable: undecodable name bytes shown as \xNN
     rows = _csv(out / "predictions.csv")
     images = {}
     for r in rows:
