@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# Test files run on this many processes (pytest-xdist; a file's tests stay on one process, sharing its fixtures).
+TEST_WORKERS ?= 2
 
 .PHONY: setup models test demo lint bench clean
 
@@ -25,7 +27,7 @@ models: $(VENV)/.installed
 
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 demo: setup
 	$(PY) -m pipelines.demo
