@@ -131,8 +131,16 @@ class Detector:
     def __call__(self, image: np.ndarray, **kwargs: Any) -> Detections:
         return self.detect(image, **kwargs)
 
-    def detect(self, image: np.ndarray, *, min_score: float | None = None) -> Detections:
-        """Detect objects in one RGB uint8 image ``(H, W, 3)``; boxes come back in its pixels."""
+    @property
+    def concurrent_calls(self) -> int:
+        """How many single-threaded `detect` calls may run at once to advantage (LiteRT: one per interpreter
+        thread; TensorFlow parallelises inside one call: 1)."""
+        return int(getattr(self.model, "concurrent_calls", 1)) if self.runtime == "litert" else 1
+
+    def detect(self, image: np.ndarray, *, min_score: float | None = None,
+               num_threads: int | None = None) -> Detections:
+        """Detect objects in one RGB uint8 image ``(H, W, 3)``; boxes come back in its pixels. ``num_threads``
+        (LiteRT): interpreter threads for this call."""
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"detect expects an RGB uint8 array (H, W, 3); got {image.dtype} {image.shape}")
@@ -144,8 +152,11 @@ class Detector:
                                interpolation=cv2.INTER_AREA)
         else:
             small = image
-        batch = small[None] if self.runtime == "litert" else tf.convert_to_tensor(small[None])
-        dets = Detections.from_tfhub(self.model(batch), image.shape)
+        if self.runtime == "litert":
+            outputs = self.model(small[None]) if num_threads is None else self.model(small[None], num_threads)
+        else:
+            outputs = self.model(tf.convert_to_tensor(small[None]))
+        dets = Detections.from_tfhub(outputs, image.shape)
         dets = dets.by_score(self.min_score if min_score is None else min_score)
         return dets.nms(self.nms_iou) if self.nms_iou is not None else dets
 

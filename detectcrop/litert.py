@@ -267,13 +267,19 @@ class TFLiteDetectorModel:
         #: ``(S, S)`` for a static-shape graph fed resized float images (`detectcrop.litert_fixed`), else ``None``.
         self.fixed_size = signature[1:3] if details["dtype"] == np.float32 and min(signature) > 0 else None
 
-    def _state(self, shape: tuple[int, ...]) -> dict[str, Any]:
+    @property
+    def concurrent_calls(self) -> int:
+        """How many single-threaded calls `detectcrop.tiling` may run at once: one per thread this model would use."""
+        return int(self.num_threads or default_threads())
+
+    def _state(self, shape: tuple[int, ...], num_threads: int | None) -> dict[str, Any]:
         states: OrderedDict[tuple[int, ...], dict[str, Any]] | None = getattr(self._local, "states", None)
         if states is None:
             states = self._local.states = OrderedDict()
-        state = states.get(shape)
+        key = (num_threads or 0, *shape)
+        state = states.get(key)
         if state is None:
-            interp = make_interpreter(self.model, self.num_threads)
+            interp = make_interpreter(self.model, num_threads or self.num_threads)
             keys = list(interp.get_signature_list())  # one signature: serving_default, or a concrete function's
             runner = interp.get_signature_runner("serving_default" if "serving_default" in keys else keys[0])
             (details,) = runner.get_input_details().values()
@@ -281,16 +287,18 @@ class TFLiteDetectorModel:
             del runner  # it holds views of the interpreter's tensors, which forbid resizing
             interp.resize_tensor_input(details["index"], list(shape))
             interp.allocate_tensors()
-            state = states[shape] = {"interp": interp, "input": details["index"], "outputs": outputs}
+            state = states[key] = {"interp": interp, "input": details["index"], "outputs": outputs}
             while len(states) > MAX_SHAPES:
                 states.popitem(last=False)
-        states.move_to_end(shape)
+        states.move_to_end(key)
         return state
 
-    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+    def __call__(self, images: np.ndarray, num_threads: int | None = None) -> dict[str, np.ndarray]:
+        """Run the model; ``num_threads`` overrides the interpreter threads for this call (`detectcrop.tiling` runs
+        tiles as concurrent single-threaded calls, which XNNPACK completes faster than one two-threaded call each)."""
         if self.fixed_size is not None:
             images = litert_fixed.resize_like_tf(images, self.fixed_size)
-        state = self._state(tuple(images.shape))
+        state = self._state(tuple(images.shape), num_threads)
         interp = state["interp"]
         interp.set_tensor(state["input"], np.ascontiguousarray(images))
         interp.invoke()

@@ -9,6 +9,8 @@ object in full), then everything is merged with class-aware NMS.
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
@@ -26,10 +28,26 @@ class SupportsDetect(Protocol):
     def detect(self, image: np.ndarray, *, min_score: float | None = None) -> Detections: ...
 
 
-def run_detector(detector: SupportsDetect, image: np.ndarray, min_score: float | None = None) -> Detections:
-    """``detector.detect(image, min_score=min_score)``, score-filtered (a detector may return lower scores)."""
-    dets = detector.detect(image, min_score=min_score)
+def run_detector(detector: SupportsDetect, image: np.ndarray, min_score: float | None = None,
+                 **kwargs: Any) -> Detections:
+    """``detector.detect(image, min_score=min_score, **kwargs)``, score-filtered (a detector may return lower
+    scores)."""
+    dets = detector.detect(image, min_score=min_score, **kwargs)
     return dets if min_score is None else dets.by_score(min_score)
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A long-lived pool of ``workers`` threads (a LiteRT model keeps one interpreter per thread: new threads would
+    re-plan the graph)."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(workers)
+        if pool is None:
+            pool = _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="detectcrop-tiles")
+        return pool
 
 
 @dataclass(frozen=True)
@@ -115,17 +133,29 @@ def detect_tiled(
     ``data["tile"]`` records where each kept box came from (``-1``: the whole image, else the tile index).
     """
     config = config or TileConfig()
-    parts: list[Detections] = []
-    if config.include_full:
-        full = run_detector(detector, image, min_score)
-        parts.append(Detections(full.xyxy, full.scores, full.class_ids, {"tile": np.full(len(full), -1)}))
+    jobs: list[tuple[int, np.ndarray | None]] = [(-1, None)] if config.include_full else []
     for t, tile in enumerate(tile_grid(image.shape, config.tile_fraction, config.overlap)):
         x1, y1, x2, y2 = (int(v) for v in tile)
         if (x2 - x1, y2 - y1) == image.shape[1::-1] and config.include_full:
             continue  # the tile is the whole image
-        dets = run_detector(detector, np.ascontiguousarray(image[y1:y2, x1:x2]), min_score).shift(x1, y1)
-        dets = dets[~_cut_by_interior_edge(dets.xyxy, tile, image.shape, config.edge_margin)]
-        parts.append(Detections(dets.xyxy, dets.scores, dets.class_ids, {"tile": np.full(len(dets), t)}))
+        jobs.append((t, tile))
+
+    def run(job: tuple[int, np.ndarray | None], **kwargs: Any) -> Detections:
+        t, tile = job
+        if tile is None:
+            dets = run_detector(detector, image, min_score, **kwargs)
+        else:
+            x1, y1, x2, y2 = (int(v) for v in tile)
+            dets = run_detector(detector, np.ascontiguousarray(image[y1:y2, x1:x2]), min_score, **kwargs)
+            dets = dets.shift(x1, y1)
+            dets = dets[~_cut_by_interior_edge(dets.xyxy, tile, image.shape, config.edge_margin)]
+        return Detections(dets.xyxy, dets.scores, dets.class_ids, {"tile": np.full(len(dets), t)})
+
+    workers = min(int(getattr(detector, "concurrent_calls", 1)), len(jobs))
+    if workers > 1:  # passes run as concurrent single-threaded calls; results are collected in order
+        parts = list(_pool(workers).map(lambda job: run(job, num_threads=1), jobs))
+    else:
+        parts = [run(job) for job in jobs]
     merged = Detections.concatenate(parts).nms(config.iou_threshold)
     if config.containment_threshold is not None:
         merged = merged.nms(config.containment_threshold, metric="ios")

@@ -60,6 +60,26 @@ def test_the_litert_detector_has_one_static_shape(detector, litert_detector):
     np.testing.assert_allclose(got.xyxy, ref.xyxy, atol=1.0)
 
 
+def test_tiles_run_as_concurrent_single_threaded_calls_with_the_same_result(litert_detector):
+    """Tiled detection on LiteRT runs its passes on a pool of single-threaded interpreters: the same detections, in
+    the same order, as the passes run one after another on the detector's own interpreter."""
+    from detectcrop.tiling import TileConfig, detect_tiled
+
+    image = data.rocket()
+    assert litert_detector.concurrent_calls >= 1
+    parallel = Detector.from_preset("centernet_mobilenetv3_512", runtime="litert", num_threads=2)
+    serial = Detector.from_preset("centernet_mobilenetv3_512", runtime="litert", num_threads=1)
+    assert parallel.concurrent_calls == 2 and serial.concurrent_calls == 1
+    got = detect_tiled(parallel, image, TileConfig(), min_score=0.1)
+    ref = detect_tiled(serial, image, TileConfig(), min_score=0.1)
+    assert len(ref) > 0
+    np.testing.assert_array_equal(got.xyxy, ref.xyxy)
+    np.testing.assert_array_equal(got.scores, ref.scores)
+    np.testing.assert_array_equal(got.data["tile"], ref.data["tile"])
+    assert len({t for t in ref.data["tile"]}) > 1  # detections from several passes
+    assert got.class_ids.tolist() == ref.class_ids.tolist()
+
+
 def test_auto_runtime_is_litert_on_this_cpu_machine():
     expected = "tf" if tf.config.list_physical_devices("GPU") else "litert"
     assert resolve_runtime("auto") == expected
