@@ -26,6 +26,7 @@ import numpy as np
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from detectcrop.budget import DecodeBudget, Ticket
+from detectcrop.io import printable
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ def _orientation(im: Image.Image, path: Path) -> int:
         value = im.getexif().get(0x0112, 1)
         return value if value in _ORIENT else 1
     except Exception as exc:  # a damaged EXIF block must not lose the photo
-        logger.warning("%s: ignoring unreadable EXIF orientation (%s)", path, exc)
+        logger.warning("%s: ignoring unreadable EXIF orientation (%s)", printable(path), exc)
         return 1
 
 

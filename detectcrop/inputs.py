@@ -33,6 +33,7 @@ from detectcrop.images import (
     NotAnImageError,
     iter_images,
 )
+from detectcrop.io import printable
 
 
 @dataclass(frozen=True)
@@ -48,15 +49,6 @@ class InputEntry:
     rel: str
     path: Path
     problem: str = ""
-
-
-def printable(rel: str) -> str:
-    """``rel`` as valid UTF-8 text: undecodable bytes of a POSIX file name become ``\\xNN``."""
-    try:
-        rel.encode("utf-8")
-        return rel
-    except UnicodeEncodeError:
-        return os.fsencode(rel).decode("utf-8", "backslashreplace")
 
 
 def scan_inputs(root: str | os.PathLike[str]) -> list[InputEntry]:

@@ -113,6 +113,17 @@ def inside(root: str | os.PathLike[str], rel: str) -> Path:
         raise UnsafePathError(f"manifest path {rel!r} leads outside the output folder {base}")
     return target
 
+def printable(text: str | os.PathLike[str]) -> str:
+    """A file name or path as valid UTF-8 text (for rows and log lines): undecodable bytes of a POSIX name, which
+    Python holds as lone surrogates, become ``\\xNN``."""
+    text = os.fspath(text)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
 def one_line(text: object, limit: int = 500) -> str:
     """``text`` on one line (whitespace collapsed), at most ``limit`` characters: for error columns of manifests."""
     flat = " ".join(str(text).split())

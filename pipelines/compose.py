@@ -29,7 +29,8 @@ from detectcrop.crops import CropPolicy
 from detectcrop.decoding import DEFAULT_DECODE, ReducedImage, read_for_detection
 from detectcrop.detections import Detections
 from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_PIXELS, ImageReadError, iter_images
-from detectcrop.inputs import discover_images, printable
+from detectcrop.inputs import discover_images
+from detectcrop.io import printable
 from detectcrop.tiling import TileConfig
 from pipelines.params import StepParams
 from pipelines.results import ImageResult, classify_crops

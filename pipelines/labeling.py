@@ -33,7 +33,15 @@ from detectcrop.dataset import check_locations, check_not_nested, crop_basenames
 from detectcrop.draw import draw_boxes
 from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_BYTES, read_image, resize_image
 from detectcrop.inputs import InputEntry, read_entries, scan_inputs
-from detectcrop.io import CsvManifest, OutputLocationError, atomic_write_text, inside, one_line, prepare_output_dir
+from detectcrop.io import (
+    CsvManifest,
+    OutputLocationError,
+    atomic_write_text,
+    inside,
+    one_line,
+    prepare_output_dir,
+    printable,
+)
 from detectcrop.locks import OutputLock
 from detectcrop.ray_engine import RayOptions, ray_map
 from pipelines.compose import DetectThenClassify, ImageResult
@@ -114,7 +122,7 @@ def _annotate(path: Path, result: ImageResult, target: Path, max_pixels: int | N
         save_jpeg(target, image, quality=90)
     except Exception as exc:
         reason = one_line(f"AnnotateError: no annotated copy: {type(exc).__name__}: {exc}")
-        logger.warning("%s: %s", path, reason)
+        logger.warning("%s: %s", printable(path), reason)
         return reason
     return ""
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from detectcrop.core import ImageCrops
 from detectcrop.detections import Detections
-from detectcrop.io import one_line
+from detectcrop.io import one_line, printable
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def classify_crops(
                 yield from classify_crops([item], classifier, top_k, unknown_below, unknown_label, open_set_threshold)
             return
         item = items[0]
-        logger.warning("%s: classification failed: %s", item.source, exc)
+        logger.warning("%s: classification failed: %s", printable(item.source), exc)
         yield ImageResult(item.source, "error", width=item.width, height=item.height,
                           error=one_line(f"ClassificationError: {type(exc).__name__}: {exc}"))
         return
