@@ -101,24 +101,32 @@ class ImageCrops:
         if reduced is None:
             return self
         try:
-            try:
-                full = reduced.full()
-            except Exception as exc:  # reported as the reader reports a failed read (`iter_images`)
-                err = exc if isinstance(exc, ImageReadError) else ImageReadError(self.source,
-                                                                                 f"{type(exc).__name__}: {exc}")
-                self.status, self.width, self.height, self.error = "error", 0, 0, one_line(str(err))
-                self.detections, self.boxes, self.crops = Detections.empty(), np.zeros((0, 4), np.int64), []
-                return self
-            try:
-                self.crops = [crop_image(full, b) for b in self.boxes]
-            except Exception as exc:  # as `process_image` reports it
-                self.status, self.error = "error", one_line(f"DetectionError: {type(exc).__name__}: {exc}")
-                self.detections, self.boxes, self.crops = Detections.empty(), np.zeros((0, 4), np.int64), []
+            full = _decode_full(reduced, self.source)
+            self.crops = [crop_image(full, b) for b in self.boxes]
             del full
+        except ImageReadError as exc:
+            self._fail(str(exc))
+            self.width = self.height = 0
+        except Exception as exc:  # as `process_image` reports it
+            self._fail(f"DetectionError: {type(exc).__name__}: {exc}")
         finally:
             if reduced.ticket is not None:
                 reduced.ticket.unhold()
         return self
+
+    def _fail(self, reason: str) -> None:
+        self.status, self.error = "error", one_line(reason)
+        self.detections, self.boxes, self.crops = Detections.empty(), np.zeros((0, 4), np.int64), []
+
+
+def _decode_full(reduced: ReducedImage, source: str) -> np.ndarray:
+    """The full-resolution image; any failure as the `ImageReadError` the reader gives a failed read (`iter_images`)."""
+    try:
+        return reduced.full()
+    except ImageReadError:
+        raise
+    except Exception as exc:
+        raise ImageReadError(source, f"{type(exc).__name__}: {exc}") from exc
 
 
 def detect_objects(image: np.ndarray, steps: DetectSteps) -> Detections:
