@@ -11,7 +11,8 @@
    GFLOP/s one core sustains on a large convolution under XNNPACK; float vs int8 detector; where tiled time
    goes. Also the int8 detector's recall check on the held-out scenes.
 4. Decoding 12 MP JPEGs: full size vs Pillow's reduced-size JPEG decoding (draft) to the detector's scale.
-5. Peak RSS of `python -m pipelines.label` (fresh processes) with each runtime.
+5. Peak RSS and wall time of `python -m pipelines.label` (fresh processes) with each runtime, and whether it
+   imported TensorFlow (LiteRT with cached exports does not).
 """
 
 from __future__ import annotations
@@ -204,17 +205,22 @@ def _decode(paths: list[Path], target: int = 512) -> dict[str, float]:
     return {"full_ms": 1e3 * float(np.median(full)), "reduced_ms": 1e3 * float(np.median(reduced))}
 
 
-def _peak_rss(model: Path, scenes: Path, runtime: str, precision: str, work: Path) -> float:
+def _peak_rss(model: Path, scenes: Path, runtime: str, precision: str, work: Path) -> tuple[float, float, bool]:
+    """``(peak RSS MB, wall s, whether TensorFlow was imported)`` of one fresh ``pipelines.label`` process."""
     out = work / f"rss_{runtime}_{precision}"
     code = ("import sys, runpy; sys.argv = sys.argv[1:]; \n"
             "try:\n    runpy.run_module('pipelines.label', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-            "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])")
+            "print('tensorflow' in sys.modules, "
+            "[l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])")
     cmd = [sys.executable, "-c", code, "label", "--input", str(scenes), "--model", str(model), "--output", str(out),
            "--detector", zoo.OFFLINE_DETECTOR, "--runtime", runtime, "--precision", precision, "--no-progress",
            "--log-level", "WARNING"]
+    start = time.perf_counter()
     text = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ}).stdout
+    wall = time.perf_counter() - start
     shutil.rmtree(out, ignore_errors=True)
-    return int(text.strip().splitlines()[-1]) / 1024
+    imported, kb = text.strip().splitlines()[-1].split()
+    return int(kb) / 1024, wall, imported == "True"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -324,9 +330,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"\ndecode of 12 MP JPEGs (median of {len(photos)}): full {d['full_ms']:.0f} ms, reduced (draft to >= 512 "
           f"px) {d['reduced_ms']:.0f} ms")
 
-    print("\n| runtime | peak RSS of pipelines.label, MB |\n|---|---|")
+    print("\n| runtime | peak RSS of pipelines.label, MB | wall s (fresh process) | TensorFlow imported |"
+          "\n|---|---|---|---|")
     for name, rt, prec, _ in RUNTIMES[:3]:
-        print(f"| {name} | {_peak_rss(run, scenes, rt, prec, work):.0f} |")
+        rss, wall, imported = _peak_rss(run, scenes, rt, prec, work)
+        print(f"| {name} | {rss:.0f} | {wall:.1f} | {'yes' if imported else 'no'} |")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
 

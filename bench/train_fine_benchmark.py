@@ -95,7 +95,7 @@ def seed_recipe(backbone: Any, train: Any, val: Any, epochs: int, batch_size: in
     """The seed's training: Model.fit on images every epoch through the frozen backbone. Returns (seconds, model)."""
     import keras
 
-    from classify.features import load_batch
+    from classify.batches import load_batch
 
     keras.utils.set_random_seed(seed)
     start = time.perf_counter()
@@ -140,7 +140,7 @@ def seed_recipe(backbone: Any, train: Any, val: Any, epochs: int, batch_size: in
 
 def speed(args: argparse.Namespace, train_crops: Path, test_crops: Path) -> dict[str, Any]:
     from classify import Backbone, FineClassifier, load_image_folder, split_image_folder
-    from classify.features import load_batch
+    from classify.batches import load_batch
     from classify.report import classification_metrics
 
     data = load_image_folder(train_crops, min_per_class=2)

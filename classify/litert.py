@@ -16,15 +16,18 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from classify.features import ImageItem, iter_items, load_batch
-from classify.model import FineClassifier
-from classify.tflite import TFLiteClassifier, agreement, export_tflite
+from classify.batches import ImageItem, iter_items, load_batch
+from classify.tflite import TFLiteClassifier, agreement, sidecar
 from detectcrop.cache import file_lock
 from detectcrop.io import atomic_write_bytes, atomic_write_text
 from detectcrop.litert import ConversionError
+
+if TYPE_CHECKING:
+    from classify.model import FineClassifier
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +90,10 @@ def export_cached(model: str | os.PathLike, precision: str = "float") -> Path:
     target = exported_path(model, precision)
     keras_file = model_file(model)
     with file_lock(keras_file.with_name(f".{keras_file.stem}.litert.lock")):
-        if target.is_file() and target.with_name(target.name + ".json").is_file():  # the sidecar is written last
+        if target.is_file() and sidecar(target).is_file():  # the sidecar is written last
             return target
+        from classify.model import FineClassifier  # TensorFlow: only when the export is not cached
+
         clf = FineClassifier.load(keras_file)
         try:
             _export(clf, keras_file, target, precision)
@@ -99,11 +104,13 @@ def export_cached(model: str | os.PathLike, precision: str = "float") -> Path:
         for stale in keras_file.parent.glob(f"{keras_file.stem}.*.{precision}.tflite"):
             if stale != target:  # exports of an older model.keras
                 stale.unlink(missing_ok=True)
-                stale.with_name(stale.name + ".json").unlink(missing_ok=True)
+                sidecar(stale).unlink(missing_ok=True)
     return target
 
 
 def _export(clf: FineClassifier, keras_file: Path, target: Path, precision: str) -> None:
+    from classify.tflite_export import export_tflite
+
     extra = {"source_digest": target.name[len(keras_file.stem) + 1:].split(".")[0]}
     if precision == "float":
         export_tflite(clf, target, "float", extra_meta=extra)
@@ -112,7 +119,7 @@ def _export(clf: FineClassifier, keras_file: Path, target: Path, precision: str)
     calibration, heldout = data["calibration"].astype(np.float32), data["heldout"].astype(np.float32)
     export_tflite(clf, target, "int8", calibration=calibration, extra_meta=extra)
     check = int8_check(clf.predict_batch_proba(heldout), TFLiteClassifier(target).predict_batch_proba(heldout))
-    meta_path = target.with_name(target.name + ".json")
+    meta_path = sidecar(target)
     atomic_write_text(meta_path, json.dumps({**json.loads(meta_path.read_text()), **check}, indent=2) + "\n")
     logger.info("int8 export: held-out top-1 agreement %.4f on %d crops -> %s", check["argmax_agreement"],
                 check["n"], "may be the default" if check["int8_default"] else "not the default")
@@ -134,7 +141,7 @@ def resolve_precision(model: str | os.PathLike, precision: str) -> str:
         return precision
     if not model_file(model).with_name(CALIBRATION_FILE).is_file():
         return "float"
-    meta = json.loads(export_cached(model, "int8").with_name(exported_path(model, "int8").name + ".json").read_text())
+    meta = json.loads(sidecar(export_cached(model, "int8")).read_text())
     return "int8" if meta.get("int8_default") else "float"
 
 

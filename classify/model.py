@@ -28,8 +28,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from classify.augment import AugmentationSpec, augmentation_to_dict, build_augmentation, save_augmentation
 from classify.backbones import backbone_name, input_size_of, resolve_backbone
+from classify.batches import ImageItem, iter_items
 from classify.data import grouped_split
-from classify.features import ImageItem, extract_features, iter_items, predict_batches, predict_outputs
+from classify.features import extract_features, predict_batches, predict_outputs
 from classify.openset import DEFAULT_SCORE, check_score, fit_output_layers
 from classify.prediction import ProbabilityPredictor
 from classify.probe import fit_linear_probe

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from classify.features import ImageItem, iter_items, load_batch
+from classify.batches import ImageItem, iter_items, load_batch
 
 
 def is_unknown(proba: np.ndarray, unknown_below: float | None, score: np.ndarray | None = None,

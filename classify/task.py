@@ -6,10 +6,12 @@ the head ``Dense(dense_units, relu) -> Dropout -> Dense(n_classes)`` (logits) an
 (``softmax(logits / T)``, the temperature fitted after training). The model's output is the calibrated
 probabilities; `CropClassifier.serving_model` shares its layers and also outputs the open-set score
 (`classify.openset.OpenSetScore`; the TFLite export is made from it). `get_config` carries the backbone, the class
-names, the unknown rules and free-form training metadata, and the class is registered with Keras when ``classify``
-is imported, so ``keras.saving.load_model("RUN/model.keras")`` needs nothing else::
+names, the unknown rules and free-form training metadata, and the class is registered with Keras when this module
+is imported (``from classify import CropClassifier``, or ``import classify`` after Keras), so
+``keras.saving.load_model("RUN/model.keras")`` needs nothing else::
 
-    import classify, keras
+    import keras
+    from classify import CropClassifier
     model = keras.saving.load_model("RUN/model.keras")
     model.class_names, model.unknown_below, model.open_set_threshold, model.input_size
 """

@@ -33,7 +33,8 @@ from tqdm.auto import tqdm
 
 from classify.augment import seeded
 from classify.backbones import copy_model, set_fine_tunable
-from classify.features import ImageItem, extract_views, load_batch, predict_batches
+from classify.batches import ImageItem, load_batch
+from classify.features import extract_views, predict_batches
 from classify.openset import DEFAULT_SCORE
 from classify.task import CropClassifier
 

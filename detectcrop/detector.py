@@ -15,7 +15,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-import tensorflow as tf
 
 from detectcrop import cache, environment, litert, presets, zoo
 from detectcrop.detections import Detections
@@ -155,6 +154,8 @@ class Detector:
         if self.runtime == "litert":
             outputs = self.model(small[None]) if num_threads is None else self.model(small[None], num_threads)
         else:
+            import tensorflow as tf
+
             outputs = self.model(tf.convert_to_tensor(small[None]))
         dets = Detections.from_tfhub(outputs, image.shape)
         dets = dets.by_score(self.min_score if min_score is None else min_score)
@@ -191,7 +192,7 @@ def detector_fingerprint(detector: Any) -> str:
     return name if name == handle else f"{name}={handle}"
 
 
-def _callable(loaded: Any, name: str) -> Callable[[tf.Tensor], dict]:
+def _callable(loaded: Any, name: str) -> Callable[[Any], dict]:
     """The loaded object itself when callable (TF2 OD API exports), else its ``serving_default`` signature."""
     if callable(loaded):
         return loaded

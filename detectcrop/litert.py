@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import tempfile
 import threading
 from collections import OrderedDict
@@ -46,7 +47,15 @@ def litert_available() -> bool:
     return True
 
 
+#: Device nodes through which TensorFlow reaches a GPU on Linux (CUDA, ROCm, WSL2).
+_GPU_NODES = ("/dev/nvidia0", "/dev/kfd", "/dev/dxg")
+
+
 def _has_gpu() -> bool:
+    """Whether TensorFlow sees a GPU. On Linux without a GPU device node the answer is no without importing
+    TensorFlow (so ``auto`` on a CPU machine stays TensorFlow-free); otherwise TensorFlow is asked."""
+    if sys.platform.startswith("linux") and not any(os.path.exists(node) for node in _GPU_NODES):
+        return False
     import tensorflow as tf
 
     return bool(tf.config.list_physical_devices("GPU"))

@@ -470,7 +470,7 @@ def _train_and_write(
         title=f"{'Test' if test is not None else 'Validation'} confusion matrix",
     )
     if args.tflite:
-        from classify.tflite import export_and_check
+        from classify.tflite_export import export_and_check
 
         check = test if test is not None else val
         report["tflite"] = export_and_check(clf, out, check.paths)

@@ -206,7 +206,8 @@ def test_task_config_round_trips():
 
 
 def test_tflite_runner_shares_the_prediction_interface(data, fitted_tiny, tmp_path):
-    from classify.tflite import TFLiteClassifier, export_tflite
+    from classify.tflite import TFLiteClassifier
+    from classify.tflite_export import export_tflite
 
     X, clf = data[0], fitted_tiny
     runner = TFLiteClassifier(export_tflite(clf, tmp_path / "model.tflite"))

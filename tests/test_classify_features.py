@@ -6,8 +6,9 @@ import keras
 import numpy as np
 import pytest
 
+from classify.batches import as_rgb_uint8, load_batch
 from classify.data import load_image_folder
-from classify.features import as_rgb_uint8, extract_features, extract_views, load_batch
+from classify.features import extract_features, extract_views
 
 
 @pytest.fixture(scope="module")

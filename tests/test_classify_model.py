@@ -43,7 +43,7 @@ def test_save_load_gives_identical_outputs_and_carries_labels(fitted, tmp_path):
     # preprocessing is inside: raw [0, 255] pixels in, probabilities out
     assert any("preprocess" in layer.name for layer in loaded.model_.backbone.layers)
     # arrays of any size are accepted and resized the same way as files
-    from classify.features import as_rgb_uint8
+    from classify.batches import as_rgb_uint8
 
     arrays = [as_rgb_uint8(p) for p in test.paths[:3]]
     np.testing.assert_allclose(loaded.predict_proba(arrays), clf.predict_proba(test.paths[:3]), rtol=0, atol=1e-6)

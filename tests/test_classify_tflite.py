@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 
-from classify.tflite import TFLiteClassifier, agreement, export_and_check
+from classify.tflite import TFLiteClassifier, agreement
+from classify.tflite_export import export_and_check
 
 
 def test_float_and_dynamic_exports_agree_with_keras(fitted, tmp_path):

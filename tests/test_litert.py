@@ -4,7 +4,11 @@ checksum, and int8 is the default only where its measured agreement holds."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -222,3 +226,41 @@ def test_int8_detector_rule():
     assert int8_detector_check(0.97, 0.955)["int8_default"] is False
     assert int8_detector_check(0.5, 0.9)["int8_default"] is True
     assert int8_detector_check(float("nan"), 0.9)["int8_default"] is False
+
+
+_WITHOUT_TENSORFLOW = """
+import importlib.abc, sys
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras", "tf_keras", "tensorflow_hub"):
+            raise ImportError("refused: " + name)
+sys.meta_path.insert(0, Refuse())
+from pipelines.label import main
+code = main(sys.argv[1:])
+assert not [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras")]
+sys.exit(code)
+"""
+
+
+def test_label_on_litert_runs_without_importing_tensorflow(fitted, tmp_path):
+    from pipelines.label import main
+
+    clf = fitted[0]
+    clf.save(tmp_path / "run")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("astronaut", "chelsea", "coffee"):
+        cv2.imwrite(str(photos / f"{name}.jpg"), getattr(data, name)()[..., ::-1])
+    args = ["--input", str(photos), "--model", str(tmp_path / "run"), "--detector", "centernet_mobilenetv3_512",
+            "--category", "person,cat,cup", "--tile", "--annotate", "--no-progress",
+            "--runtime", "auto" if resolve_runtime("auto") == "litert" else "litert"]  # auto: the CPU-only case
+    assert main([*args, "--output", str(tmp_path / "first")]) == 0  # converts and caches both models
+    done = subprocess.run([sys.executable, "-c", _WITHOUT_TENSORFLOW, *args, "--output", str(tmp_path / "again")],
+                          capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = (tmp_path / "first" / "predictions.csv").read_text()
+    assert len(rows.splitlines()) > 3  # objects were found and classified
+    for name in ("predictions.csv", "results.coco.json"):
+        assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "first" / name).read_bytes()
+    assert sorted(p.name for p in (tmp_path / "again" / "annotated").iterdir()) == sorted(
+        p.name for p in (tmp_path / "first" / "annotated").iterdir())
