@@ -131,10 +131,13 @@ def _decode_full(reduced: ReducedImage, source: str) -> np.ndarray:
 
 def detect_objects(image: np.ndarray, steps: DetectSteps) -> Detections:
     """Detect on the whole image (or tiles + whole), keep ``steps``' categories at ``steps.min_score``."""
+    options = {}  # a detector that can decode only the wanted categories skips the others' decoding
+    if steps.category_ids is not None and getattr(steps.detector, "accepts_categories", False):
+        options["categories"] = steps.category_ids
     if steps.tile is not None:
-        dets = detect_tiled(steps.detector, image, steps.tile, min_score=steps.min_score)
+        dets = detect_tiled(steps.detector, image, steps.tile, min_score=steps.min_score, **options)
     else:
-        dets = steps.detector.detect(image, min_score=steps.min_score)
+        dets = steps.detector.detect(image, min_score=steps.min_score, **options)
     if steps.category_ids is None:
         return dets.by_score(steps.min_score)
     return dets.filter(category=list(steps.category_ids), min_score=steps.min_score)

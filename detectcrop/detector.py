@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -136,10 +136,16 @@ class Detector:
         thread; TensorFlow parallelises inside one call: 1)."""
         return int(getattr(self.model, "concurrent_calls", 1)) if self.runtime == "litert" else 1
 
-    def detect(self, image: np.ndarray, *, min_score: float | None = None,
-               num_threads: int | None = None) -> Detections:
+    @property
+    def accepts_categories(self) -> bool:
+        """Whether `detect` can decode only some categories (``categories=``; the offline CenterNet on LiteRT)."""
+        return self.runtime == "litert" and bool(getattr(self.model, "decodes_categories", False))
+
+    def detect(self, image: np.ndarray, *, min_score: float | None = None, num_threads: int | None = None,
+               categories: Sequence[int] | None = None) -> Detections:
         """Detect objects in one RGB uint8 image ``(H, W, 3)``; boxes come back in its pixels. ``num_threads``
-        (LiteRT): interpreter threads for this call."""
+        (LiteRT): interpreter threads for this call. ``categories``: COCO ids wanted; where `accepts_categories`,
+        only those are decoded (the detections of other categories are then absent), else it filters."""
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"detect expects an RGB uint8 array (H, W, 3); got {image.dtype} {image.shape}")
@@ -152,13 +158,18 @@ class Detector:
         else:
             small = image
         if self.runtime == "litert":
-            outputs = self.model(small[None]) if num_threads is None else self.model(small[None], num_threads)
+            options: dict[str, Any] = {} if num_threads is None else {"num_threads": num_threads}
+            if categories is not None and self.accepts_categories:
+                options["categories"] = categories
+            outputs = self.model(small[None], **options)
         else:
             import tensorflow as tf
 
             outputs = self.model(tf.convert_to_tensor(small[None]))
         dets = Detections.from_tfhub(outputs, image.shape)
         dets = dets.by_score(self.min_score if min_score is None else min_score)
+        if categories is not None:
+            dets = dets.filter(category=list(categories))
         return dets.nms(self.nms_iou) if self.nms_iou is not None else dets
 
     def __repr__(self) -> str:

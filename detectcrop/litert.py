@@ -17,13 +17,13 @@ import sys
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from detectcrop import cache, litert_fixed, litert_int8
+from detectcrop import cache, centernet_head, litert_fixed, litert_int8
 from detectcrop.litert_int8 import DetectorCalibration
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 Runtime = Literal["tf", "litert", "auto"]
 RUNTIMES: tuple[str, ...] = ("tf", "litert", "auto")
 #: Bumped when the conversion recipe changes, so cached flatbuffers are rebuilt.
-CONVERSION_VERSION = 3
+CONVERSION_VERSION = 4  # 4: the offline CenterNet's head decoded outside the graph
 
 
 class ConversionError(RuntimeError):
@@ -91,22 +91,32 @@ def make_interpreter(model: str | os.PathLike | bytes, num_threads: int | None =
 
 
 @contextlib.contextmanager
-def detector_converter(saved_model: str | os.PathLike) -> Iterator[tuple[Any, Callable[[np.ndarray], np.ndarray]]]:
-    """``(TFLiteConverter, prepare)`` for a SavedModel's ``serving_default``, valid inside the ``with`` block: a
-    static-shape graph fed by ``prepare(uint8 [1, H, W, 3])`` when the model squashes its input to one size
-    (`detectcrop.litert_fixed`), else the SavedModel as it is (``prepare`` the identity)."""
+def detector_converter(saved_model: str | os.PathLike, split: bool = True) -> Iterator[
+        tuple[Any, Callable[[np.ndarray], np.ndarray], centernet_head.Split | None]]:
+    """``(TFLiteConverter, prepare, split)`` for a SavedModel's ``serving_default``, valid inside the ``with`` block.
+
+    A model that squashes its input to one size becomes a static-shape graph fed by ``prepare(uint8 [1, H, W, 3])``
+    (`detectcrop.litert_fixed`); the offline CenterNet, with ``split``, is cut at its features and ``split`` holds
+    the head decoded outside (`detectcrop.centernet_head`). Any other model converts as it is (``prepare`` the
+    identity, ``split`` ``None``).
+    """
     import tensorflow as tf
 
-    fixed = litert_fixed.fixed_size_function(saved_model)
-    if fixed is None:
-        yield tf.lite.TFLiteConverter.from_saved_model(os.fspath(saved_model)), lambda images: images
+    graph = litert_fixed.fixed_size_graph(saved_model)
+    if graph is None:
+        yield tf.lite.TFLiteConverter.from_saved_model(os.fspath(saved_model)), lambda images: images, None
         return
-    function, keep_alive, size = fixed
+    cut = centernet_head.trunk_function(graph) if split else None
+    if cut is not None:
+        function, keep_alive = cut.function, cut.keep_alive
+    else:
+        function, keep_alive = graph.function(dict(zip(graph.output_keys, graph.output_tensors, strict=True)))
     module = tf.Module()
     module.pruned = keep_alive
     with tempfile.TemporaryDirectory() as tmp:  # a SavedModel keeps the named outputs of serving_default
         tf.saved_model.save(module, tmp, signatures={"serving_default": function})
-        yield tf.lite.TFLiteConverter.from_saved_model(tmp), lambda images: litert_fixed.resize_like_tf(images, size)
+        yield (tf.lite.TFLiteConverter.from_saved_model(tmp),
+               lambda images: litert_fixed.resize_like_tf(images, graph.size), cut)
 
 
 def _bare_interpreter(model: str | os.PathLike | bytes) -> Any:
@@ -119,20 +129,49 @@ def _bare_interpreter(model: str | os.PathLike | bytes) -> Any:
     return Interpreter(model_path=os.fspath(model), experimental_op_resolver_type=kind)
 
 
-def convert_saved_model(saved_model: str | os.PathLike) -> bytes:
-    """A float ``.tflite`` flatbuffer of a SavedModel's ``serving_default`` signature, builtin ops only.
+def convert_saved_model(saved_model: str | os.PathLike) -> tuple[bytes, centernet_head.CenterNetHead | None]:
+    """A float ``.tflite`` flatbuffer of a SavedModel's ``serving_default`` signature, builtin ops only, and the head
+    decoded outside it (the offline CenterNet, when its decoding agrees with the graph's on check images; else
+    ``None`` and the whole graph).
 
     Raises `ConversionError` when the converter fails or the model needs TensorFlow ops LiteRT does not have.
     """
     import tensorflow as tf
 
     try:
-        with detector_converter(saved_model) as (converter, _):
+        with detector_converter(saved_model) as (converter, _, split):
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-            return converter.convert()
+            flatbuffer = converter.convert()
+            if split is None:
+                return flatbuffer, None
+            trunk = TFLiteDetectorModel(flatbuffer, num_threads=1)
+            problem = split.check([trunk(image[None]) for image in _check_images()])
+            if problem is None:
+                return flatbuffer, split.head
+            logger.warning("%s: decoding outside the graph differs from the graph's (%s); converting the whole "
+                           "graph", saved_model, problem)
+        with detector_converter(saved_model, split=False) as (converter, _, _):
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+            return converter.convert(), None
     except Exception as exc:  # the converter raises many types (ConverterError, ValueError, ...)
         text = " ".join(str(exc).split())
         raise ConversionError(f"{type(exc).__name__}: {text[:300]}") from exc
+
+
+def _check_images() -> list[np.ndarray]:
+    """Two fixed photo-like images (smooth noise, shapes) on which a split decoding is compared with the graph's."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    images = []
+    for shape in ((480, 640, 3), (512, 384, 3)):
+        image = cv2.GaussianBlur(rng.integers(0, 256, shape, dtype=np.uint8), (0, 0), 4)
+        for _ in range(6):
+            centre = (int(rng.integers(0, shape[1])), int(rng.integers(0, shape[0])))
+            colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+            cv2.circle(image, centre, int(rng.integers(20, 120)), colour, int(rng.integers(3, 20)))
+        images.append(image)
+    return images
 
 
 #: int8 conversions that failed in this process (cache entry name -> reason).
@@ -169,22 +208,26 @@ def converted_detector(saved_model: str | os.PathLike, precision: str = "float",
         info: dict[str, Any] = {"saved_model": os.fspath(saved_model), "sha256": digest, "version": CONVERSION_VERSION,
                                 "precision": precision}
         if float_model is None:
-            flatbuffer = convert_saved_model(saved_model)
+            flatbuffer, head = convert_saved_model(saved_model)
             _smoke_test(flatbuffer)
         else:
+            head = centernet_head.CenterNetHead.beside(float_model)  # int8 follows the float model's cut
             try:
-                flatbuffer = _convert_int8(saved_model, float_model.read_bytes(), calibration)
+                flatbuffer = _convert_int8(saved_model, float_model.read_bytes(), calibration, split=head is not None)
                 _smoke_test(flatbuffer)
             except ConversionError as exc:
                 _FAILED[final.name] = str(exc)
                 raise
             info.update(calibration=calibration.digest(), n_calibration=len(calibration.images),
                         **litert_int8.measure(_decoder(TFLiteDetectorModel(float_model)),
-                                              _decoder(TFLiteDetectorModel(flatbuffer)), calibration))
+                                              _decoder(TFLiteDetectorModel(flatbuffer, head=head)), calibration))
             logger.info("int8 detector: held-out recall %.4f (float %.4f) -> %s", info["int8_recall"],
                         info["float_recall"], "may be the default" if info["int8_default"] else "not the default")
+        info["decoding"] = "outside the graph (centernet_head)" if head is not None else "in the graph"
         with cache.staging_dir(final) as tmp:
             (tmp / "model.tflite").write_bytes(flatbuffer)
+            if head is not None:
+                head.save(tmp / centernet_head.HEAD_FILE)
             (tmp / "source.json").write_text(json.dumps(info, indent=2) + "\n")
     return model
 
@@ -194,9 +237,10 @@ def conversion_info(model: str | os.PathLike) -> dict[str, Any]:
     return json.loads(Path(model).with_name("source.json").read_text())
 
 
-def _convert_int8(saved_model: str | os.PathLike, float_flatbuffer: bytes, calibration: DetectorCalibration) -> bytes:
+def _convert_int8(saved_model: str | os.PathLike, float_flatbuffer: bytes, calibration: DetectorCalibration,
+                  split: bool) -> bytes:
     try:
-        with detector_converter(saved_model) as (converter, prepare):
+        with detector_converter(saved_model, split) as (converter, prepare, _):
             return litert_int8.convert_int8(converter, prepare, float_flatbuffer, calibration)
     except Exception as exc:  # the converter raises many types
         raise ConversionError(f"int8: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
@@ -262,19 +306,28 @@ class TFLiteDetectorModel:
     """A ``.tflite`` detector with the TF Hub contract as a callable ``uint8 [1, H, W, 3] -> dict of arrays``.
 
     A static-shape graph (float ``[1, S, S, 3]`` input) gets the image resized outside (`detectcrop.litert_fixed`).
+    With a ``head`` (by default the `detectcrop.centernet_head.HEAD_FILE` beside a cached model) the graph ends at the
+    features and the head is decoded in NumPy, for the requested ``categories`` only (`decodes_categories`).
 
     One interpreter per calling thread (interpreters are not thread-safe) and per input shape (the `MAX_SHAPES` most
     recently used), so an image size seen before never re-plans the graph.
     """
 
-    def __init__(self, model: str | os.PathLike | bytes, num_threads: int | None = None) -> None:
+    def __init__(self, model: str | os.PathLike | bytes, num_threads: int | None = None,
+                 head: centernet_head.CenterNetHead | None = None) -> None:
         self.model = model
         self.num_threads = num_threads
+        self.head = head if head is not None else centernet_head.CenterNetHead.beside(model)
         self._local = threading.local()
         details = _bare_interpreter(model).get_input_details()[0]
         signature = tuple(int(v) for v in details["shape_signature"])
         #: ``(S, S)`` for a static-shape graph fed resized float images (`detectcrop.litert_fixed`), else ``None``.
         self.fixed_size = signature[1:3] if details["dtype"] == np.float32 and min(signature) > 0 else None
+
+    @property
+    def decodes_categories(self) -> bool:
+        """Whether a call may be restricted to some COCO categories (``categories=``), saving their decoding."""
+        return self.head is not None
 
     @property
     def concurrent_calls(self) -> int:
@@ -302,13 +355,18 @@ class TFLiteDetectorModel:
         states.move_to_end(key)
         return state
 
-    def __call__(self, images: np.ndarray, num_threads: int | None = None) -> dict[str, np.ndarray]:
+    def __call__(self, images: np.ndarray, num_threads: int | None = None,
+                 categories: Sequence[int] | None = None) -> dict[str, np.ndarray]:
         """Run the model; ``num_threads`` overrides the interpreter threads for this call (`detectcrop.tiling` runs
-        tiles as concurrent single-threaded calls, which XNNPACK completes faster than one two-threaded call each)."""
+        tiles as concurrent single-threaded calls, which XNNPACK completes faster than one two-threaded call each);
+        ``categories`` (COCO ids; with a head) decodes only those classes."""
         if self.fixed_size is not None:
             images = litert_fixed.resize_like_tf(images, self.fixed_size)
         state = self._state(tuple(images.shape), num_threads)
         interp = state["interp"]
         interp.set_tensor(state["input"], np.ascontiguousarray(images))
         interp.invoke()
-        return {k: np.array(interp.get_tensor(i)) for k, i in state["outputs"].items()}
+        outputs = {k: np.array(interp.get_tensor(i)) for k, i in state["outputs"].items()}
+        if self.head is None:
+            return outputs
+        return self.head.decode(outputs["features"], outputs["wh"], categories)

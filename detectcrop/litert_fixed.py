@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import cv2
@@ -37,9 +38,36 @@ def _consumers(graph_def: Any, name: str) -> list[Any]:
     return found
 
 
-def fixed_size_function(saved_model: str | os.PathLike) -> tuple[Any, Any, tuple[int, int]] | None:
-    """``(concrete function float [1, S, S, 3] -> outputs, object to keep alive, (S, S))`` when the model's
-    ``serving_default`` begins with a cast and a constant-size bilinear resize of its only input, else ``None``."""
+@dataclass(frozen=True)
+class FixedGraph:
+    """A SavedModel's frozen ``serving_default`` that can be fed at its resize's output (see the module doc)."""
+
+    wrapped: Any  #: the frozen graph as a wrapped function (for ``prune``)
+    graph_def: Any
+    resized: str  #: the resize's output tensor: the new input, float ``[1, S, S, 3]``
+    size: tuple[int, int]
+    output_keys: list[str]  #: the signature's output names, key-sorted like ``output_tensors``
+    output_tensors: list[str]
+
+    def function(self, fetches: dict[str, str]) -> tuple[Any, Any]:
+        """``(concrete function float [1, S, S, 3] -> {name: tensor}, object to keep alive)`` for tensor names."""
+        import tensorflow as tf
+
+        graph = self.wrapped.graph
+        pruned = self.wrapped.prune(feeds=[graph.get_tensor_by_name(self.resized)],
+                                    fetches=[graph.get_tensor_by_name(t) for t in fetches.values()])
+        keys = list(fetches)
+
+        @tf.function(input_signature=[tf.TensorSpec([1, *self.size, 3], tf.float32, name="resized")])
+        def fixed(resized: tf.Tensor) -> dict[str, tf.Tensor]:
+            return dict(zip(keys, pruned(resized), strict=True))
+
+        return fixed.get_concrete_function(), pruned
+
+
+def fixed_size_graph(saved_model: str | os.PathLike) -> FixedGraph | None:
+    """The frozen graph when the model's ``serving_default`` begins with a cast and a constant-size bilinear resize
+    of its only input, else ``None``."""
     import tensorflow as tf
     from tensorflow.python.framework import tensor_util
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
@@ -64,12 +92,15 @@ def fixed_size_function(saved_model: str | os.PathLike) -> tuple[Any, Any, tuple
         return None
     size = tuple(int(v) for v in tensor_util.MakeNdarray(size_node.attr["value"].tensor))
     wrapped = tf.compat.v1.wrap_function(lambda: tf.graph_util.import_graph_def(graph_def, name=""), [])
-    keys = sorted(signature.structured_outputs)  # frozen.outputs follow the flattened (key-sorted) outputs
-    pruned = wrapped.prune(feeds=[wrapped.graph.get_tensor_by_name(f"{resize.name}:0")],
-                           fetches=[wrapped.graph.get_tensor_by_name(t.name) for t in frozen.outputs])
+    return FixedGraph(wrapped, graph_def, f"{resize.name}:0", size, sorted(signature.structured_outputs),
+                      [t.name for t in frozen.outputs])  # frozen.outputs follow the key-sorted outputs
 
-    @tf.function(input_signature=[tf.TensorSpec([1, *size, 3], tf.float32, name="resized")])
-    def fixed(resized: tf.Tensor) -> dict[str, tf.Tensor]:
-        return dict(zip(keys, pruned(resized), strict=True))
 
-    return fixed.get_concrete_function(), pruned, size
+def fixed_size_function(saved_model: str | os.PathLike) -> tuple[Any, Any, tuple[int, int]] | None:
+    """``(concrete function float [1, S, S, 3] -> outputs, object to keep alive, (S, S))`` for a model that
+    `fixed_size_graph` accepts, else ``None``."""
+    graph = fixed_size_graph(saved_model)
+    if graph is None:
+        return None
+    function, keep_alive = graph.function(dict(zip(graph.output_keys, graph.output_tensors, strict=True)))
+    return function, keep_alive, graph.size

@@ -127,10 +127,12 @@ def detect_tiled(
     image: np.ndarray,
     config: TileConfig | None = None,
     min_score: float | None = None,
+    **options: Any,
 ) -> Detections:
     """Detect on overlapping tiles (and the whole image), merged with class-aware NMS; boxes in image pixels.
 
     ``data["tile"]`` records where each kept box came from (``-1``: the whole image, else the tile index).
+    ``options`` go to every ``detector.detect`` call (e.g. ``categories=`` for a `Detector` that accepts them).
     """
     config = config or TileConfig()
     jobs: list[tuple[int, np.ndarray | None]] = [(-1, None)] if config.include_full else []
@@ -142,6 +144,7 @@ def detect_tiled(
 
     def run(job: tuple[int, np.ndarray | None], **kwargs: Any) -> Detections:
         t, tile = job
+        kwargs.update(options)
         if tile is None:
             dets = run_detector(detector, image, min_score, **kwargs)
         else:

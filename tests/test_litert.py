@@ -21,7 +21,7 @@ from classify.litert import (
     resolve_precision,
     save_calibration,
 )
-from detectcrop import Detector
+from detectcrop import Detections, Detector, litert
 from detectcrop.litert import resolve_runtime
 
 pytest.importorskip("ai_edge_litert")
@@ -41,6 +41,59 @@ def test_litert_detector_agrees_with_tensorflow(detector, litert_detector, name)
     np.testing.assert_allclose(got.xyxy, ref.xyxy, atol=1.0)
     np.testing.assert_allclose(got.scores, ref.scores, atol=0.02)
     assert got.class_ids.tolist() == ref.class_ids.tolist()
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea"])
+def test_litert_detector_decodes_only_the_requested_categories_with_the_same_result(litert_detector, name):
+    """The CenterNet head runs outside the graph: asked for some categories it decodes only those, and keeps exactly
+    the detections of those categories that decoding every class keeps."""
+    assert litert_detector.accepts_categories and litert_detector.model.head is not None
+    image = getattr(data, name)()
+    everything = litert_detector.detect(image, min_score=0.05)
+    assert len(everything) > 0
+    for categories in [(1,), (47, 85), tuple(sorted(set(everything.class_ids.tolist()))), (90,)]:
+        got = litert_detector.detect(image, min_score=0.05, categories=categories)
+        ref = everything.filter(category=list(categories))
+        np.testing.assert_array_equal(got.class_ids, ref.class_ids)
+        np.testing.assert_allclose(got.xyxy, ref.xyxy, atol=1e-3)
+        np.testing.assert_allclose(got.scores, ref.scores, atol=1e-6)
+
+
+def test_the_split_decoding_is_checked_against_the_graph():
+    """At conversion the NumPy decoding is compared with the graph's own on the same trunk outputs: it agrees on real
+    photos, and a head that decodes differently (two classes swapped) is caught."""
+    from dataclasses import replace
+
+    from detectcrop import litert_fixed, zoo
+    from detectcrop.centernet_head import Split, trunk_function
+
+    saved_model = zoo.ensure("centernet_mobilenetv3_512") / "saved_model"
+    split = trunk_function(litert_fixed.fixed_size_graph(saved_model))
+    trunk = litert.TFLiteDetectorModel(litert.converted_detector(saved_model).read_bytes())  # bytes: no head
+    outputs = [trunk(image[None]) for image in (data.astronaut(), data.chelsea())]
+    assert sorted(outputs[0]) == ["features", "wh"]
+    assert split.check(outputs) is None
+    person, cat = (int(np.flatnonzero(split.head.class_ids == c)[0]) for c in (1, 17))
+    swapped = split.head.class_ids.copy()
+    swapped[[person, cat]] = swapped[[cat, person]]
+    bad = Split(split.function, split.keep_alive, replace(split.head, class_ids=swapped), split.reference)
+    assert "detection_classes" in bad.check(outputs)
+
+
+def test_a_split_that_fails_its_check_converts_the_whole_graph(litert_detector, monkeypatch, caplog):
+    from detectcrop import centernet_head, zoo
+
+    monkeypatch.setattr(centernet_head.Split, "check", lambda self, outputs: "scores differ (forced)")
+    saved_model = zoo.ensure("centernet_mobilenetv3_512") / "saved_model"
+    with caplog.at_level(logging.WARNING, logger="detectcrop.litert"):
+        flatbuffer, head = litert.convert_saved_model(saved_model)
+    assert head is None and [r for r in caplog.records if "converting the whole graph" in r.message]
+    image = data.coffee()
+    whole = Detections.from_tfhub(litert.TFLiteDetectorModel(flatbuffer)(image[None]), image.shape).by_score(0.2)
+    split = Detections.from_tfhub(litert_detector.model(image[None]), image.shape).by_score(0.2)
+    assert len(whole) > 0 and whole.class_ids.tolist() == split.class_ids.tolist()
+    np.testing.assert_allclose(whole.xyxy, split.xyxy, atol=0.01)
+    np.testing.assert_allclose(whole.scores, split.scores, atol=1e-4)
 
 
 def test_litert_detector_config_round_trip(litert_detector):
