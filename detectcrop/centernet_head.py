@@ -1,16 +1,16 @@
-"""The offline CenterNet's last layer and decoding, run in NumPy after the LiteRT trunk, for the requested classes only.
+"""The offline CenterNet's last layer and decoding in NumPy after a LiteRT trunk, for the requested classes only.
 
 The CenterNet graph (`detectcrop.centernet`) ends in an 80-class heatmap (a 1x1 convolution over 128 features at
-128x128), a sigmoid, a 3x3 max-pool peak test and a top-100 over all 128 x 128 x 80 values, then box arithmetic.
-None of that after the features runs on XNNPACK's fast kernels, and most of it serves classes nobody asked for: on
-LiteRT the graph is cut at the features and the box-size map (`trunk_function`), and `CenterNetHead.decode` does the
-rest for the requested classes with the same arithmetic: the heatmap channels of those classes, the same peak test,
-the top 100 (ties to the lower index, as TensorFlow's top-k) and the same boxes.
+128x128), a sigmoid, a 3x3 max-pool peak test and a top-100 over all 128 x 128 x 80 values, then box arithmetic:
+about a sixth of a detector pass, nearly all of it for classes nobody asked for. Beside the whole graph, the LiteRT
+conversion keeps its trunk, cut at the features and the box-size map (`trunk_function`); a call about a few classes
+runs the trunk and `CenterNetHead.decode` does the rest for those classes with the same arithmetic: their heatmap
+channels, the same peak test, the top 100 (ties to the lower index, as TensorFlow's top-k) and the same boxes.
 
 For the requested classes the result holds every detection the whole-graph decoding keeps (the whole graph's top
 100 over all classes holds a class's peaks only down to its 100th value overall; restricted to that class, the top
 100 reaches further down), and the same ones whenever the whole graph's 100th score is below the score threshold.
-With no restriction it is the whole graph's decoding. `check_split` compares the two at conversion time.
+`Split.check` compares the NumPy decoding of every class with the graph's own at conversion time.
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ _POOL = "tower_0/max_pooling2d/MaxPool"
 _TOPK = "tower_0/TopKV2"
 _CLASS_MAP = "PartitionedCall/GatherV2"
 HEAD_FILE = "head.npz"
+TRUNK_FILE = "trunk.tflite"
+#: Calls for more classes than this run the whole graph (its in-graph decoding is as fast as NumPy's by then).
+MAX_SPLIT_CHANNELS = 8
 
 
 @dataclass(frozen=True)
@@ -81,8 +84,16 @@ class CenterNetHead:
         ``wh`` ``[1, H, W, 4]`` (left, top, right, bottom distances in input pixels), for COCO ids ``categories``
         (``None``: every class)."""
         channels = self.channels(categories)
+        if not len(channels):
+            return self.empty()
         _, height, width, depth = features.shape
-        logits = features.reshape(-1, depth) @ self.weights[:, channels] + self.bias[channels]
+        flat = features.reshape(-1, depth)
+        if len(channels) <= MAX_SPLIT_CHANNELS:  # NumPy's own loops: BLAS threads would spin on the cores the
+            # interpreters need (a few channels cost well under a millisecond each)
+            logits = np.stack([np.einsum("nc,c->n", flat, self.weights[:, c]) for c in channels], axis=1)
+            logits = logits.reshape(-1, len(channels)) + self.bias[channels]
+        else:
+            logits = flat @ self.weights[:, channels] + self.bias[channels]
         with np.errstate(over="ignore"):
             heat = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32).reshape(height, width, len(channels))
         heat *= heat == _max_pool(heat, self.pool)
@@ -99,6 +110,12 @@ class CenterNetHead:
             "detection_classes": self.class_ids[channels][channel][None],
             "num_detections": np.array([len(order)], np.float32),
         }
+
+
+    def empty(self) -> dict[str, np.ndarray]:
+        """TF Hub detection outputs holding no detection."""
+        return {"detection_boxes": np.zeros((1, 0, 4), np.float32), "detection_scores": np.zeros((1, 0), np.float32),
+                "detection_classes": np.zeros((1, 0), np.float32), "num_detections": np.zeros(1, np.float32)}
 
 
 def _max_pool(heat: np.ndarray, size: int) -> np.ndarray:

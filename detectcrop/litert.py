@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 Runtime = Literal["tf", "litert", "auto"]
 RUNTIMES: tuple[str, ...] = ("tf", "litert", "auto")
 #: Bumped when the conversion recipe changes, so cached flatbuffers are rebuilt.
-CONVERSION_VERSION = 4  # 4: the offline CenterNet's head decoded outside the graph
+CONVERSION_VERSION = 5  # 5: the offline CenterNet's trunk and head beside the whole graph
 
 
 class ConversionError(RuntimeError):
@@ -91,7 +91,7 @@ def make_interpreter(model: str | os.PathLike | bytes, num_threads: int | None =
 
 
 @contextlib.contextmanager
-def detector_converter(saved_model: str | os.PathLike, split: bool = True) -> Iterator[
+def detector_converter(saved_model: str | os.PathLike, split: bool = False) -> Iterator[
         tuple[Any, Callable[[np.ndarray], np.ndarray], centernet_head.Split | None]]:
     """``(TFLiteConverter, prepare, split)`` for a SavedModel's ``serving_default``, valid inside the ``with`` block.
 
@@ -129,33 +129,43 @@ def _bare_interpreter(model: str | os.PathLike | bytes) -> Any:
     return Interpreter(model_path=os.fspath(model), experimental_op_resolver_type=kind)
 
 
-def convert_saved_model(saved_model: str | os.PathLike) -> tuple[bytes, centernet_head.CenterNetHead | None]:
-    """A float ``.tflite`` flatbuffer of a SavedModel's ``serving_default`` signature, builtin ops only, and the head
-    decoded outside it (the offline CenterNet, when its decoding agrees with the graph's on check images; else
-    ``None`` and the whole graph).
+def convert_saved_model(saved_model: str | os.PathLike) -> bytes:
+    """A float ``.tflite`` flatbuffer of a SavedModel's ``serving_default`` signature, builtin ops only.
 
     Raises `ConversionError` when the converter fails or the model needs TensorFlow ops LiteRT does not have.
     """
     import tensorflow as tf
 
     try:
-        with detector_converter(saved_model) as (converter, _, split):
+        with detector_converter(saved_model) as (converter, _, _):
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-            flatbuffer = converter.convert()
-            if split is None:
-                return flatbuffer, None
-            trunk = TFLiteDetectorModel(flatbuffer, num_threads=1)
-            problem = split.check([trunk(image[None]) for image in _check_images()])
-            if problem is None:
-                return flatbuffer, split.head
-            logger.warning("%s: decoding outside the graph differs from the graph's (%s); converting the whole "
-                           "graph", saved_model, problem)
-        with detector_converter(saved_model, split=False) as (converter, _, _):
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-            return converter.convert(), None
+            return converter.convert()
     except Exception as exc:  # the converter raises many types (ConverterError, ValueError, ...)
         text = " ".join(str(exc).split())
         raise ConversionError(f"{type(exc).__name__}: {text[:300]}") from exc
+
+
+def convert_trunk(saved_model: str | os.PathLike) -> tuple[bytes, centernet_head.CenterNetHead] | None:
+    """For the offline CenterNet: the float flatbuffer of its trunk (cut where the class heatmap begins) and the head
+    that `detectcrop.centernet_head` decodes for requested categories; ``None`` for other models, and (logged) when
+    the NumPy decoding does not reproduce the graph's own on check images or the trunk does not convert."""
+    import tensorflow as tf
+
+    try:
+        with detector_converter(saved_model, split=True) as (converter, _, split):
+            if split is None:
+                return None
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+            flatbuffer = converter.convert()
+            trunk = TFLiteDetectorModel(flatbuffer, num_threads=1)
+            problem = split.check([trunk(image[None]) for image in _check_images()])
+    except Exception as exc:  # the converter raises many types
+        problem = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+    if problem is None:
+        return flatbuffer, split.head
+    logger.warning("%s: the trunk-and-head split is not used (%s); every call decodes in the graph", saved_model,
+                   problem)
+    return None
 
 
 def _check_images() -> list[np.ndarray]:
@@ -207,27 +217,29 @@ def converted_detector(saved_model: str | os.PathLike, precision: str = "float",
         logger.info("converting %s to LiteRT %s (once; cached in %s)", saved_model, precision, final)
         info: dict[str, Any] = {"saved_model": os.fspath(saved_model), "sha256": digest, "version": CONVERSION_VERSION,
                                 "precision": precision}
+        split = None
         if float_model is None:
-            flatbuffer, head = convert_saved_model(saved_model)
+            flatbuffer = convert_saved_model(saved_model)
             _smoke_test(flatbuffer)
+            split = convert_trunk(saved_model)
         else:
-            head = centernet_head.CenterNetHead.beside(float_model)  # int8 follows the float model's cut
             try:
-                flatbuffer = _convert_int8(saved_model, float_model.read_bytes(), calibration, split=head is not None)
+                flatbuffer = _convert_int8(saved_model, float_model.read_bytes(), calibration)
                 _smoke_test(flatbuffer)
             except ConversionError as exc:
                 _FAILED[final.name] = str(exc)
                 raise
             info.update(calibration=calibration.digest(), n_calibration=len(calibration.images),
-                        **litert_int8.measure(_decoder(TFLiteDetectorModel(float_model)),
-                                              _decoder(TFLiteDetectorModel(flatbuffer, head=head)), calibration))
+                        **litert_int8.measure(_decoder(TFLiteDetectorModel(float_model, split=False)),
+                                              _decoder(TFLiteDetectorModel(flatbuffer)), calibration))
             logger.info("int8 detector: held-out recall %.4f (float %.4f) -> %s", info["int8_recall"],
                         info["float_recall"], "may be the default" if info["int8_default"] else "not the default")
-        info["decoding"] = "outside the graph (centernet_head)" if head is not None else "in the graph"
+        info["split"] = split is not None  # trunk.tflite + head.npz: categories decoded outside the graph
         with cache.staging_dir(final) as tmp:
             (tmp / "model.tflite").write_bytes(flatbuffer)
-            if head is not None:
-                head.save(tmp / centernet_head.HEAD_FILE)
+            if split is not None:
+                (tmp / centernet_head.TRUNK_FILE).write_bytes(split[0])
+                split[1].save(tmp / centernet_head.HEAD_FILE)
             (tmp / "source.json").write_text(json.dumps(info, indent=2) + "\n")
     return model
 
@@ -237,10 +249,9 @@ def conversion_info(model: str | os.PathLike) -> dict[str, Any]:
     return json.loads(Path(model).with_name("source.json").read_text())
 
 
-def _convert_int8(saved_model: str | os.PathLike, float_flatbuffer: bytes, calibration: DetectorCalibration,
-                  split: bool) -> bytes:
+def _convert_int8(saved_model: str | os.PathLike, float_flatbuffer: bytes, calibration: DetectorCalibration) -> bytes:
     try:
-        with detector_converter(saved_model, split) as (converter, prepare, _):
+        with detector_converter(saved_model) as (converter, prepare, _):
             return litert_int8.convert_int8(converter, prepare, float_flatbuffer, calibration)
     except Exception as exc:  # the converter raises many types
         raise ConversionError(f"int8: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
@@ -306,18 +317,19 @@ class TFLiteDetectorModel:
     """A ``.tflite`` detector with the TF Hub contract as a callable ``uint8 [1, H, W, 3] -> dict of arrays``.
 
     A static-shape graph (float ``[1, S, S, 3]`` input) gets the image resized outside (`detectcrop.litert_fixed`).
-    With a ``head`` (by default the `detectcrop.centernet_head.HEAD_FILE` beside a cached model) the graph ends at the
-    features and the head is decoded in NumPy, for the requested ``categories`` only (`decodes_categories`).
+    A cached model with a trunk and head beside it (`convert_trunk`; ``split=False`` ignores them) answers a call
+    for a few categories (at most `centernet_head.MAX_SPLIT_CHANNELS`) with the trunk and decodes only those
+    classes in NumPy (`decodes_categories`); every other call runs the whole graph.
 
-    One interpreter per calling thread (interpreters are not thread-safe) and per input shape (the `MAX_SHAPES` most
-    recently used), so an image size seen before never re-plans the graph.
+    One interpreter per calling thread (interpreters are not thread-safe), per graph and per input shape (the
+    `MAX_SHAPES` most recently used), so an image size seen before never re-plans the graph.
     """
 
-    def __init__(self, model: str | os.PathLike | bytes, num_threads: int | None = None,
-                 head: centernet_head.CenterNetHead | None = None) -> None:
+    def __init__(self, model: str | os.PathLike | bytes, num_threads: int | None = None, *, split: bool = True) -> None:
         self.model = model
         self.num_threads = num_threads
-        self.head = head if head is not None else centernet_head.CenterNetHead.beside(model)
+        self.head = centernet_head.CenterNetHead.beside(model) if split else None
+        self.trunk = Path(model).with_name(centernet_head.TRUNK_FILE) if self.head is not None else None
         self._local = threading.local()
         details = _bare_interpreter(model).get_input_details()[0]
         signature = tuple(int(v) for v in details["shape_signature"])
@@ -326,7 +338,7 @@ class TFLiteDetectorModel:
 
     @property
     def decodes_categories(self) -> bool:
-        """Whether a call may be restricted to some COCO categories (``categories=``), saving their decoding."""
+        """Whether a call restricted to some COCO categories (``categories=``) decodes only those."""
         return self.head is not None
 
     @property
@@ -334,14 +346,14 @@ class TFLiteDetectorModel:
         """How many single-threaded calls `detectcrop.tiling` may run at once: one per thread this model would use."""
         return int(self.num_threads or default_threads())
 
-    def _state(self, shape: tuple[int, ...], num_threads: int | None) -> dict[str, Any]:
-        states: OrderedDict[tuple[int, ...], dict[str, Any]] | None = getattr(self._local, "states", None)
+    def _state(self, graph: Any, shape: tuple[int, ...], num_threads: int | None) -> dict[str, Any]:
+        states: OrderedDict[tuple[Any, ...], dict[str, Any]] | None = getattr(self._local, "states", None)
         if states is None:
             states = self._local.states = OrderedDict()
-        key = (num_threads or 0, *shape)
+        key = (os.fspath(graph) if isinstance(graph, str | os.PathLike) else id(graph), num_threads or 0, *shape)
         state = states.get(key)
         if state is None:
-            interp = make_interpreter(self.model, num_threads or self.num_threads)
+            interp = make_interpreter(graph, num_threads or self.num_threads)
             keys = list(interp.get_signature_list())  # one signature: serving_default, or a concrete function's
             runner = interp.get_signature_runner("serving_default" if "serving_default" in keys else keys[0])
             (details,) = runner.get_input_details().values()
@@ -359,14 +371,21 @@ class TFLiteDetectorModel:
                  categories: Sequence[int] | None = None) -> dict[str, np.ndarray]:
         """Run the model; ``num_threads`` overrides the interpreter threads for this call (`detectcrop.tiling` runs
         tiles as concurrent single-threaded calls, which XNNPACK completes faster than one two-threaded call each);
-        ``categories`` (COCO ids; with a head) decodes only those classes."""
+        ``categories`` (COCO ids): with a trunk and head, only those classes are decoded, else the whole graph runs
+        and every class comes back."""
+        channels = None
+        if categories is not None and self.head is not None:
+            channels = self.head.channels(categories)
+            if len(channels) > centernet_head.MAX_SPLIT_CHANNELS:
+                channels = None
         if self.fixed_size is not None:
             images = litert_fixed.resize_like_tf(images, self.fixed_size)
-        state = self._state(tuple(images.shape), num_threads)
+        state = self._state(self.model if channels is None else self.trunk, tuple(images.shape), num_threads)
         interp = state["interp"]
         interp.set_tensor(state["input"], np.ascontiguousarray(images))
         interp.invoke()
-        outputs = {k: np.array(interp.get_tensor(i)) for k, i in state["outputs"].items()}
-        if self.head is None:
-            return outputs
-        return self.head.decode(outputs["features"], outputs["wh"], categories)
+        if channels is None:
+            return {k: np.array(interp.get_tensor(i)) for k, i in state["outputs"].items()}
+        # the trunk's outputs read in place (no copy of the 8 MB feature map), decoded before this thread's next call
+        index = state["outputs"]
+        return self.head.decode(interp.tensor(index["features"])(), interp.tensor(index["wh"])(), categories)

@@ -21,7 +21,7 @@ from classify.litert import (
     resolve_precision,
     save_calibration,
 )
-from detectcrop import Detections, Detector, litert
+from detectcrop import Detector, litert
 from detectcrop.litert import resolve_runtime
 
 pytest.importorskip("ai_edge_litert")
@@ -64,12 +64,13 @@ def test_the_split_decoding_is_checked_against_the_graph():
     photos, and a head that decodes differently (two classes swapped) is caught."""
     from dataclasses import replace
 
-    from detectcrop import litert_fixed, zoo
+    from detectcrop import centernet_head, litert_fixed, zoo
     from detectcrop.centernet_head import Split, trunk_function
 
     saved_model = zoo.ensure("centernet_mobilenetv3_512") / "saved_model"
     split = trunk_function(litert_fixed.fixed_size_graph(saved_model))
-    trunk = litert.TFLiteDetectorModel(litert.converted_detector(saved_model).read_bytes())  # bytes: no head
+    trunk_file = litert.converted_detector(saved_model).with_name(centernet_head.TRUNK_FILE)
+    trunk = litert.TFLiteDetectorModel(trunk_file.read_bytes())  # the raw trunk outputs
     outputs = [trunk(image[None]) for image in (data.astronaut(), data.chelsea())]
     assert sorted(outputs[0]) == ["features", "wh"]
     assert split.check(outputs) is None
@@ -80,20 +81,13 @@ def test_the_split_decoding_is_checked_against_the_graph():
     assert "detection_classes" in bad.check(outputs)
 
 
-def test_a_split_that_fails_its_check_converts_the_whole_graph(litert_detector, monkeypatch, caplog):
+def test_a_split_that_fails_its_check_is_not_used(monkeypatch, caplog):
     from detectcrop import centernet_head, zoo
 
     monkeypatch.setattr(centernet_head.Split, "check", lambda self, outputs: "scores differ (forced)")
-    saved_model = zoo.ensure("centernet_mobilenetv3_512") / "saved_model"
     with caplog.at_level(logging.WARNING, logger="detectcrop.litert"):
-        flatbuffer, head = litert.convert_saved_model(saved_model)
-    assert head is None and [r for r in caplog.records if "converting the whole graph" in r.message]
-    image = data.coffee()
-    whole = Detections.from_tfhub(litert.TFLiteDetectorModel(flatbuffer)(image[None]), image.shape).by_score(0.2)
-    split = Detections.from_tfhub(litert_detector.model(image[None]), image.shape).by_score(0.2)
-    assert len(whole) > 0 and whole.class_ids.tolist() == split.class_ids.tolist()
-    np.testing.assert_allclose(whole.xyxy, split.xyxy, atol=0.01)
-    np.testing.assert_allclose(whole.scores, split.scores, atol=1e-4)
+        assert litert.convert_trunk(zoo.ensure("centernet_mobilenetv3_512") / "saved_model") is None
+    assert [r for r in caplog.records if "split is not used (scores differ (forced))" in r.message]
 
 
 def test_litert_detector_config_round_trip(litert_detector):
@@ -112,7 +106,9 @@ def test_the_litert_detector_has_one_static_shape(detector, litert_detector):
     image = data.coffee()[:333, :517]
     got, ref = litert_detector.detect(image, min_score=0.2), detector.detect(image, min_score=0.2)
     litert_detector.detect(data.astronaut())
-    assert len(litert_detector.model._local.states) == 1
+    litert_detector.detect(data.chelsea(), categories=(17,))
+    keys = list(litert_detector.model._local.states)  # (graph, threads, *input shape): one shape for every graph
+    assert {key[2:] for key in keys} == {(1, 512, 512, 3)} and len(keys) == len({key[0] for key in keys})
     assert len(got) == len(ref) > 0
     np.testing.assert_allclose(got.xyxy, ref.xyxy, atol=1.0)
 
