@@ -139,22 +139,33 @@ class OutputFit:
 
 def fit_output_layers(task: Any, train_features: np.ndarray, y_train: np.ndarray, val_features: np.ndarray | None,
                       y_val: np.ndarray, keep: float | None) -> OutputFit:
-    """After training: set ``task``'s (a `classify.task.CropClassifier`) class means of ``train_features``, its
-    temperature fitted on the validation logits (1 without validation) and its ``open_set_threshold``, the score
-    that keeps ``keep`` of the validation images (``None`` without validation or ``keep``)."""
-    means = class_means(train_features, y_train, len(task.class_names))
-    task.open_set.class_means.assign(means)
-    fit = OutputFit(1.0, None, None)
+    """After training: set ``task``'s (a `classify.task.CropClassifier`) class means of ``train_features``, then its
+    temperature and open-set threshold from the validation features (`fit_calibration`; without validation data the
+    temperature is 1 and there is no threshold)."""
+    task.open_set.class_means.assign(class_means(train_features, y_train, len(task.class_names)))
     if val_features is not None and len(y_val):
-        logits = predict_batches(task.head, val_features, 256)
-        fit.temperature = fit_temperature(logits, y_val)
-        fit.report = calibration_report(logits, y_val, fit.temperature, "val")
-        if keep is not None:
-            scores = score_table(logits, val_features, means, fit.temperature)[task.open_set_score]
-            fit.threshold = keep_threshold(scores, keep)
-    task.calibration.temperature.assign(fit.temperature)
-    task.open_set_threshold = fit.threshold
-    task.metadata["calibration"] = fit.report
-    logger.info("calibration: temperature %.3f; open-set score %s, threshold %s", fit.temperature,
-                task.open_set_score, fit.threshold)
-    return fit
+        return fit_calibration(task, predict_batches(task.head, val_features, 256), val_features, y_val, keep, "val")
+    task.calibration.temperature.assign(1.0)
+    task.open_set_threshold = None
+    task.metadata["calibration"] = None
+    logger.info("calibration: no validation data; temperature 1, no open-set threshold")
+    return OutputFit(1.0, None, None)
+
+
+def fit_calibration(task: Any, logits: np.ndarray, features: np.ndarray, y: np.ndarray, keep: float | None,
+                    split: str) -> OutputFit:
+    """Set ``task``'s temperature (fitted on ``logits``' NLL against labels ``y``) and its open-set threshold (the
+    score that keeps ``keep`` of these known objects; ``None`` without ``keep``); ``split`` names the data in the
+    report. The class means stay as they are."""
+    temperature = fit_temperature(logits, y)
+    report = calibration_report(logits, y, temperature, split)
+    threshold = None
+    if keep is not None:
+        means = np.asarray(task.open_set.class_means.numpy())
+        threshold = keep_threshold(score_table(logits, features, means, temperature)[task.open_set_score], keep)
+    task.calibration.temperature.assign(temperature)
+    task.open_set_threshold = threshold
+    task.metadata["calibration"] = report
+    logger.info("calibration on %s: temperature %.3f; open-set score %s, threshold %s", split, temperature,
+                task.open_set_score, threshold)
+    return OutputFit(temperature, threshold, report)

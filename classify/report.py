@@ -136,14 +136,15 @@ def plot_confusion_matrix(
 
 
 def plot_reliability(logits: np.ndarray, y: np.ndarray, temperature: float, path: str | Path, *,
-                     bins: int = ECE_BINS, title: str = "Reliability") -> Path:
-    """Reliability diagrams before and after temperature scaling: accuracy per top-class confidence bin against the
-    diagonal (perfect calibration), the gap to the bin's mean confidence, each bin's share of samples (right axis)
-    and the ECE in the titles."""
+                     bins: int = ECE_BINS, title: str = "Reliability", before: float = 1.0) -> Path:
+    """Reliability diagrams before (temperature ``before``) and after (``temperature``) temperature scaling: accuracy
+    per top-class confidence bin against the diagonal (perfect calibration), the gap to the bin's mean confidence,
+    each bin's share of samples (right axis) and the ECE in the titles."""
     fig = Figure(figsize=(10, 4.5))
     axes = fig.subplots(1, 2)
     logits = np.asarray(logits, np.float64)
-    sides = ((axes[0], 1.0, "before (T = 1)"), (axes[1], float(temperature), f"after (T = {temperature:.3f})"))
+    sides = ((axes[0], float(before), f"before (T = {before:.3g})"),
+             (axes[1], float(temperature), f"after (T = {temperature:.3f})"))
     for ax, t, name in sides:
         proba = softmax(logits / t, axis=1)
         r = reliability_bins(proba, y, bins)

@@ -30,6 +30,7 @@ COMMANDS: dict[str, Command] = {
     "crops": Command("pipelines.build_crops", "detect a COCO category in a photo folder and save the crops"),
     "train": Command("pipelines.train_fine", "transfer-learn a crop classifier and report macro-F1"),
     "label": Command("pipelines.label", "detect and classify the objects of every photo in a folder"),
+    "calibrate": Command("pipelines.calibrate", "refit a model's temperature and unknown threshold on field crops"),
     "evaluate": Command("pipelines.evaluate", "COCO metrics per class of labeled photos against COCO ground truth"),
     "export": Command("pipelines.export", "export labeled photos for review tools (Label Studio, YOLO txt)"),
     "zoo": Command("detectcrop.zoo", "list, fetch and verify model presets"),

@@ -32,15 +32,11 @@ with exit status 2 and one ``error: ...`` line.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import os
 import platform
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,10 +44,11 @@ import numpy as np
 
 from detectcrop import presets
 from detectcrop.images import ImageReadError
-from detectcrop.io import OutputLocationError, atomic_write_text, csv_text
+from detectcrop.io import atomic_write_text, csv_text
 from detectcrop.locks import OutputLock
 from detectcrop.zoo import ModelUnavailableError
 from pipelines.cli import fail, setup_logging
+from pipelines.run_folder import check_output, staged_run_folder
 
 if TYPE_CHECKING:
     from classify.data import ImageFolder
@@ -152,67 +149,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-RUN_MARKERS = ("model.keras", "config.json", "report.json")
 #: `classify.openset.GRAPH_SCORES` (not imported here: --help must not load TensorFlow).
 OPEN_SET_SCORES = ("max_softmax", "max_logit", "energy", "class_mean_cosine")
 #: Training and held-out crops saved for int8 conversion (each at most).
-INT8_CALIBRATION_CROPS = 100  # a folder holding one of these is a train_fine run
+INT8_CALIBRATION_CROPS = 100
 
 
 def _predictions_csv(rows: list[tuple[str, str, str, str, float]]) -> str:
     header = ("split", "path", "label", "predicted", "probability")
     return csv_text([header, *((s, p, t, y, f"{q:.6f}") for s, p, t, y, q in rows)])  # text cells made safe
-
-
-def check_output(path: Path, overwrite: bool) -> Path:
-    """The resolved run folder, after checking that a run may be written there (``ValueError`` / `OSError` with
-    what to do otherwise). Nothing is created or removed here."""
-    dst = path.resolve()
-    if dst.exists() and not dst.is_dir():
-        raise OutputLocationError(f"the output location {path} exists and is not a folder")
-    if not dst.parent.is_dir():
-        raise OutputLocationError(f"cannot create {path}: its parent folder {dst.parent} does not exist")
-    if not os.access(dst.parent, os.W_OK | os.X_OK):
-        raise OutputLocationError(f"cannot write next to {path}: {dst.parent} is not writable")
-    if dst.is_dir() and any(dst.iterdir()):
-        if not any((dst / name).exists() for name in RUN_MARKERS):
-            raise ValueError(f"the output folder {path} is not empty and is not a train_fine run; choose another "
-                             "--output (--overwrite only replaces run folders)")
-        if not overwrite:
-            raise ValueError(f"the output folder {path} already holds a run; pass --overwrite to replace it as a "
-                             "whole, or choose another --output")
-    return dst
-
-
-@contextlib.contextmanager
-def staged_run_folder(final: Path) -> Iterator[Path]:
-    """Yield a new hidden sibling folder of ``final`` to write a run into; when the block succeeds, it replaces
-    ``final`` as a whole (rename the old run aside, rename the new one in, remove the old); when it fails, it is
-    removed and ``final`` is untouched."""
-    leftovers = sorted(p.name for p in final.parent.glob(f".{final.name}.[no][el][wd]-*") if p.is_dir())
-    if leftovers:  # a run killed before its swap leaves its hidden folder behind
-        logger.warning("%s holds unfinished runs of %s (safe to delete): %s", final.parent, final.name,
-                       ", ".join(leftovers))
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.new-"))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if final.exists():
-        old = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.old-"))
-        os.replace(final, old / "run")
-    try:
-        os.replace(tmp, final)
-    except BaseException:
-        if old is not None:
-            os.replace(old / "run", final)
-            shutil.rmtree(old, ignore_errors=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def catalogue_warnings(data: Path, test_data: Path | None) -> list[str]:

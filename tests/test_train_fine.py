@@ -151,7 +151,7 @@ def test_cli_refuses_to_write_over_a_run_without_overwrite(tmp_path, capsys):
     other.mkdir()
     (other / "holiday.jpg").write_text("not a run")
     assert train_fine.main(["--data", str(tmp_path / "missing"), "--output", str(other), "--overwrite"]) == 2
-    assert "not a train_fine run" in capsys.readouterr().err and (other / "holiday.jpg").exists()
+    assert "not a run folder" in capsys.readouterr().err and (other / "holiday.jpg").exists()
 
 
 def test_a_failed_run_leaves_the_old_run_and_no_partial_folder(tmp_path, capsys, monkeypatch, caplog):
