@@ -1,11 +1,14 @@
 """Calibration of saved train_fine runs on a large set of ground-truth crops (the test sets of a run are often too
-small to see an ECE of a few percent).
+small to see an ECE of a few percent), and what recalibration on crops from another photo set changes.
 
-    python -m bench.calibration_check --photos BIG RUN [RUN ...]
+    python -m bench.calibration_check --photos BIG [--recalibrate-on CAL] RUN [RUN ...]
 
-``BIG`` is a `pipelines.make_watches` output (``BIG/annotations.json``); every run is scored on the ground-truth crops
+``BIG`` (and ``CAL``) are `pipelines.make_watches` outputs. Every run is scored on the ground-truth crops of ``BIG``
 of the classes it knows, with its own saved temperature: accuracy, ECE before/after and NLL before/after
-(`classify.calibration.calibration_report`), one JSON line per run.
+(`classify.calibration.calibration_report`), and the share of those known crops its open-set rule marks unknown
+(and of ``BIG``'s crops of brands it does not know, with the AUROC). With ``--recalibrate-on``, the run is also
+recalibrated (`classify.recalibration.recalibrate`, nothing saved) on ``CAL``'s crops and scored again on ``BIG``:
+crops the recalibration never saw. One JSON line per run.
 """
 
 from __future__ import annotations
@@ -13,28 +16,64 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 
+def _crops(photos: Path, classes: set[str]) -> tuple[list, list, list]:
+    """``(known images, their labels, images of other classes)`` of a make_watches output's ground truth."""
+    from pipelines.synthetic import ground_truth_crops, load_ground_truth
+
+    crops = ground_truth_crops(load_ground_truth(photos / "annotations.json", split="photos"))
+    known = [c for c in crops if c.label in classes]
+    return [c.image for c in known], [c.label for c in known], [c.image for c in crops if c.label not in classes]
+
+
+def _score(clf: Any, images: list, labels: list, unseen: list, split: str) -> dict[str, Any]:
+    from sklearn.metrics import roc_auc_score
+
+    from classify.calibration import calibration_report
+    from classify.openset import score_table
+
+    y = np.searchsorted(clf.classes_, np.array(labels, dtype=object))
+    logits, features = clf.logits_and_features(images)
+    means = np.asarray(clf.model_.open_set.class_means.numpy())
+    name, threshold = clf.model_.open_set_score, clf.open_set_threshold_
+    known = score_table(logits, features, means, clf.temperature_)[name]
+    out = {"accuracy": float(np.mean(logits.argmax(1) == y)),
+           **calibration_report(logits, y, clf.temperature_, split),
+           "known_marked_unknown": None if threshold is None else float(np.mean(known < threshold))}
+    if unseen:
+        u_logits, u_features = clf.logits_and_features(unseen)
+        other = score_table(u_logits, u_features, means, clf.temperature_)[name]
+        out.update(n_unseen=len(unseen), auroc=float(roc_auc_score(np.r_[np.ones(len(known)), np.zeros(len(other))],
+                                                                     np.r_[known, other])),
+                   unseen_marked_unknown=None if threshold is None else float(np.mean(other < threshold)))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--photos", type=Path, required=True, help="a make_watches output folder")
+    p.add_argument("--photos", type=Path, required=True, help="a make_watches output folder to score on")
+    p.add_argument("--recalibrate-on", type=Path, default=None, help="a make_watches output folder to recalibrate on")
     p.add_argument("runs", type=Path, nargs="+", help="train_fine run folders")
     args = p.parse_args(argv)
 
     from classify import FineClassifier
-    from classify.calibration import calibration_report
-    from pipelines.synthetic import ground_truth_crops, load_ground_truth
+    from classify.recalibration import recalibrate
 
-    crops = list(ground_truth_crops(load_ground_truth(args.photos / "annotations.json", split="photos")))
     for run in args.runs:
         clf = FineClassifier.load(run)
-        known = [c for c in crops if c.label in set(clf.classes_.tolist())]
-        y = np.searchsorted(clf.classes_, np.array([c.label for c in known], dtype=object))
-        logits, _ = clf.logits_and_features([c.image for c in known])
-        report = calibration_report(logits, y, clf.temperature_, args.photos.name)
-        print(json.dumps({"run": str(run), "accuracy": float(np.mean(logits.argmax(1) == y)), **report}))
+        classes = set(clf.classes_.tolist())
+        images, labels, unseen = _crops(args.photos, classes)
+        result = {"run": str(run), "as_trained": _score(clf, images, labels, unseen, args.photos.name)}
+        if args.recalibrate_on is not None:
+            cal_images, cal_labels, cal_unseen = _crops(args.recalibrate_on, classes)
+            fit = recalibrate(clf, cal_images, cal_labels, unseen=cal_unseen, split=args.recalibrate_on.name)
+            result["recalibration_in_sample"] = fit.report
+            result["recalibrated"] = _score(clf, images, labels, unseen, args.photos.name)
+        print(json.dumps(result), flush=True)
     return 0
 
 
