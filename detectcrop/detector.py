@@ -144,8 +144,8 @@ class Detector:
     def detect(self, image: np.ndarray, *, min_score: float | None = None, num_threads: int | None = None,
                categories: Sequence[int] | None = None) -> Detections:
         """Detect objects in one RGB uint8 image ``(H, W, 3)``; boxes come back in its pixels. ``num_threads``
-        (LiteRT): interpreter threads for this call. ``categories``: COCO ids wanted; where `accepts_categories`,
-        only those are decoded (the detections of other categories are then absent), else it filters."""
+        (LiteRT): interpreter threads for this call. ``categories``: the COCO ids wanted (only those come back);
+        where `accepts_categories`, only those are decoded at all."""
         image = np.asarray(image)
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"detect expects an RGB uint8 array (H, W, 3); got {image.dtype} {image.shape}")
