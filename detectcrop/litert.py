@@ -73,7 +73,14 @@ def resolve_runtime(runtime: str) -> str:
 
 
 def default_threads() -> int:
-    """Threads per interpreter: the CPU cores this process may use."""
+    """Threads per interpreter: ``$DETECTCROP_NUM_THREADS`` when set (a Ray actor sets its share of the cores), else
+    the CPU cores this process may use."""
+    env = os.environ.get("DETECTCROP_NUM_THREADS", "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            logger.warning("ignoring DETECTCROP_NUM_THREADS=%r: not a whole number", env)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -116,20 +117,23 @@ def connect(options: RayOptions) -> Any:
 
 
 def limit_threads(cpus: float) -> None:
-    """Size the numerical libraries' thread pools to this actor's share of the cores (before TensorFlow starts)."""
-    n = str(max(1, int(cpus)))
-    for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
-        os.environ[var] = n
+    """Size the numerical libraries' thread pools to this actor's share of the cores: OpenMP, OpenCV, the LiteRT
+    interpreters (``DETECTCROP_NUM_THREADS``, `detectcrop.litert.default_threads`) and TensorFlow (its environment
+    variables, read when it starts; set directly only where it is loaded already, so a LiteRT actor never imports
+    it)."""
+    n = max(1, int(cpus))
+    for var in ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "DETECTCROP_NUM_THREADS"):
+        os.environ[var] = str(n)
     import cv2
 
-    cv2.setNumThreads(max(1, int(cpus)))
-    try:
-        import tensorflow as tf
-
-        tf.config.threading.set_intra_op_parallelism_threads(max(1, int(cpus)))
-        tf.config.threading.set_inter_op_parallelism_threads(max(1, int(cpus)))
-    except (ImportError, RuntimeError):  # already initialised: the environment variables above still apply
-        pass
+    cv2.setNumThreads(n)
+    tf = sys.modules.get("tensorflow")
+    if tf is not None:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(n)
+            tf.config.threading.set_inter_op_parallelism_threads(n)
+        except RuntimeError:  # already initialised: the environment variables above still apply
+            pass
 
 
 class _Attempts:

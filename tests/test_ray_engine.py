@@ -199,3 +199,18 @@ def test_actor_ranges_parse():
     with pytest.raises(ValueError):
         RayOptions.parse_actors("a,b")
     assert np.all(RayOptions(actors=(1, 4)).pool_size == (1, 4))
+
+
+def test_an_actor_sizes_its_threads_without_importing_tensorflow():
+    """A LiteRT actor stays TensorFlow-free: its share of the cores goes to OpenCV, OpenMP, the interpreters and (if it
+    is loaded later) TensorFlow through the environment."""
+    code = ("import os, sys\n"
+            "from detectcrop.ray_engine import limit_threads\n"
+            "from detectcrop.litert import default_threads\n"
+            "limit_threads(1)\n"
+            "import cv2\n"
+            "print('tensorflow' in sys.modules, default_threads(), cv2.getNumThreads(),\n"
+            "      os.environ['TF_NUM_INTRAOP_THREADS'])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parents[1], env={**os.environ, "DETECTCROP_NUM_THREADS": ""})
+    assert out.stdout.split() == ["False", "1", "1", "1"]
