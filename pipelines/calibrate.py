@@ -55,6 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise FileNotFoundError(f"--model must be a train_fine run folder holding model.keras: {args.model}")
         if not args.data.is_dir():
             raise FileNotFoundError(f"--data does not exist or is not a folder: {args.data}")
+        if args.open_set_keep is not None and not 0 < args.open_set_keep <= 1:
+            raise ValueError(f"--open-set-keep must be in (0, 1], got {args.open_set_keep}")
         final = check_output(args.output, args.overwrite)
         for source, name in ((model_dir, "--model"), (args.data.resolve(), "--data")):
             if final == source or source in final.parents:
