@@ -80,3 +80,21 @@ def calibration_report(logits: np.ndarray, y: np.ndarray, temperature: float, sp
             "ece_after": expected_calibration_error(after, y, bins), "ece_floor": ece_noise_floor(after, bins),
             "nll_before": nll(logits, y),
             "nll_after": nll(logits, y, temperature), "bins": bins, "split": split, "n": len(y)}
+
+
+def keep_threshold(val_scores: np.ndarray, keep: float) -> float:
+    """The open-set score that keeps at least ``keep`` of the known validation objects (those at or above it).
+
+    It lies midway between the highest score it may reject and the next higher one, below a group of (nearly) equal
+    scores rather than on it, so that no validation object sits within rounding of it (two runtimes' float32
+    scores would otherwise put it on either side).
+    """
+    scores = np.sort(np.asarray(val_scores, np.float64))
+    first_kept = int(np.floor((1 - keep) * len(scores) + 1e-9))
+    first_kept = min(first_kept, len(scores) - 1)
+    tol = 1e-6 * max(1.0, abs(float(scores[first_kept])))
+    while first_kept > 0 and scores[first_kept] - scores[first_kept - 1] <= tol:  # keep the whole tied group
+        first_kept -= 1
+    if first_kept == 0:
+        return float(scores[0] - tol)
+    return float((scores[first_kept - 1] + scores[first_kept]) / 2)

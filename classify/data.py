@@ -183,17 +183,25 @@ def _manifest_groups(root: Path, paths: Sequence[Path]) -> np.ndarray:
     manifest = root / CROPS_MANIFEST
     if not manifest.is_file():
         return own
-    with open(manifest, newline="") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        rows = list(reader)
+    try:
+        with open(manifest, newline="") as f:
+            reader = csv.DictReader(f)
+            columns = reader.fieldnames or []
+            rows = list(reader)
+    except (csv.Error, UnicodeDecodeError, ValueError) as exc:  # e.g. NUL bytes, undecodable text
+        raise ValueError(f"{manifest} cannot be read as a CSV manifest ({exc}); fix or remove it") from exc
     crop_col, source_col = _pick(columns, _CROP_COLUMNS), _pick(columns, _SOURCE_COLUMNS)
     dup_col = _pick(columns, _DUPLICATE_COLUMNS)
     if crop_col is None or (source_col is None and dup_col is None):
         logger.warning("%s lacks crop/source columns (has %s); splitting image by image", manifest, columns)
         return own
     links: dict[str, list[str]] = {}
+    unusable = [row for row in rows if not row.get(crop_col) or "\x00" in row[crop_col]]
+    if unusable:
+        logger.warning("%s: %d rows without a usable %s value are ignored", manifest, len(unusable), crop_col)
     for row in rows:
+        if not row.get(crop_col) or "\x00" in row[crop_col]:
+            continue
         tags = []
         if source_col and row.get(source_col):
             tags.append(f"source:{row[source_col]}")

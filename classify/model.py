@@ -16,6 +16,7 @@ import logging
 import os
 import tempfile
 import time
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -260,6 +261,7 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.model_.unknown_below, self.model_.unknown_label = self.unknown_below, self.unknown_label
         self.model_.open_set_threshold = self.open_set_threshold_
+        self.model_.calibration.temperature.assign(self.temperature_)
         _write_task(self.model_, path)
         save_augmentation(self.augmentation_, path.with_name(f"{path.stem}.augmentation.json"))
         logger.info("saved %s", path)
@@ -293,6 +295,7 @@ def _write_task(model: CropClassifier, path: Path) -> None:
     os.close(fd)
     try:
         model.save(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp's file is private; the model is as readable as any other output
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -301,6 +304,8 @@ def _write_task(model: CropClassifier, path: Path) -> None:
 
 def _read_task(path: Path) -> CropClassifier:
     """Load a saved task model; files of older formats fail with one clear error saying to retrain."""
+    if not zipfile.is_zipfile(path):  # a .keras file is a zip archive
+        raise ValueError(f"{path} is not a readable .keras model file (corrupt, truncated or another format)")
     try:
         model = keras.saving.load_model(path, compile=False)
     except (TypeError, ValueError) as exc:  # unknown layers (format 1), or an older task format (2)

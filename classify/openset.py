@@ -25,7 +25,7 @@ import keras
 import numpy as np
 from scipy.special import logsumexp, softmax
 
-from classify.calibration import calibration_report, fit_temperature
+from classify.calibration import calibration_report, fit_temperature, keep_threshold
 from classify.features import predict_batches
 
 logger = logging.getLogger(__name__)
@@ -81,11 +81,6 @@ def score_table(logits: np.ndarray, features: np.ndarray | None, means: np.ndarr
         k = min(KNN_K, sims.shape[1])
         out["knn_cosine"] = np.sort(sims, axis=1)[:, -k]
     return out
-
-
-def keep_threshold(val_scores: np.ndarray, keep: float) -> float:
-    """The score that keeps ``keep`` of the known validation objects (those at or above it)."""
-    return float(np.quantile(np.asarray(val_scores, np.float64), 1 - keep))
 
 
 @keras.saving.register_keras_serializable(package="classify")

@@ -26,6 +26,9 @@ from classify.openset import fit_calibration, score_table
 
 logger = logging.getLogger(__name__)
 
+#: Fewer labeled crops than this give a noisy temperature and threshold (a warning says so).
+MIN_CROPS = 50
+
 
 @dataclass
 class Recalibration:
@@ -39,8 +42,8 @@ class Recalibration:
 def recalibrate(clf: FineClassifier, images: Sequence[ImageItem], labels: Sequence[Any], *, keep: float | None = None,
                 unseen: Sequence[ImageItem] = (), split: str = "recalibration") -> Recalibration:
     """Refit ``clf``'s temperature and open-set threshold (in place) on ``images`` with ``labels`` (all classes the
-    model knows); ``keep``: the share of them the threshold keeps (default: the model's ``open_set_keep``; ``None``
-    there: no threshold). ``unseen``: crops of classes the model does not know (report only).
+    model knows); ``keep``: the share of them the threshold keeps (default: the model's ``open_set_keep``; 0, or
+    ``None`` there: no threshold). ``unseen``: crops of classes the model does not know (report only).
 
     The report: ``{"n", "accuracy", "previous", "recalibrated", "ece_floor", "bins", "split", "open_set_score",
     "keep", "n_unseen", "auroc"}``; ``previous`` and ``recalibrated`` hold ``temperature``, ``ece``, ``nll``,
@@ -55,8 +58,12 @@ def recalibrate(clf: FineClassifier, images: Sequence[ImageItem], labels: Sequen
     if not labels:
         raise ValueError("recalibration needs labeled crops of the model's classes")
     keep = getattr(clf, "open_set_keep", None) if keep is None else keep
-    if keep is not None and not 0 < keep <= 1:
-        raise ValueError(f"keep must be in (0, 1], got {keep}")
+    if keep is not None and not 0 <= keep <= 1:
+        raise ValueError(f"keep must be in [0, 1] (0: no open-set threshold), got {keep}")
+    keep = keep or None
+    if len(labels) < MIN_CROPS:
+        logger.warning("recalibrating on %d crops: the temperature and threshold of fewer than %d are noisy",
+                       len(labels), MIN_CROPS)
     y = np.searchsorted(np.asarray(classes), np.asarray(labels))
     logits, features = clf.logits_and_features(images)
     unseen_logits, unseen_features = clf.logits_and_features(unseen) if len(unseen) else (None, None)
@@ -76,6 +83,8 @@ def recalibrate(clf: FineClassifier, images: Sequence[ImageItem], labels: Sequen
     previous = state(clf.temperature_, clf.open_set_threshold_)
     fit = fit_calibration(clf.model_, logits, features, y, keep, split)
     clf.temperature_, clf.open_set_threshold_, clf.calibration_ = fit.temperature, fit.threshold, fit.report
+    clf.open_set_keep = keep  # saved with the model: a later recalibration keeps the same share by default
+    clf.model_.metadata.setdefault("params", {})["open_set_keep"] = keep
     result = {"n": len(y), "accuracy": float(np.mean(logits.argmax(1) == y)), "previous": previous,
               "recalibrated": state(fit.temperature, fit.threshold), "ece_floor": fit.report["ece_floor"],
               "bins": fit.report["bins"], "split": split, "open_set_score": score, "keep": keep,

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from scipy.special import softmax
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support, roc_auc_score
 
-from classify.calibration import ECE_BINS, expected_calibration_error, reliability_bins
+from classify.calibration import ECE_BINS, expected_calibration_error, keep_threshold, reliability_bins
 from detectcrop.io import atomic_write_bytes, atomic_write_text
 
 
@@ -61,7 +61,7 @@ def open_set_metrics(val_known: np.ndarray, known: np.ndarray, unknown: np.ndarr
     known, unknown = np.asarray(known, np.float64), np.asarray(unknown, np.float64)
     if not len(known) or not len(unknown) or not len(val_known):
         raise ValueError("open-set metrics need known validation, known and unknown scores")
-    threshold = float(np.quantile(np.asarray(val_known, np.float64), 1 - keep))
+    threshold = keep_threshold(val_known, keep)
     auroc = roc_auc_score(np.r_[np.ones(len(known)), np.zeros(len(unknown))], np.r_[known, unknown])
     return {"score": score, "auroc": float(auroc), "fpr_at_95_tpr": float(np.mean(unknown >= threshold)),
             "threshold": threshold, "known_kept": float(np.mean(known >= threshold)), "n_known": len(known),

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from detectcrop import cache, environment, litert, presets, zoo
+from detectcrop.coco import category_id
 from detectcrop.detections import Detections
 from detectcrop.zoo import ModelUnavailableError
 
@@ -151,6 +152,9 @@ class Detector:
             raise ValueError(f"detect expects an RGB uint8 array (H, W, 3); got {image.dtype} {image.shape}")
         if image.shape[0] < 1 or image.shape[1] < 1:
             raise ValueError(f"empty image {image.shape}")
+        if categories is not None:  # names or ids, any iterable: COCO ids, once
+            categories = tuple(sorted({category_id(c.item() if isinstance(c, np.generic) else c)
+                                       for c in categories}))
         if max(image.shape[:2]) > MAX_INPUT_SIDE:  # boxes are normalised, so they map back to the full size exactly
             scale = MAX_INPUT_SIDE / max(image.shape[:2])
             small = cv2.resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),

@@ -39,8 +39,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "scored as unseen objects")
     p.add_argument("--output", required=True, type=Path, help="run folder to write the recalibrated model to")
     p.add_argument("--open-set-keep", type=float, default=None,
-                   help="share of the known crops the open-set threshold keeps (default: the model's own, 0.95 "
-                        "unless trained otherwise)")
+                   help="share of the known crops the open-set threshold keeps; 0: no threshold (default: the "
+                        "model's own, 0.95 unless trained otherwise)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder at --output as a whole")
     p.add_argument("--log-level", default="INFO", help="logging level (DEBUG also shows TensorFlow's own logs)")
     return p
@@ -55,16 +55,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise FileNotFoundError(f"--model must be a train_fine run folder holding model.keras: {args.model}")
         if not args.data.is_dir():
             raise FileNotFoundError(f"--data does not exist or is not a folder: {args.data}")
-        if args.open_set_keep is not None and not 0 < args.open_set_keep <= 1:
-            raise ValueError(f"--open-set-keep must be in (0, 1], got {args.open_set_keep}")
-        final = check_output(args.output, args.overwrite)
-        for source, name in ((model_dir, "--model"), (args.data.resolve(), "--data")):
-            if final == source or source in final.parents:
-                raise ValueError(f"--output must be outside {name} ({source}): the inputs are never written")
+        if args.open_set_keep is not None and not 0 <= args.open_set_keep <= 1:
+            raise ValueError(f"--open-set-keep must be in [0, 1] (0: no open-set threshold), got {args.open_set_keep}")
+        inputs = (("--model", args.model), ("--data", args.data))
+        check_output(args.output, args.overwrite, inputs)
         lock = OutputLock.beside(args.output, "calibrate").acquire()
     except (ValueError, OSError) as exc:
         return fail(exc)
     try:
+        try:  # again, now that no other run can finish there in between
+            final = check_output(args.output, args.overwrite, inputs)
+        except (ValueError, OSError) as exc:
+            return fail(exc)
         return _run(args, model_dir, final)
     finally:
         lock.release()

@@ -7,7 +7,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from detectcrop.io import OutputLocationError
@@ -18,10 +18,18 @@ logger = logging.getLogger(__name__)
 RUN_MARKERS = ("model.keras", "config.json", "report.json")
 
 
-def check_output(path: Path, overwrite: bool) -> Path:
+def check_output(path: Path, overwrite: bool, inputs: Sequence[tuple[str, Path | None]] = ()) -> Path:
     """The resolved run folder, after checking that a run may be written there (``ValueError`` / `OSError` with
-    what to do otherwise). Nothing is created or removed here."""
+    what to do otherwise): ``inputs`` (``(flag, path)`` pairs; ``None`` paths skipped) must neither hold nor lie
+    inside it, since a run folder is replaced as a whole. Nothing is created or removed here."""
     dst = path.resolve()
+    for flag, source in inputs:
+        if source is None:
+            continue
+        src = Path(source).resolve()
+        if src == dst or src in dst.parents or dst in src.parents:
+            raise ValueError(f"--output {path} and {flag} {source} must not be or contain each other: the inputs "
+                             "are never written")
     if dst.exists() and not dst.is_dir():
         raise OutputLocationError(f"the output location {path} exists and is not a folder")
     if not dst.parent.is_dir():
@@ -48,6 +56,7 @@ def staged_run_folder(final: Path) -> Iterator[Path]:
         logger.warning("%s holds unfinished runs of %s (safe to delete): %s", final.parent, final.name,
                        ", ".join(leftovers))
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.new-"))
+    os.chmod(tmp, 0o755)  # mkdtemp's folder is private; a run folder is as readable as any other output
     try:
         yield tmp
     except BaseException:

@@ -268,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     setup_logging(args.log_level)
     try:  # one run per run folder: a second one stops at once, naming the first
-        check_output(args.output, args.overwrite)
+        check_output(args.output, args.overwrite, _inputs(args))
         lock = OutputLock.beside(args.output, "train_fine").acquire()
     except (ValueError, OSError) as exc:
         return fail(exc)
@@ -278,13 +278,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         lock.release()
 
 
+def _inputs(args: argparse.Namespace) -> list[tuple[str, Path | None]]:
+    """The input folders a run folder must neither hold nor lie in."""
+    return [("--data", args.data), ("--test-data", args.test_data), ("--open-set-data", args.open_set_data)]
+
+
 def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     # Heavy imports (TensorFlow, scikit-learn, matplotlib) after the logging set-up, and never for --help.
     from classify.data import load_image_folder, split_image_folder
 
     t_start = time.perf_counter()
     try:  # data and output problems are the user's to fix: a one-line message, no traceback
-        final = check_output(args.output, args.overwrite)
+        final = check_output(args.output, args.overwrite, _inputs(args))
         dataset = load_image_folder(args.data, min_per_class=args.min_per_class)
         train, val = split_image_folder(dataset, val_fraction=args.val_fraction, seed=args.seed)
         test = None

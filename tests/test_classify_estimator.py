@@ -261,6 +261,10 @@ def test_load_names_files_of_an_older_format(tmp_path):
             dst.writestr(item, data)
     with pytest.raises(ValueError, match=r"older version.*retrain"):
         FineClassifier.load(tmp_path / "old.keras")
+    truncated = (tmp_path / "new.keras").read_bytes()
+    (tmp_path / "cut.keras").write_bytes(truncated[: len(truncated) // 2])
+    with pytest.raises(ValueError, match=r"not a readable \.keras model file"):
+        FineClassifier.load(tmp_path / "cut.keras")
 
 
 def test_linear_probe_reuses_the_head_stage_features(data):

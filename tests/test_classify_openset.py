@@ -104,3 +104,18 @@ def test_the_model_open_set_score_ranks_unseen_classes_below_known_ones(fitted, 
     labels = clf.predict(unseen.paths)
     assert (labels[other < threshold] == "unknown").all() and (labels[other >= threshold] != "unknown").all()
     assert clf.calibration_["nll_after"] <= clf.calibration_["nll_before"]
+
+
+def test_keep_threshold_keeps_at_least_the_share_and_sits_between_scores():
+    from classify.calibration import keep_threshold
+
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 7, 20, 48, 333):
+        scores = rng.normal(size=n)
+        for keep in (0.5, 0.9, 0.95, 1.0):
+            t = keep_threshold(scores, keep)
+            assert np.mean(scores >= t) >= keep - 1e-12
+            assert np.sum(scores < t) == min(int(np.floor((1 - keep) * n + 1e-9)), n - 1)
+            assert np.min(np.abs(scores - t)) > 1e-7  # no validation score within rounding of it
+    tied = np.r_[0.0, np.ones(9)]  # rejecting 20% would cut through the ones: it keeps all of them
+    assert keep_threshold(tied, 0.8) == pytest.approx(0.5)
