@@ -31,26 +31,13 @@ def _crops(photos: Path, classes: set[str]) -> tuple[list, list, list]:
 
 
 def _score(clf: Any, images: list, labels: list, unseen: list, split: str) -> dict[str, Any]:
-    from sklearn.metrics import roc_auc_score
-
     from classify.calibration import calibration_report
-    from classify.openset import score_table
+    from classify.recalibration import ScoredCrops, calibration_state
 
-    y = np.searchsorted(clf.classes_, np.array(labels, dtype=object))
-    logits, features = clf.logits_and_features(images)
-    means = np.asarray(clf.model_.open_set.class_means.numpy())
-    name, threshold = clf.model_.open_set_score, clf.open_set_threshold_
-    known = score_table(logits, features, means, clf.temperature_)[name]
-    out = {"accuracy": float(np.mean(logits.argmax(1) == y)),
-           **calibration_report(logits, y, clf.temperature_, split),
-           "known_marked_unknown": None if threshold is None else float(np.mean(known < threshold))}
-    if unseen:
-        u_logits, u_features = clf.logits_and_features(unseen)
-        other = score_table(u_logits, u_features, means, clf.temperature_)[name]
-        out.update(n_unseen=len(unseen), auroc=float(roc_auc_score(np.r_[np.ones(len(known)), np.zeros(len(other))],
-                                                                     np.r_[known, other])),
-                   unseen_marked_unknown=None if threshold is None else float(np.mean(other < threshold)))
-    return out
+    crops = ScoredCrops.of(clf, images, labels, unseen)
+    return {"accuracy": float(np.mean(crops.logits.argmax(1) == crops.y)), "n_unseen": len(unseen),
+            **calibration_report(crops.logits, crops.y, clf.temperature_, split),
+            **calibration_state(clf, crops, clf.temperature_, clf.open_set_threshold_)}
 
 
 def main(argv: list[str] | None = None) -> int:

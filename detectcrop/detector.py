@@ -140,7 +140,7 @@ class Detector:
     @property
     def accepts_categories(self) -> bool:
         """Whether `detect` can decode only some categories (``categories=``; the offline CenterNet on LiteRT)."""
-        return self.runtime == "litert" and bool(getattr(self.model, "decodes_categories", False))
+        return bool(getattr(self.model, "decodes_categories", False))
 
     def detect(self, image: np.ndarray, *, min_score: float | None = None, num_threads: int | None = None,
                categories: Sequence[int] | None = None) -> Detections:
