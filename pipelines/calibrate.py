@@ -82,7 +82,7 @@ def _run(args: argparse.Namespace, model_dir: Path, final: Path) -> int:
         clf = FineClassifier.load(model_dir)
         folder = load_image_folder(args.data, min_per_class=0)
         known_classes = set(str(c) for c in clf.classes_)
-        labels = [folder.class_names[i] for i in folder.labels]
+        labels = [str(v) for v in folder.label_names]
         known = [i for i, label in enumerate(labels) if label in known_classes]
         unseen = [folder.paths[i] for i, label in enumerate(labels) if label not in known_classes]
         previous_temperature = clf.temperature_
