@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from detectcrop import cache, centernet_head, litert_fixed, litert_int8
+from detectcrop import cache, centernet_head, litert_fixed, litert_fuse, litert_int8
 from detectcrop.litert_int8 import DetectorCalibration
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 Runtime = Literal["tf", "litert", "auto"]
 RUNTIMES: tuple[str, ...] = ("tf", "litert", "auto")
 #: Bumped when the conversion recipe changes, so cached flatbuffers are rebuilt.
-CONVERSION_VERSION = 5  # 5: the offline CenterNet's trunk and head beside the whole graph
+CONVERSION_VERSION = 6  # 5: the offline CenterNet's trunk and head beside the whole graph; 6: hard-swish fused
 
 
 class ConversionError(RuntimeError):
@@ -146,10 +146,11 @@ def convert_saved_model(saved_model: str | os.PathLike) -> bytes:
     try:
         with detector_converter(saved_model) as (converter, _, _):
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-            return converter.convert()
+            flatbuffer = converter.convert()
     except Exception as exc:  # the converter raises many types (ConverterError, ValueError, ...)
         text = " ".join(str(exc).split())
         raise ConversionError(f"{type(exc).__name__}: {text[:300]}") from exc
+    return fuse_checked(flatbuffer, os.fspath(saved_model))
 
 
 def convert_trunk(saved_model: str | os.PathLike) -> tuple[bytes, centernet_head.CenterNetHead] | None:
@@ -163,7 +164,7 @@ def convert_trunk(saved_model: str | os.PathLike) -> tuple[bytes, centernet_head
             if split is None:
                 return None
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-            flatbuffer = converter.convert()
+            flatbuffer = fuse_checked(converter.convert(), f"{os.fspath(saved_model)} (trunk)")
             trunk = TFLiteDetectorModel(flatbuffer, num_threads=1)
             problem = split.check([trunk(image[None]) for image in _check_images()])
     except Exception as exc:  # the converter raises many types
@@ -172,6 +173,40 @@ def convert_trunk(saved_model: str | os.PathLike) -> tuple[bytes, centernet_head
         return flatbuffer, split.head
     logger.warning("%s: the trunk-and-head split is not used (%s); every call decodes in the graph", saved_model,
                    problem)
+    return None
+
+
+def fuse_checked(flatbuffer: bytes, name: str) -> bytes:
+    """``flatbuffer`` with its three-op hard-swishes fused (`detectcrop.litert_fuse`) when the fused graph gives the
+    same outputs on the check images (detections as `centernet_head.check_split` compares them, other outputs within
+    1e-4 of their largest value); else, logged, unchanged."""
+    fused, count = litert_fuse.fuse_hard_swish(flatbuffer)
+    if count == 0:
+        return flatbuffer
+    try:
+        before, after = TFLiteDetectorModel(flatbuffer, num_threads=1), TFLiteDetectorModel(fused, num_threads=1)
+        problem = None
+        for image in _check_images():
+            problem = problem or _outputs_differ(before(image[None]), after(image[None]))
+    except Exception as exc:  # a fused graph the interpreter refuses
+        problem = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+    if problem is not None:
+        logger.warning("%s: hard-swish not fused (%s)", name, problem)
+        return flatbuffer
+    logger.info("%s: fused %d hard-swish activations", name, count)
+    return fused
+
+
+def _outputs_differ(reference: dict[str, np.ndarray], other: dict[str, np.ndarray]) -> str | None:
+    if "detection_scores" in reference:
+        return centernet_head.check_split(reference, other)
+    for key, value in reference.items():
+        value, got = np.asarray(value, np.float64), np.asarray(other[key], np.float64)
+        if value.shape != got.shape:
+            return f"{key} has shape {got.shape} instead of {value.shape}"
+        bound = 1e-4 * max(1.0, float(np.max(np.abs(value), initial=0.0)))
+        if np.max(np.abs(value - got), initial=0.0) > bound:
+            return f"{key} differs by up to {np.max(np.abs(value - got)):.4g}"
     return None
 
 

@@ -1,0 +1,214 @@
+"""Hard-swish written as three element-wise ops, fused into LiteRT's one ``HARD_SWISH`` op in a converted flatbuffer.
+
+MobileNetV3 graphs exported from other frameworks (the offline CenterNet's TF.js graph among them) spell
+``hard_swish(x) = x * relu6(x + 3) / 6`` as ``ADD(x, 3)`` with a fused ReLU6, ``MUL(x, c)`` and ``MUL(., .)``, a
+form the TFLite converter does not recognise; XNNPACK then makes three passes over memory where one suffices. The
+constant ``c`` is often ``1/6`` rounded to half precision (0.16662598), so ``x * c * relu6(x + 3)`` equals
+``k * hard_swish(x)`` with ``k = 6c`` (0.99976), not ``hard_swish(x)``. The factor is folded into what reads the
+result: a convolution's filter (scaled by ``k``), through ``MEAN`` and a gating ``MUL`` (both linear in it), and
+through a residual ``ADD`` whose other operand comes from a convolution (that one's filter and bias scaled by
+``1/k``). A hard-swish whose factor cannot be folded that way is left as it was. Needs TensorFlow (its flatbuffer
+tools), like the conversion itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+#: How far ``6c`` may be from 1 for ``MUL(x, c)`` to count as the ``/ 6`` of a hard-swish (half-precision rounding).
+_SIXTH_TOLERANCE = 1e-3
+
+
+@dataclass
+class _Graph:
+    """One subgraph of a model in the flatbuffer object API, with producer and consumer maps."""
+
+    model: Any
+    subgraph: Any
+    ops: Any  # the schema's BuiltinOperator
+    acts: Any  # the schema's ActivationFunctionType
+    producer: dict[int, int] = field(default_factory=dict)
+    consumers: dict[int, list[int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for index, op in enumerate(self.subgraph.operators):
+            for tensor in op.outputs:
+                self.producer[int(tensor)] = index
+            for tensor in op.inputs:
+                if tensor >= 0:
+                    self.consumers.setdefault(int(tensor), []).append(index)
+
+    def code(self, index: int) -> int:
+        entry = self.model.operatorCodes[self.subgraph.operators[index].opcodeIndex]
+        return max(int(entry.builtinCode), int(entry.deprecatedBuiltinCode))
+
+    def activation(self, index: int) -> int:
+        return int(getattr(self.subgraph.operators[index].builtinOptions, "fusedActivationFunction", 0) or 0)
+
+    def constant(self, tensor: int) -> np.ndarray | None:
+        """A float32 constant's values (a view of its buffer), or ``None`` for anything else."""
+        info = self.subgraph.tensors[tensor]
+        data = self.model.buffers[info.buffer].data
+        if info.type != 0 or data is None or len(data) == 0:  # 0: FLOAT32
+            return None
+        return np.frombuffer(np.asarray(data, dtype=np.uint8).tobytes(), dtype=np.float32)
+
+    def only_reader(self, tensor: int) -> int | None:
+        """The single op reading ``tensor``, when exactly one does and it is not a graph output."""
+        readers = self.consumers.get(tensor, [])
+        if len(readers) != 1 or tensor in set(int(t) for t in self.subgraph.outputs):
+            return None
+        return readers[0]
+
+    def private_constant(self, tensor: int) -> bool:
+        """Whether ``tensor`` is a float constant no other tensor shares a buffer with and only one op reads."""
+        if self.constant(tensor) is None or len(self.consumers.get(tensor, [])) != 1:
+            return False
+        buffer = self.subgraph.tensors[tensor].buffer
+        return sum(1 for info in self.subgraph.tensors if info.buffer == buffer) == 1
+
+
+@dataclass
+class _Match:
+    """One hard-swish: ``ADD`` and the ``1/6`` ``MUL`` to remove, the ``MUL`` that becomes ``HARD_SWISH(x)``."""
+
+    add: int
+    sixth: int
+    product: int
+    x: int
+    k: float
+
+
+def _match(graph: _Graph, index: int) -> _Match | None:
+    ops = graph.ops
+    op = graph.subgraph.operators[index]
+    if graph.code(index) != ops.ADD or graph.activation(index) != graph.acts.RELU6 \
+            or len(op.inputs) != 2:
+        return None
+    x, three = (int(t) for t in op.inputs)
+    value = graph.constant(three)
+    if value is None or value.size != 1 or value[0] != 3.0:
+        x, three = three, x
+        value = graph.constant(three)
+        if value is None or value.size != 1 or value[0] != 3.0:
+            return None
+    relu = int(op.outputs[0])
+    product = graph.only_reader(relu)
+    if product is None or graph.code(product) != ops.MUL or graph.activation(product) != graph.acts.NONE:
+        return None
+    other = [int(t) for t in graph.subgraph.operators[product].inputs if int(t) != relu]
+    if len(other) != 1 or other[0] not in graph.producer or graph.only_reader(other[0]) != product:
+        return None
+    sixth = graph.producer[other[0]]
+    sixth_inputs = [int(t) for t in graph.subgraph.operators[sixth].inputs]
+    if graph.code(sixth) != ops.MUL or graph.activation(sixth) != graph.acts.NONE \
+            or len(sixth_inputs) != 2 or sixth_inputs.count(x) != 1:
+        return None
+    constant = graph.constant(next(t for t in sixth_inputs if t != x))
+    if constant is None or constant.size != 1 or abs(6.0 * float(constant[0]) - 1.0) > _SIXTH_TOLERANCE:
+        return None
+    return _Match(index, sixth, product, x, 6.0 * float(constant[0]))
+
+
+def _fold(graph: _Graph, tensor: int, plan: dict[int, int], seen: set[int]) -> bool:
+    """Plan how every reader of ``tensor`` (which will hold ``true / k``) absorbs ``k``: ``plan[weight] = 1`` scales
+    a convolution's filter by ``k``, ``-1`` (across a residual ``ADD``: the other branch's filter and bias) by
+    ``1/k``. Returns ``False`` when some reader cannot absorb it."""
+    ops = graph.ops
+    linear = (graph.acts.NONE, graph.acts.RELU)  # activations that commute with a positive scale
+    if tensor in seen or tensor in set(int(t) for t in graph.subgraph.outputs):
+        return False
+    seen.add(tensor)
+    for reader in graph.consumers.get(tensor, []):
+        op = graph.subgraph.operators[reader]
+        inputs = [int(t) for t in op.inputs]
+        code = graph.code(reader)
+        if code in (ops.CONV_2D, ops.DEPTHWISE_CONV_2D) and inputs[0] == tensor and tensor not in inputs[1:]:
+            if not graph.private_constant(inputs[1]):
+                return False
+            plan[inputs[1]] = 1
+        elif code == ops.MEAN and inputs[0] == tensor:
+            if not _fold(graph, int(op.outputs[0]), plan, seen):
+                return False
+        elif code == ops.MUL and inputs.count(tensor) == 1 and graph.activation(reader) in linear:
+            if not _fold(graph, int(op.outputs[0]), plan, seen):
+                return False
+        elif code == ops.ADD and inputs.count(tensor) == 1 and graph.activation(reader) in linear:
+            branch = next(t for t in inputs if t != tensor)
+            source = graph.producer.get(branch)
+            if source is None or graph.only_reader(branch) != reader or graph.code(source) != ops.CONV_2D \
+                    or graph.activation(source) not in linear:
+                return False
+            weights = [int(t) for t in graph.subgraph.operators[source].inputs[1:] if int(t) >= 0]
+            if not weights or not all(graph.private_constant(t) or _zeros(graph.constant(t)) for t in weights):
+                return False
+            plan.update({weight: -1 for weight in weights if not _zeros(graph.constant(weight))})
+            if not _fold(graph, int(op.outputs[0]), plan, seen):
+                return False
+        else:
+            return False
+    return True
+
+
+def _zeros(values: np.ndarray | None) -> bool:
+    """Whether a constant is all zeros (a shared zero bias needs no scaling)."""
+    return values is not None and not np.any(values)
+
+
+def fuse_hard_swish(flatbuffer: bytes) -> tuple[bytes, int]:
+    """``(flatbuffer, count)``: ``flatbuffer`` with every three-op hard-swish whose scale folds exactly replaced by
+    one ``HARD_SWISH`` op, and how many were replaced (``0``: the input bytes unchanged)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
+    ops = schema.BuiltinOperator
+    total = 0
+    for subgraph in model.subgraphs:
+        graph = _Graph(model, subgraph, ops, schema.ActivationFunctionType)
+        remove: set[int] = set()
+        scales: dict[int, float] = {}
+        for index in range(len(subgraph.operators)):
+            match = _match(graph, index)
+            if match is None:
+                continue
+            plan: dict[int, int] = {}
+            if match.k != 1.0 and not _fold(graph, int(subgraph.operators[match.product].outputs[0]), plan, set()):
+                continue
+            if any(tensor in scales for tensor in plan):
+                continue  # a weight another fusion already scales: left as it is
+            scales.update({tensor: match.k ** power for tensor, power in plan.items()})
+            product = subgraph.operators[match.product]
+            product.opcodeIndex = _opcode(model, ops.HARD_SWISH, schema)
+            product.inputs = [match.x]
+            product.builtinOptionsType = schema.BuiltinOptions.NONE
+            product.builtinOptions = None
+            remove.update((match.add, match.sixth))
+            total += 1
+        for tensor, factor in scales.items():
+            info = subgraph.tensors[tensor]
+            values = graph.constant(tensor) * np.float32(factor)
+            model.buffers[info.buffer].data = np.frombuffer(values.astype(np.float32).tobytes(), dtype=np.uint8)
+        subgraph.operators = [op for index, op in enumerate(subgraph.operators) if index not in remove]
+    if total == 0:
+        return flatbuffer, 0
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), total
+
+
+def _opcode(model: Any, builtin: int, schema: Any) -> int:
+    """The index of ``builtin`` in the model's operator codes, added when missing."""
+    for index, entry in enumerate(model.operatorCodes):
+        if max(int(entry.builtinCode), int(entry.deprecatedBuiltinCode)) == builtin:
+            return index
+    entry = schema.OperatorCodeT()
+    entry.builtinCode = builtin
+    entry.deprecatedBuiltinCode = min(builtin, 127)
+    entry.version = 1
+    model.operatorCodes.append(entry)
+    return len(model.operatorCodes) - 1
