@@ -90,7 +90,8 @@ class CenterNetHead:
         flat = features.reshape(-1, depth)
         if len(channels) <= MAX_SPLIT_CHANNELS:  # NumPy's own loops (0.3 ms a class): BLAS worker threads would
             # spin on the cores the interpreters need
-            logits = np.stack([np.einsum("nc,c->n", flat, self.weights[:, c]) for c in channels], axis=1)
+            columns = np.ascontiguousarray(self.weights[:, channels].T)  # a strided column is 4x slower
+            logits = np.stack([np.einsum("nc,c->n", flat, column) for column in columns], axis=1)
             logits = logits.reshape(-1, len(channels)) + self.bias[channels]
         else:
             logits = flat @ self.weights[:, channels] + self.bias[channels]
