@@ -152,14 +152,23 @@ class Backbone:
 
     @classmethod
     def from_preset(cls, name: str = zoo.DEFAULT_BACKBONE, include_top: bool = False,
-                    weights: str | None = "imagenet") -> Backbone:
-        """Build a preset; ``weights=None`` gives the architecture with random weights (no download)."""
+                    weights: str | None = "imagenet", input_size: int | tuple[int, int] | None = None) -> Backbone:
+        """Build a preset; ``weights=None`` gives the architecture with random weights (no download).
+
+        ``input_size`` (a side or ``(height, width)``; ``None``: the preset's) builds the convolutional network
+        for another input size with the same weights: larger inputs keep finer detail of small crops, at a cost
+        that grows with the pixel count. Not with ``include_top`` (the ImageNet classifier expects its own size).
+        """
         if name not in PRESETS:
             raise ValueError(f"unknown backbone {name!r}; presets: {', '.join(PRESETS)}")
         preset = PRESETS[name]
-        logger.info("loading backbone %s", name)
-        net = preset.build(include_top, weights, (*preset.input_size, 3))
-        return cls(name, net, preset.input_size, preset.preprocessing, include_top)
+        size = preset.input_size if input_size is None else check_input_size(input_size)
+        if include_top and size != tuple(preset.input_size):
+            raise ValueError(f"{name} with its ImageNet classifier (include_top) takes {preset.input_size}, "
+                             f"not {size}")
+        logger.info("loading backbone %s at %dx%d", name, *size)
+        net = preset.build(include_top, weights, (*size, 3))
+        return cls(name, net, size, preset.preprocessing, include_top)
 
     @property
     def feature_dim(self) -> int:
@@ -220,16 +229,29 @@ class BareBackbone:
         self.fine_tunable = True
 
 
-def resolve_backbone(backbone: Any) -> Any:
-    """A preset name -> ``Backbone.from_preset(name)`` (built without moving global random state); a Backbone-like
-    object (``.model``, ``.input_size``, ``.name``) is returned as is; a bare `keras.Model` is wrapped."""
+def check_input_size(size: int | Sequence[int]) -> tuple[int, int]:
+    """``(height, width)`` of a side or a pair; ``ValueError`` below 32 pixels (five stride-2 stages)."""
+    pair = (size, size) if isinstance(size, int | np.integer) else tuple(size)
+    if len(pair) != 2 or not all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in pair) \
+            or min(pair) < 32:
+        raise ValueError(f"input size must be a whole number of pixels >= 32 (or a pair of them), got {size!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def resolve_backbone(backbone: Any, input_size: int | tuple[int, int] | None = None) -> Any:
+    """A preset name -> ``Backbone.from_preset(name, input_size=input_size)`` (built without moving global random
+    state); a Backbone-like object (``.model``, ``.input_size``, ``.name``) is returned as is; a bare `keras.Model`
+    is wrapped. ``input_size`` must match an object's own size: only a preset can be built for another."""
     if isinstance(backbone, str):
         with global_random_state_kept():
-            return Backbone.from_preset(backbone, include_top=False)
+            return Backbone.from_preset(backbone, include_top=False, input_size=input_size)
     if isinstance(backbone, keras.Model):
-        return BareBackbone(backbone)
+        backbone = BareBackbone(backbone)
     if not hasattr(backbone, "model"):
         raise TypeError(f"backbone must be a preset name, a Backbone or a keras.Model, got {type(backbone).__name__}")
+    if input_size is not None and tuple(backbone.input_size) != check_input_size(input_size):
+        raise ValueError(f"backbone {backbone_name(backbone)} takes {tuple(backbone.input_size)}, not "
+                         f"{check_input_size(input_size)}: give a preset name to build it at another size")
     return backbone
 
 

@@ -70,6 +70,17 @@ def _blocks(text: str) -> int | str:
     return value
 
 
+def _input_size(text: str) -> int:
+    """``--input-size``: a whole number of pixels >= 32."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 32:
+        raise argparse.ArgumentTypeError(f"expected a whole number of pixels >= 32, got {text!r}")
+    return value
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pipelines.train_fine",
@@ -86,6 +97,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         metavar="PRESET",
         help=f"backbone preset: {presets.describe('backbone')}",
     )
+    p.add_argument("--input-size", type=_input_size, default=None, metavar="PIXELS",
+                   help="square input side of the backbone (default: the preset's, 224); larger keeps finer detail of "
+                        "small crops at (PIXELS/224)^2 times the compute, in training and in label")
     p.add_argument("--test-data", type=Path, default=None, help="held-out test crops: DIR/<class>/*")
     p.add_argument("--open-set-data", type=Path, default=None,
                    help="crops of classes the model does not know (DIR/<any>/*): report how well each open-set score "
@@ -324,6 +338,7 @@ def _classifier(args: argparse.Namespace) -> FineClassifier:
 
     return FineClassifier(
         args.backbone,
+        input_size=args.input_size,
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.lr,

@@ -116,3 +116,27 @@ def test_fine_tuning_never_ends_worse_on_validation_than_the_head_stage(fitted, 
     best_head = max(head, key=lambda r: (round(r["val_macro_f1"], 6), -r["val_loss"]))
     assert all(r["val_loss"] > best_head["val_loss"] for r in tuned)  # every fine-tune epoch made it worse
     assert clf.fine_tune_best_epoch_ == -1  # so the head-stage weights were kept
+
+
+def test_a_preset_backbone_trains_at_another_input_size(fitted, offline_backbone, tmp_path):
+    """``input_size`` builds the preset's network for that size with the same weights: the model, its saved copy
+    and the reported size follow it, and the frozen features differ from the preset size's (the pixels seen
+    differ), so the parameter is not ignored."""
+    from classify.backbones import resolve_backbone
+
+    _, train, test = fitted
+    clf = FineClassifier("mobilenet_v2_torchvision", input_size=160, epochs=3, augment_views=0, fine_tune_blocks=0,
+                         seed=0).fit(train.paths, train.label_names, groups=train.groups)
+    assert clf.input_size_ == (160, 160) and clf.model_.input_size == (160, 160)
+    loaded = FineClassifier.load(clf.save(tmp_path / "run").parent)
+    assert loaded.input_size_ == (160, 160) and loaded.get_params()["input_size"] == 160
+    np.testing.assert_allclose(loaded.predict_proba(test.paths), clf.predict_proba(test.paths), rtol=0, atol=1e-6)
+    _, small = clf.logits_and_features(test.paths[:2])
+    images = offline_backbone.prepare([np.asarray(keras.utils.load_img(p)) for p in test.paths[:2]])
+    default = offline_backbone.model.predict(images, verbose=0)
+    assert small.shape == default.shape and not np.allclose(small, default, atol=1e-3)
+    with pytest.raises(ValueError, match="give a preset name"):
+        resolve_backbone(offline_backbone, 160)
+    for bad in (16, 0, True, "224", (224,)):
+        with pytest.raises(ValueError, match="input size"):
+            resolve_backbone("mobilenet_v2_torchvision", bad)

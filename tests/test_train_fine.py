@@ -132,6 +132,13 @@ def test_cli_reports_too_few_images_clearly(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == [tmp_path / "crops"]
 
 
+@pytest.mark.parametrize("size", ["16", "224.5", "big"])
+def test_cli_refuses_an_unusable_input_size(tmp_path, capsys, size):
+    with pytest.raises(SystemExit) as exc:
+        train_fine.main(["--data", str(tmp_path), "--output", str(tmp_path / "run"), "--input-size", size])
+    assert exc.value.code == 2 and "--input-size: expected a whole number of pixels >= 32" in capsys.readouterr().err
+
+
 def test_cli_names_classes_that_cannot_be_split(tmp_path, capsys):
     data = write_crops(tmp_path / "crops", photos_per_class=1, crops_per_photo=3, seed=0)
     assert train_fine.main(["--data", str(data), "--output", str(tmp_path / "run"), "--min-per-class", "2"]) == 2
