@@ -71,7 +71,7 @@ class _Graph:
         if self.constant(tensor) is None or len(self.consumers.get(tensor, [])) != 1:
             return False
         buffer = self.subgraph.tensors[tensor].buffer
-        return sum(1 for info in self.subgraph.tensors if info.buffer == buffer) == 1
+        return sum(info.buffer == buffer for subgraph in self.model.subgraphs for info in subgraph.tensors) == 1
 
 
 @dataclass
@@ -130,7 +130,7 @@ def _fold(graph: _Graph, tensor: int, plan: dict[int, int], seen: set[int]) -> b
         inputs = [int(t) for t in op.inputs]
         code = graph.code(reader)
         if code in (ops.CONV_2D, ops.DEPTHWISE_CONV_2D) and inputs[0] == tensor and tensor not in inputs[1:]:
-            if not graph.private_constant(inputs[1]):
+            if not graph.private_constant(inputs[1]) or inputs[1] in plan:
                 return False
             plan[inputs[1]] = 1
         elif code == ops.MEAN and inputs[0] == tensor:
@@ -146,8 +146,9 @@ def _fold(graph: _Graph, tensor: int, plan: dict[int, int], seen: set[int]) -> b
                     or graph.activation(source) not in linear:
                 return False
             weights = [int(t) for t in graph.subgraph.operators[source].inputs[1:] if int(t) >= 0]
-            if not weights or not all(graph.private_constant(t) or _zeros(graph.constant(t)) for t in weights):
-                return False
+            if not weights or any(t in plan for t in weights) \
+                    or not all(graph.private_constant(t) or _zeros(graph.constant(t)) for t in weights):
+                return False  # (a weight already planned: a convolution reading the tensor on the other branch)
             plan.update({weight: -1 for weight in weights if not _zeros(graph.constant(weight))})
             if not _fold(graph, int(op.outputs[0]), plan, seen):
                 return False

@@ -25,7 +25,8 @@ def _hswish(x: tf.Tensor, sixth: np.float32 = SIXTH) -> tf.Tensor:
 
 def _flatbuffer(tmp_path: Path, with_output_hswish: bool = False) -> bytes:
     """A small graph with the hard-swish read by a convolution, a depthwise convolution, a squeeze-excite block (MEAN
-    and a gating MUL) and a residual ADD; optionally one that is a graph output (its scale cannot be folded)."""
+    and a gating MUL) and a residual ADD; optionally two whose scale cannot be folded: one that is a graph output,
+    one whose residual branch is a convolution of the same tensor (its filter would need two scales)."""
     rng = np.random.default_rng(0)
 
     def weights(*shape: int) -> tf.Tensor:
@@ -46,6 +47,8 @@ def _flatbuffer(tmp_path: Path, with_output_hswish: bool = False) -> bytes:
         out = {"out": tf.nn.conv2d(d * gate, w4, 1, "SAME")}
         if with_output_hswish:
             out["raw"] = _hswish(tf.nn.conv2d(x, w1, 1, "SAME") * 0.5)
+            e = _hswish(tf.nn.conv2d(x, w1 * 0.7, 1, "SAME"))  # the residual's convolution reads the same tensor
+            out["residual"] = tf.nn.conv2d(tf.nn.conv2d(e, w2 * 0.9, 1, "SAME") + e, w4 * 1.1, 1, "SAME")
         return out
 
     module = tf.Module()
@@ -80,10 +83,11 @@ def test_fused_hard_swish_gives_the_same_outputs_with_fewer_ops(tmp_path):
 def test_a_hard_swish_whose_scale_cannot_be_folded_is_left_alone(tmp_path):
     original = _flatbuffer(tmp_path, with_output_hswish=True)
     fused, count = litert_fuse.fuse_hard_swish(original)
-    assert count == 2  # the graph output keeps its three ops
+    assert count == 2  # the graph output and the residual read by its own branch keep their three ops
     x = np.random.default_rng(2).normal(0, 2, (1, 24, 24, 3)).astype(np.float32)
     ref, got = _run(original, x), _run(fused, x)
     np.testing.assert_array_equal(got["raw"], ref["raw"])
+    np.testing.assert_array_equal(got["residual"], ref["residual"])
     np.testing.assert_allclose(got["out"], ref["out"], atol=1e-5 * np.abs(ref["out"]).max())
 
 
