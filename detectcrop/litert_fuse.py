@@ -13,13 +13,10 @@ tools), like the conversion itself.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-logger = logging.getLogger(__name__)
 
 #: How far ``6c`` may be from 1 for ``MUL(x, c)`` to count as the ``/ 6`` of a hard-swish (half-precision rounding).
 _SIXTH_TOLERANCE = 1e-3
