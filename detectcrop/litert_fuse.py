@@ -13,6 +13,7 @@ tools), like the conversion itself.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +33,12 @@ class _Graph:
     acts: Any  # the schema's ActivationFunctionType
     producer: dict[int, int] = field(default_factory=dict)
     consumers: dict[int, list[int]] = field(default_factory=dict)
+    outputs: set[int] = field(default_factory=set)  # the subgraph's outputs
+    buffer_users: Counter = field(default_factory=Counter)  # tensors per buffer, over every subgraph
 
     def __post_init__(self) -> None:
+        self.outputs = {int(t) for t in self.subgraph.outputs}
+        self.buffer_users = Counter(info.buffer for subgraph in self.model.subgraphs for info in subgraph.tensors)
         for index, op in enumerate(self.subgraph.operators):
             for tensor in op.outputs:
                 self.producer[int(tensor)] = index
@@ -56,10 +61,15 @@ class _Graph:
             return None
         return np.frombuffer(np.asarray(data, dtype=np.uint8).tobytes(), dtype=np.float32)
 
+    def scalar(self, tensor: int) -> float | None:
+        """The value of a one-element float32 constant, else ``None``."""
+        values = self.constant(tensor)
+        return float(values[0]) if values is not None and values.size == 1 else None
+
     def only_reader(self, tensor: int) -> int | None:
         """The single op reading ``tensor``, when exactly one does and it is not a graph output."""
         readers = self.consumers.get(tensor, [])
-        if len(readers) != 1 or tensor in set(int(t) for t in self.subgraph.outputs):
+        if len(readers) != 1 or tensor in self.outputs:
             return None
         return readers[0]
 
@@ -67,8 +77,7 @@ class _Graph:
         """Whether ``tensor`` is a float constant no other tensor shares a buffer with and only one op reads."""
         if self.constant(tensor) is None or len(self.consumers.get(tensor, [])) != 1:
             return False
-        buffer = self.subgraph.tensors[tensor].buffer
-        return sum(info.buffer == buffer for subgraph in self.model.subgraphs for info in subgraph.tensors) == 1
+        return self.buffer_users[self.subgraph.tensors[tensor].buffer] == 1
 
 
 @dataclass
@@ -85,15 +94,12 @@ class _Match:
 def _match(graph: _Graph, index: int) -> _Match | None:
     ops = graph.ops
     op = graph.subgraph.operators[index]
-    if graph.code(index) != ops.ADD or graph.activation(index) != graph.acts.RELU6 \
-            or len(op.inputs) != 2:
+    if graph.code(index) != ops.ADD or graph.activation(index) != graph.acts.RELU6 or len(op.inputs) != 2:
         return None
     x, three = (int(t) for t in op.inputs)
-    value = graph.constant(three)
-    if value is None or value.size != 1 or value[0] != 3.0:
+    if graph.scalar(three) != 3.0:
         x, three = three, x
-        value = graph.constant(three)
-        if value is None or value.size != 1 or value[0] != 3.0:
+        if graph.scalar(three) != 3.0:
             return None
     relu = int(op.outputs[0])
     product = graph.only_reader(relu)
@@ -107,10 +113,10 @@ def _match(graph: _Graph, index: int) -> _Match | None:
     if graph.code(sixth) != ops.MUL or graph.activation(sixth) != graph.acts.NONE \
             or len(sixth_inputs) != 2 or sixth_inputs.count(x) != 1:
         return None
-    constant = graph.constant(next(t for t in sixth_inputs if t != x))
-    if constant is None or constant.size != 1 or abs(6.0 * float(constant[0]) - 1.0) > _SIXTH_TOLERANCE:
+    constant = graph.scalar(next(t for t in sixth_inputs if t != x))
+    if constant is None or abs(6.0 * constant - 1.0) > _SIXTH_TOLERANCE:
         return None
-    return _Match(index, sixth, product, x, 6.0 * float(constant[0]))
+    return _Match(index, sixth, product, x, 6.0 * constant)
 
 
 def _fold(graph: _Graph, tensor: int, plan: dict[int, int], seen: set[int]) -> bool:
@@ -119,7 +125,7 @@ def _fold(graph: _Graph, tensor: int, plan: dict[int, int], seen: set[int]) -> b
     ``1/k``. Returns ``False`` when some reader cannot absorb it."""
     ops = graph.ops
     linear = (graph.acts.NONE, graph.acts.RELU)  # activations that commute with a positive scale
-    if tensor in seen or tensor in set(int(t) for t in graph.subgraph.outputs):
+    if tensor in seen or tensor in graph.outputs:
         return False
     seen.add(tensor)
     for reader in graph.consumers.get(tensor, []):
