@@ -156,7 +156,14 @@ def detect_tiled(
 
     workers = min(int(getattr(detector, "concurrent_calls", 1)), len(jobs))
     if workers > 1:  # passes run as concurrent single-threaded calls; results are collected in order
-        parts = list(_pool(workers).map(lambda job: run(job, num_threads=1), jobs))
+        paired = len(jobs) - len(jobs) % workers
+        parts = list(_pool(workers).map(lambda job: run(job, num_threads=1), jobs[:paired]))
+        rest = jobs[paired:]  # fewer passes than threads: they share the threads rather than leave some idle
+        if len(rest) == 1:
+            parts.append(run(rest[0]))  # every thread of the detector's own interpreter
+        elif rest:
+            share = workers // len(rest)
+            parts += list(_pool(workers).map(lambda job: run(job, num_threads=share), rest))
     else:
         parts = [run(job) for job in jobs]
     merged = Detections.concatenate(parts).nms(config.iou_threshold)

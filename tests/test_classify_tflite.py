@@ -31,6 +31,19 @@ def test_float_and_dynamic_exports_agree_with_keras(fitted, tmp_path):
     meta = json.loads((tmp_path / "model_dynamic.tflite.json").read_text())
     assert meta["class_names"] == clf.classes_.tolist() and meta["quantization"] == "dynamic"
 
+    # a batch runs as calls of `call_size` crops (the widest activation of a call kept cache-sized): same answers
+    # as one call of the whole batch
+    images = np.random.default_rng(0).uniform(0, 255, (7, *float_model.input_size_, 3)).astype(np.float32)
+    assert float_model.call_size >= 1
+    float_model.call_size = 3
+    proba_calls, score_calls = float_model.predict_batch(images)
+    float_model.call_size = len(images)
+    proba_one, score_one = float_model.predict_batch(images)
+    assert proba_calls.shape == (7, len(clf.classes_))
+    np.testing.assert_allclose(proba_calls, proba_one, atol=1e-6)
+    if score_one is not None:
+        np.testing.assert_allclose(score_calls, score_one, atol=1e-5)
+
 
 def test_agreement_summary():
     a = np.array([[0.9, 0.1], [0.4, 0.6]])

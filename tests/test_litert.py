@@ -118,16 +118,20 @@ def test_the_litert_detector_has_one_static_shape(detector, litert_detector):
 
 
 def test_tiles_run_as_concurrent_single_threaded_calls_with_the_same_result(litert_detector):
-    """Tiled detection on LiteRT runs its passes on a pool of single-threaded interpreters: the same detections, in
-    the same order, as the passes run one after another on the detector's own interpreter."""
-    from detectcrop.tiling import TileConfig, detect_tiled
+    """Tiled detection on LiteRT runs its passes on a pool of single-threaded interpreters (a last pass left over
+    runs on every thread): the same detections, in the same order, as the passes run one after another on the
+    detector's own interpreter."""
+    from detectcrop.tiling import TileConfig, detect_tiled, tile_grid
 
-    image = data.rocket()
+    image = data.rocket()  # 6 tiles and the whole image: 3 pairs of passes, then one pass left over
+    assert len(tile_grid(image.shape)) == 6
     assert litert_detector.concurrent_calls >= 1
     parallel = Detector.from_preset("centernet_mobilenetv3_512", runtime="litert", num_threads=2)
     serial = Detector.from_preset("centernet_mobilenetv3_512", runtime="litert", num_threads=1)
     assert parallel.concurrent_calls == 2 and serial.concurrent_calls == 1
     got = detect_tiled(parallel, image, TileConfig(), min_score=0.1)
+    # the left-over pass ran here, on this thread's interpreter with the detector's threads (key: graph, 0, shape)
+    assert [key[1] for key in parallel.model._local.states] == [0]
     ref = detect_tiled(serial, image, TileConfig(), min_score=0.1)
     assert len(ref) > 0
     np.testing.assert_array_equal(got.xyxy, ref.xyxy)
