@@ -132,3 +132,38 @@ def test_train_report_loads_cleanly(chromium, tmp_path):
     assert text.count("<figure>") == min(wrong, 24) and f"{metrics['macro_f1']:.3f}" in text
     assert html.escape(HOSTILE) in text
     check_in_browser(chromium, report, tmp_path)
+
+
+def test_label_report_decodes_each_image_once_for_its_doubtful_objects(tmp_path, monkeypatch):
+    """The low-confidence section cuts every doubtful object of an image from one decode of it, and lists the
+    objects by probability, each with the pixels of its own box."""
+    import pipelines.report_html as report_html
+
+    gt = ground_truth()
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    for im in gt["images"][:6]:
+        boxes = [a["bbox"] for a in gt["annotations"] if a["image_id"] == im["id"]]
+        Image.fromarray(_scene(im["id"], boxes)).save(scenes / Path(im["file_name"]).name, quality=95)
+    rows = [r for r in predictions(gt) if r[0] != "extra.jpg"]
+    for i, r in enumerate(rows):
+        if r[1] == "ok":
+            r[12] = f"{0.1 + 0.05 * r[4] + 0.001 * i:.4f}"  # all doubtful; by probability, images interleave
+    out, _ = write_label_output(tmp_path, gt, rows)
+    (out / "label_config.json").write_text(json.dumps({"input": str(scenes)}))
+    decoded: list[str] = []
+    real = report_html._read_rgb
+    monkeypatch.setattr(report_html, "_read_rgb", lambda path, *a: decoded.append(Path(path).name) or real(path, *a))
+    text = write_label_report(out).read_text()
+
+    doubtful = sorted((r for r in rows if r[1] == "ok"), key=lambda r: float(r[12]))[: report_html.MAX_THUMBNAILS]
+    assert len({r[0] for r in doubtful}) < len(doubtful)  # several objects share an image
+    assert sorted(decoded) == sorted({r[0] for r in doubtful if r[0] != "broken.jpg"})
+    section = text.split('<div class="grid crops">', 1)[1].split("</div>", 1)[0]
+    alts = re.findall(r'alt="([^"]*)"', section)
+    assert alts == [f"{r[0]} object {r[4]}" for r in doubtful]
+    first = np.asarray(Image.open(scenes / doubtful[0][0]).convert("RGB"))
+    x1, y1, x2, y2 = (float(v) for v in doubtful[0][5:9])
+    box = (max(0, int(x1)), max(0, int(y1)), min(640, int(np.ceil(x2))), min(480, int(np.ceil(y2))))
+    expected = report_html.image_uri(first[box[1]:box[3], box[0]:box[2]])
+    assert re.findall(r'src="([^"]*)"', section)[0] == expected
