@@ -115,3 +115,19 @@ def test_a_fused_graph_that_differs_is_not_used(tmp_path, monkeypatch, caplog):
         kept = litert.fuse_checked(original, "test model")
     assert kept == original
     assert "hard-swish not fused (out differs" in caplog.text
+
+
+def test_op_profile_times_every_op_of_a_graph(tmp_path):
+    """`bench.litert_op_profile` turns each op into a one-op model that runs: every op of the fused graph is timed,
+    and the report names the op types with their counts."""
+    from bench.litert_op_profile import op_times, report
+
+    fused, _ = litert_fuse.fuse_hard_swish(_flatbuffer(tmp_path))
+    rows, whole = op_times(fused, threads=1, rounds=2)
+    counts = collections.Counter(r["op"] for r in rows)
+    assert counts["HARD_SWISH"] == 2 and counts["CONV_2D"] >= 4 and counts["DEPTHWISE_CONV_2D"] == 1
+    assert whole > 0 and all(r["ms"] is not None and r["ms"] >= 0 for r in rows)
+    path = tmp_path / "model.tflite"
+    path.write_bytes(fused)
+    text = "\n".join(report(path, threads=1, rounds=2, top=3))
+    assert "| HARD_SWISH | 2 |" in text and f"its {len(rows)} ops timed alone" in text
