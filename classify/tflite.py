@@ -88,10 +88,14 @@ class TFLiteClassifier(ProbabilityPredictor):
 
 
 def _widest_activation(interp: Any) -> int:
-    """Bytes of the largest tensor of one crop (tensors with a batch dimension, at the model's own batch of 1)."""
-    sizes = [int(np.prod(d["shape"][1:])) * np.dtype(d["dtype"]).itemsize for d in interp.get_tensor_details()
-             if len(d["shape_signature"]) and d["shape_signature"][0] == -1]
-    return max(sizes, default=0)
+    """Bytes of the largest tensor of one crop: the tensors with a dynamic batch dimension, or, in a graph exported
+    with a fixed batch, those whose first dimension is the input's batch."""
+    details = interp.get_tensor_details()
+    batched = [d for d in details if len(d["shape_signature"]) > 1 and d["shape_signature"][0] == -1]
+    if not batched:
+        batch = int(interp.get_input_details()[0]["shape"][0])
+        batched = [d for d in details if len(d["shape"]) > 1 and d["shape"][0] == batch]
+    return max((int(np.prod(d["shape"][1:])) * np.dtype(d["dtype"]).itemsize for d in batched), default=0)
 
 
 def agreement(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:

@@ -156,14 +156,17 @@ def detect_tiled(
 
     workers = min(int(getattr(detector, "concurrent_calls", 1)), len(jobs))
     if workers > 1:  # passes run as concurrent single-threaded calls; results are collected in order
-        paired = len(jobs) - len(jobs) % workers
-        parts = list(_pool(workers).map(lambda job: run(job, num_threads=1), jobs[:paired]))
-        rest = jobs[paired:]  # fewer passes than threads: they share the threads rather than leave some idle
-        if len(rest) == 1:
-            parts.append(run(rest[0]))  # every thread of the detector's own interpreter
-        elif rest:
-            share = workers // len(rest)
-            parts += list(_pool(workers).map(lambda job: run(job, num_threads=share), rest))
+        # passes beyond full rounds (the first ones: the whole image, the largest for a dynamic-shape graph) share
+        # the threads instead of leaving some idle: one runs on the detector's own interpreter, every thread
+        left = len(jobs) % workers
+        if left == 1:
+            rest = list(_pool(workers).map(lambda job: run(job, num_threads=1), jobs[1:]))
+            parts = [run(jobs[0]), *rest]
+        elif left and workers // left > 1:
+            rest = list(_pool(workers).map(lambda job: run(job, num_threads=1), jobs[left:]))
+            parts = [*_pool(workers).map(lambda job: run(job, num_threads=workers // left), jobs[:left]), *rest]
+        else:  # no thread to share: one stream of single-threaded passes, no wait between rounds
+            parts = list(_pool(workers).map(lambda job: run(job, num_threads=1), jobs))
     else:
         parts = [run(job) for job in jobs]
     merged = Detections.concatenate(parts).nms(config.iou_threshold)

@@ -257,7 +257,7 @@ def write_label_report(out: str | os.PathLike, low_confidence: float = 0.5, unkn
 
     doubtful = sorted((r for r in objects if r["label"] == unknown_label or float(r["probability"]) < low_confidence),
                       key=lambda r: float(r["probability"]))[:MAX_THUMBNAILS]
-    crops: dict[int, np.ndarray] = {}
+    figures: dict[int, str] = {}  # thumbnails (small JPEGs), not crops: memory stays one decoded image
     for rel in dict.fromkeys(r["image"] for r in doubtful):  # each image decoded once, one held at a time
         image = source(rel)
         if image is None:
@@ -267,14 +267,11 @@ def write_label_report(out: str | os.PathLike, low_confidence: float = 0.5, unkn
             x1, y1, x2, y2 = (float(r[k]) for k in ("x1", "y1", "x2", "y2"))
             box = (max(0, int(x1)), max(0, int(y1)), min(w, int(np.ceil(x2))), min(h, int(np.ceil(y2))))
             if r["image"] == rel and box[2] > box[0] and box[3] > box[1]:
-                crops[i] = crop_image(image, box)
+                caption = (f'<b class="bad">{esc(r["label"])}</b> {float(r["probability"]):.2f}'
+                           f'<br>{esc(r["top_k"])}<br>{esc(r["image"])}')
+                figures[i] = figure(crop_image(image, box), caption, f"{r['image']} object {r['object']}")
         del image
-    thumbs = []
-    for i, r in enumerate(doubtful):
-        if i in crops:
-            caption = (f'<b class="bad">{esc(r["label"])}</b> {float(r["probability"]):.2f}'
-                       f'<br>{esc(r["top_k"])}<br>{esc(r["image"])}')
-            thumbs.append(figure(crops[i], caption, f"{r['image']} object {r['object']}"))
+    thumbs = [figures[i] for i in range(len(doubtful)) if i in figures]
     sections.append((f"Low-confidence (< {low_confidence:.2f}) and {unknown_label} objects",
                      f'<div class="grid crops">{"".join(thumbs)}</div>' if thumbs else '<p class="empty">none</p>'))
     errors = [(r["image"], r["error"]) for r in rows if r["status"] == "error"]

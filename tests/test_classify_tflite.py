@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from classify.tflite import TFLiteClassifier, agreement
+from classify.tflite import CALL_BYTES, TFLiteClassifier, agreement
 from classify.tflite_export import export_and_check
 
 
@@ -34,7 +34,7 @@ def test_float_and_dynamic_exports_agree_with_keras(fitted, tmp_path):
     # a batch runs as calls of `call_size` crops (the widest activation of a call kept cache-sized): same answers
     # as one call of the whole batch
     images = np.random.default_rng(0).uniform(0, 255, (7, *float_model.input_size_, 3)).astype(np.float32)
-    assert float_model.call_size >= 1
+    assert 1 <= float_model.call_size < CALL_BYTES  # the widest activation was found
     float_model.call_size = 3
     proba_calls, score_calls = float_model.predict_batch(images)
     float_model.call_size = len(images)
@@ -51,3 +51,22 @@ def test_agreement_summary():
     b = np.array([[0.8, 0.2], [0.6, 0.4]])
     r = agreement(a, b)
     assert r["argmax_agreement"] == 0.5 and np.isclose(r["max_abs_diff"], 0.2)
+
+
+def test_call_size_of_a_fixed_batch_graph(tmp_path):
+    """A graph exported with a fixed batch of 1 has no dynamic batch dimension: its activations are still found by
+    their leading dimension, so calls stay cache-sized (the same size as for the dynamic-batch graph)."""
+    import tensorflow as tf
+
+    from classify.tflite import _widest_activation
+    from detectcrop.litert import make_interpreter
+
+    weights = tf.constant(np.random.default_rng(0).normal(size=(3, 3, 3, 64)).astype(np.float32))
+    sizes = {}
+    for batch in (None, 1):
+        fn = tf.function(lambda x: tf.nn.relu(tf.nn.conv2d(x, weights, 1, "SAME")),
+                         input_signature=[tf.TensorSpec([batch, 96, 96, 3], tf.float32)])
+        interp = make_interpreter(tf.lite.TFLiteConverter.from_concrete_functions(
+            [fn.get_concrete_function()]).convert(), 1)
+        sizes[batch] = _widest_activation(interp)
+    assert sizes[None] == sizes[1] == 96 * 96 * 64 * 4

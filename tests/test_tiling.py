@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import itertools
 
 import numpy as np
@@ -85,3 +86,39 @@ def test_tiles_drop_boxes_nested_in_a_better_box():
     merged = detect_tiled(_WatchAndDialDetector(), img, TileConfig())
     assert len(merged) == 1 and merged.scores[0] == pytest.approx(0.9)
     np.testing.assert_allclose(merged.xyxy[0], [200, 100, 400, 300])
+
+
+class _ThreadRecorder:
+    """A detector that runs ``workers`` single-threaded calls at once and records each call's thread count and
+    thread; its detections are one box per call at the call's image size, so the merge shows every pass."""
+
+    def __init__(self, workers: int) -> None:
+        import threading
+
+        self.concurrent_calls, self.calls, self._lock = workers, [], threading.Lock()
+
+    def detect(self, image, *, min_score=None, num_threads=None):
+        import threading
+
+        with self._lock:
+            self.calls.append((image.shape[:2], num_threads, threading.current_thread() is threading.main_thread()))
+        h, w = image.shape[:2]
+        return Detections(np.array([[1.0, 1.0, w - 1.0, h - 1.0]]), np.array([0.9]), np.array([1]))
+
+
+@pytest.mark.parametrize(("workers", "threads"), [(2, {None: 1, 1: 6}), (3, {None: 1, 1: 6}), (4, {1: 7}),
+                                                  (5, {2: 2, 1: 5})])
+def test_passes_left_over_after_full_rounds_share_the_threads(workers, threads):
+    """7 passes (6 tiles + the whole image): with 2 or 3 workers the whole image runs alone on the caller's thread
+    with the detector's own threads (``None``); with 4 there is no thread to share (3 left over) and every pass is
+    single-threaded; with 5, the 2 left over get 2 threads each. Results are the same in every case."""
+    image = np.zeros((480, 640, 3), np.uint8)
+    assert len(tile_grid(image.shape)) == 6
+    reference = detect_tiled(_ThreadRecorder(1), image, TileConfig(containment_threshold=None, iou_threshold=0.99))
+    detector = _ThreadRecorder(workers)
+    got = detect_tiled(detector, image, TileConfig(containment_threshold=None, iou_threshold=0.99))
+    assert dict(collections.Counter(n for _, n, _ in detector.calls)) == threads  # thread count -> passes
+    on_caller = [shape for shape, n, main in detector.calls if main]
+    assert on_caller == ([(480, 640)] if None in threads else [])  # the whole image, on the caller's thread
+    np.testing.assert_array_equal(got.xyxy, reference.xyxy)
+    np.testing.assert_array_equal(got.data["tile"], reference.data["tile"])
