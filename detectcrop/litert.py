@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 Runtime = Literal["tf", "litert", "auto"]
 RUNTIMES: tuple[str, ...] = ("tf", "litert", "auto")
 #: Bumped when the conversion recipe changes, so cached flatbuffers are rebuilt.
-CONVERSION_VERSION = 6  # 5: the offline CenterNet's trunk and head beside the whole graph; 6: hard-swish fused
+CONVERSION_VERSION = 7  # 5: the offline CenterNet's trunk and head beside the whole graph; 6: hard-swish fused;
+#                         7: int8 prepared by `litert_prequant`
 
 
 class ConversionError(RuntimeError):
@@ -266,7 +267,7 @@ def converted_detector(saved_model: str | os.PathLike, precision: str = "float",
             split = convert_trunk(saved_model)
         else:
             try:
-                flatbuffer = _convert_int8(saved_model, float_model.read_bytes(), calibration)
+                flatbuffer = _convert_int8(saved_model, calibration)
                 _smoke_test(flatbuffer)
             except ConversionError as exc:
                 _FAILED[final.name] = str(exc)
@@ -291,10 +292,10 @@ def conversion_info(model: str | os.PathLike) -> dict[str, Any]:
     return json.loads(Path(model).with_name("source.json").read_text())
 
 
-def _convert_int8(saved_model: str | os.PathLike, float_flatbuffer: bytes, calibration: DetectorCalibration) -> bytes:
+def _convert_int8(saved_model: str | os.PathLike, calibration: DetectorCalibration) -> bytes:
     try:
         with detector_converter(saved_model) as (converter, prepare, _):
-            return litert_int8.convert_int8(converter, prepare, float_flatbuffer, calibration)
+            return litert_int8.convert_int8(converter, prepare, calibration)
     except Exception as exc:  # the converter raises many types
         raise ConversionError(f"int8: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
 

@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,27 +119,42 @@ def trunk_float_nodes(float_flatbuffer: bytes) -> list[str]:
     return sorted({names[int(t)] for op in ops if op["index"] not in trunk for t in op["outputs"]})
 
 
-def convert_int8(converter: Any, prepare: Callable[[np.ndarray], np.ndarray], float_flatbuffer: bytes,
+def convert_int8(converter: Any, prepare: Callable[[np.ndarray], np.ndarray],
                  calibration: DetectorCalibration) -> bytes:
     """An int8 flatbuffer from a detector's ``converter`` (`detectcrop.litert.detector_converter`): the trunk
     full-integer, calibrated on ``prepare(image[None])`` of each calibration image, post-processing float; the same
-    inputs as the float model, float outputs."""
-    import tensorflow as tf
+    inputs as the float model, float outputs.
 
-    def representative() -> Iterator[list[np.ndarray]]:
-        for image in calibration.images:
-            yield [np.ascontiguousarray(prepare(image[None]))]
+    The converter's own float graph (hard-swish as three element-wise ops, which XNNPACK runs in int8, unlike int8
+    ``HARD_SWISH``) is prepared by `detectcrop.litert_prequant` (ReLUs as depthwise convolutions, cross-layer
+    equalisation), calibrated, given percentile activation ranges and quantised.
+    """
+    from tensorflow.lite.python import convert as tf_convert
+    from tensorflow.lite.python.optimize import calibrator
 
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
-    options = tf.lite.experimental.QuantizationDebugOptions(
-        denylisted_nodes=trunk_float_nodes(float_flatbuffer), denylisted_ops=list(FLOAT_OPS))
-    debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=representative,
-                                                         debug_options=options)
-    flatbuffer = debugger.get_nondebug_quantized_model()
-    check_requantization(flatbuffer)
-    return flatbuffer
+    from detectcrop import litert_prequant
+
+    inputs = [np.ascontiguousarray(prepare(image[None])) for image in calibration.images]
+    flatbuffer, _ = litert_prequant.relu_as_depthwise(converter.convert())
+    flatbuffer, _ = litert_prequant.equalize(flatbuffer, inputs)
+    calibrated = calibrator.Calibrator(flatbuffer).calibrate(lambda: ([x] for x in inputs))
+    float_nodes = trunk_float_nodes(flatbuffer)
+    boundary = _boundary(flatbuffer, set(float_nodes))
+    calibrated, _ = litert_prequant.percentile_ranges(calibrated, inputs, keep=boundary.__contains__)
+    quantized = tf_convert.mlir_quantize(calibrated, fully_quantize=False, denylisted_ops=list(FLOAT_OPS),
+                                         denylisted_nodes=float_nodes)
+    check_requantization(quantized)
+    return quantized
+
+
+def _boundary(float_flatbuffer: bytes, float_nodes: set[str]) -> set[str]:
+    """Names of the tensors the float post-processing reads from the trunk (their ranges are kept whole)."""
+    from detectcrop.litert import make_interpreter
+
+    interp = make_interpreter(float_flatbuffer, 1)
+    names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
+    return {names[int(t)] for op in interp._get_ops_details()
+            if any(names[int(o)] in float_nodes for o in op["outputs"]) for t in op["inputs"] if int(t) in names}
 
 
 def check_requantization(flatbuffer: bytes, low: float = 2.0 ** -32, high: float = 256.0) -> None:

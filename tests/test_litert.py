@@ -274,6 +274,9 @@ def test_int8_detector_check_is_measured_on_held_out_photos(tmp_path):
     ops = interp._get_ops_details()
     assert all(dtypes[op["outputs"][0]] == np.int8 for op in ops if op["op_name"] == "CONV_2D")
     assert all(dtypes[op["inputs"][0]] == np.float32 for op in ops if op["op_name"] == "TOPK_V2")
+    # no int8 op that XNNPACK leaves to LiteRT's slow kernels (`detectcrop.litert_prequant`)
+    assert not [op["op_name"] for op in ops if op["op_name"] in ("RELU", "HARD_SWISH")
+                and dtypes[op["inputs"][0]] == np.int8]
 
 
 def test_int8_detector_rule():

@@ -1,0 +1,219 @@
+"""A detector's float graph made ready for int8: exact rewrites before calibration, percentile ranges after it.
+
+Post-training int8 of the offline CenterNet lost every detection, and its int8 graph was no faster than float. What
+this module changes, each measured on the watch benchmark (BENCHMARKS.md):
+
+- `relu_as_depthwise`: XNNPACK runs int8 ``RELU`` and ``HARD_SWISH`` outside its kernels (a standalone int8 ReLU over
+  a 128x128x128 map took 12 ms, against 0.3 ms in float). A standalone ReLU becomes an identity 1x1 depthwise
+  convolution with a fused ReLU: the same values, and XNNPACK runs it. (Hard-swish stays the converter's three
+  element-wise ops for int8, which XNNPACK runs.)
+- `equalize`: cross-layer equalisation (Nagel et al., ICCV 2019) of each depthwise convolution whose output reaches
+  1x1 convolutions through ReLU or nothing (directly, or through a squeeze-excite ``MEAN`` and a per-channel gating
+  ``MUL``). One int8 scale serves a whole tensor, and the offline CenterNet's first depthwise output has channels
+  whose largest values range from 7 to 90: the small ones lose most of their precision. Channel ``c`` of the
+  depthwise output is divided by ``s_c`` (its filter and bias) and the readers' input channel ``c`` multiplied by it,
+  which changes nothing in float (ReLU commutes with a positive scale); ``s_c = sqrt(a_c / w_c)``, with ``a_c`` the
+  channel's largest activation on the calibration photos and ``w_c`` the largest reader weight on that channel, so
+  activation and weight ranges meet in the middle.
+- `percentile_ranges`: the calibrator's min/max of each large activation tensor becomes the 0.01th and 99.99th
+  percentile of its values on the calibration photos, so a few outlying pixels no longer stretch the int8 step of a
+  whole map, except the tensors the float post-processing reads (peak logits and box sizes keep their full range).
+
+Needs TensorFlow (its flatbuffer schema), like the conversion itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from detectcrop.litert_fuse import _Graph, _opcode
+
+#: Activation tensors with at least this many values get percentile ranges (small ones keep min/max).
+PERCENTILE_MIN_SIZE = 100_000
+PERCENTILE = 99.99
+_SAMPLES_PER_IMAGE = 50_000
+
+
+def _schema() -> Any:
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    return schema
+
+
+def _read(flatbuffer: bytes) -> Any:
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    return flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
+
+
+def _write(model: Any) -> bytes:
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+
+
+def _tracing_interpreter(flatbuffer: bytes, num_threads: int) -> Any:
+    """An interpreter that keeps every intermediate tensor readable after ``invoke``."""
+    import warnings
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    with warnings.catch_warnings():  # it warns that keeping every tensor is meant for debugging: it is, here
+        warnings.simplefilter("ignore", UserWarning)
+        interp = Interpreter(model_content=flatbuffer, num_threads=num_threads,
+                             experimental_preserve_all_tensors=True)
+    interp.allocate_tensors()
+    return interp
+
+
+def _graph(model: Any) -> _Graph:
+    schema = _schema()
+    return _Graph(model, model.subgraphs[0], schema.BuiltinOperator, schema.ActivationFunctionType)
+
+
+def _add_constant(model: Any, values: np.ndarray, name: str) -> int:
+    schema = _schema()
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(values.astype(np.float32).tobytes(), dtype=np.uint8)
+    model.buffers.append(buffer)
+    tensor = schema.TensorT()
+    tensor.shape, tensor.type, tensor.buffer, tensor.name = list(values.shape), 0, len(model.buffers) - 1, name.encode()
+    model.subgraphs[0].tensors.append(tensor)
+    return len(model.subgraphs[0].tensors) - 1
+
+
+def relu_as_depthwise(flatbuffer: bytes) -> tuple[bytes, int]:
+    """``(flatbuffer, count)``: every ReLU of a 4-D float tensor replaced by an identity 1x1 depthwise convolution
+    with a fused ReLU (same values)."""
+    schema = _schema()
+    model = _read(flatbuffer)
+    graph, subgraph, count = _graph(model), model.subgraphs[0], 0
+    for index, op in enumerate(subgraph.operators):
+        x = subgraph.tensors[int(op.inputs[0])] if graph.code(index) == graph.ops.RELU else None
+        if x is None or len(x.shape) != 4 or x.type != 0:
+            continue
+        channels = int(x.shape[-1])
+        weights = _add_constant(model, np.ones((1, 1, 1, channels), np.float32), f"relu_as_depthwise_{index}/filter")
+        bias = _add_constant(model, np.zeros(channels, np.float32), f"relu_as_depthwise_{index}/bias")
+        options = schema.DepthwiseConv2DOptionsT()
+        options.padding, options.strideW, options.strideH, options.depthMultiplier = schema.Padding.SAME, 1, 1, 1
+        options.dilationWFactor = options.dilationHFactor = 1
+        options.fusedActivationFunction = schema.ActivationFunctionType.RELU
+        op.opcodeIndex = _opcode(model, graph.ops.DEPTHWISE_CONV_2D, schema)
+        op.inputs = [int(op.inputs[0]), weights, bias]
+        op.builtinOptionsType, op.builtinOptions = schema.BuiltinOptions.DepthwiseConv2DOptions, options
+        count += 1
+    return (_write(model), count) if count else (flatbuffer, 0)
+
+
+def _readers(graph: _Graph, depthwise: int) -> list[int] | None:
+    """The 1x1 convolutions whose input channels carry ``depthwise``'s output channels (directly, through a
+    squeeze-excite ``MEAN`` or a per-channel gating ``MUL``), or ``None`` when the output goes anywhere else."""
+    ops, subgraph = graph.ops, graph.subgraph
+    out = int(subgraph.operators[depthwise].outputs[0])
+    if out in graph.outputs or graph.activation(depthwise) not in (0, 1):  # NONE, RELU: commute with a scale
+        return None
+    convs = []
+    for reader in graph.consumers.get(out, []):
+        op, code = subgraph.operators[reader], graph.code(reader)
+        if code == ops.CONV_2D and int(op.inputs[0]) == out:
+            convs.append(reader)
+            continue
+        if code == ops.MUL:  # gating: the other operand must be one value per channel
+            other = [int(t) for t in op.inputs if int(t) != out]
+            if len(other) != 1 or tuple(subgraph.tensors[other[0]].shape)[1:3] != (1, 1):
+                return None
+        elif code != ops.MEAN:
+            return None
+        nxt = graph.consumers.get(int(op.outputs[0]), [])
+        if int(op.outputs[0]) in graph.outputs or len(nxt) != 1 or graph.code(nxt[0]) != ops.CONV_2D:
+            return None
+        convs.append(nxt[0])
+    kernels = [tuple(subgraph.tensors[int(subgraph.operators[c].inputs[1])].shape)[1:3] for c in convs]
+    return convs if convs and all(k == (1, 1) for k in kernels) else None
+
+
+def _scalable_bias(graph: _Graph, op: Any) -> bool:
+    """The depthwise convolution has no bias, a bias of its own, or a shared bias of zeros (scaling changes none)."""
+    if len(op.inputs) < 3 or op.inputs[2] < 0:
+        return True
+    bias = int(op.inputs[2])
+    values = graph.constant(bias)
+    return graph.private_constant(bias) or (values is not None and not values.any())
+
+
+def equalize(flatbuffer: bytes, images: Iterable[np.ndarray], num_threads: int = 2) -> tuple[bytes, int]:
+    """``(flatbuffer, pairs)``: cross-layer equalisation of every depthwise convolution `_readers` accepts, with
+    activation maxima measured on ``images`` (model inputs, one batch each); the float outputs do not change."""
+    model = _read(flatbuffer)
+    graph, subgraph = _graph(model), model.subgraphs[0]
+    plans = {}
+    for index, op in enumerate(subgraph.operators):
+        if graph.code(index) != graph.ops.DEPTHWISE_CONV_2D:
+            continue
+        convs = _readers(graph, index)
+        weights = [int(op.inputs[1]), *(int(subgraph.operators[c].inputs[1]) for c in convs or [])]
+        if convs and all(graph.private_constant(w) for w in weights) and _scalable_bias(graph, op):
+            plans[index] = convs
+    if not plans:
+        return flatbuffer, 0
+    interp = _tracing_interpreter(flatbuffer, num_threads)
+    peak: dict[int, np.ndarray] = {}
+    outputs = {index: int(subgraph.operators[index].outputs[0]) for index in plans}
+    for image in images:
+        interp.set_tensor(interp.get_input_details()[0]["index"], image)
+        interp.invoke()
+        for index, tensor in outputs.items():
+            values = np.abs(interp.get_tensor(tensor))
+            peak[index] = np.maximum(peak.get(index, 0), values.reshape(-1, values.shape[-1]).max(axis=0))
+
+    def scaled(tensor: int, factor: np.ndarray) -> None:
+        info = subgraph.tensors[tensor]
+        values = graph.constant(tensor).reshape(tuple(info.shape)) * factor
+        model.buffers[info.buffer].data = np.frombuffer(values.astype(np.float32).tobytes(), dtype=np.uint8)
+
+    for index, convs in plans.items():
+        op = subgraph.operators[index]
+        reader_weights = [int(subgraph.operators[c].inputs[1]) for c in convs]
+        width = np.max([np.abs(graph.constant(w).reshape(tuple(subgraph.tensors[w].shape))).max(axis=(0, 1, 2))
+                        for w in reader_weights], axis=0)
+        act = peak[index]
+        s = np.where((act > 1e-6) & (width > 1e-9), np.sqrt(act / np.maximum(width, 1e-9)), 1.0)
+        s = (s / np.exp(np.mean(np.log(s)))).astype(np.float32)  # geometric mean 1: the overall scale stays
+        scaled(int(op.inputs[1]), 1 / s)
+        if len(op.inputs) > 2 and op.inputs[2] >= 0 and graph.private_constant(int(op.inputs[2])):
+            scaled(int(op.inputs[2]), 1 / s)
+        for w in reader_weights:
+            scaled(w, s)  # [out, 1, 1, in]: the input channel
+    return _write(model), len(plans)
+
+
+def percentile_ranges(calibrated: bytes, images: Iterable[np.ndarray], keep: Callable[[str], bool],
+                      percentile: float = PERCENTILE, num_threads: int = 2) -> tuple[bytes, int]:
+    """``(calibrated flatbuffer, count)``: the recorded min/max of every float activation with at least
+    `PERCENTILE_MIN_SIZE` values narrowed to the ``100 - percentile`` / ``percentile`` percentiles of its values on
+    ``images`` (sampled), except tensors whose name ``keep`` accepts."""
+    model = _read(calibrated)
+    subgraph = model.subgraphs[0]
+    interp = _tracing_interpreter(calibrated, num_threads)
+    names = {d["index"]: d["name"] for d in interp.get_tensor_details()}
+    chosen = [t for t, info in enumerate(subgraph.tensors)
+              if info.quantization is not None and info.quantization.min is not None
+              and len(info.quantization.min) == 1 and int(np.prod(info.shape)) >= PERCENTILE_MIN_SIZE
+              and not keep(names.get(t, ""))]
+    rng = np.random.default_rng(0)
+    samples: dict[int, list[np.ndarray]] = {t: [] for t in chosen}
+    for image in images:
+        interp.set_tensor(interp.get_input_details()[0]["index"], image)
+        interp.invoke()
+        for t in chosen:
+            values = interp.get_tensor(t).ravel()
+            samples[t].append(values[rng.integers(0, values.size, min(values.size, _SAMPLES_PER_IMAGE))])
+    for t in chosen:
+        values, quant = np.concatenate(samples[t]), subgraph.tensors[t].quantization
+        quant.min = [float(max(quant.min[0], np.percentile(values, 100 - percentile)))]
+        quant.max = [float(min(quant.max[0], np.percentile(values, percentile)))]
+    return (_write(model), len(chosen)) if chosen else (calibrated, 0)
