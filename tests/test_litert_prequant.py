@@ -137,3 +137,16 @@ def test_percentile_ranges_ignore_outliers_but_keep_what_the_float_part_reads():
     assert count == len(before) - 1 and after[kept] == before[kept]
     for name in set(before) - {kept}:
         assert after[name][1] <= before[name][1] and (before[name][1] < 2 or after[name][1] < 2)
+
+
+def test_the_stem_is_the_highest_resolution():
+    from detectcrop.litert_int8 import stem_nodes
+
+    flatbuffer = _convert(_blocks)  # every op at 16x16 but the pooled branch's convolution (8x8)
+    interp = make_interpreter(flatbuffer, 1)
+    shapes = {t["name"]: tuple(t["shape"]) for t in interp.get_tensor_details()}
+    stem = stem_nodes(flatbuffer)
+    assert stem and all(shapes[name][1:3] == (16, 16) for name in stem)
+    small = [t["name"] for t in interp.get_tensor_details()
+             if len(t["shape"]) == 4 and tuple(t["shape"][1:3]) == (8, 8)]
+    assert small and not set(small) & set(stem)
