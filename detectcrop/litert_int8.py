@@ -7,7 +7,9 @@ folder without ``heldout/`` uses every other photo (sorted by name) as held out.
 
 Only the convolutional trunk is quantised (every op that feeds a convolution, and the convolutions): everything
 downstream of the last convolutions (score decoding, top-k, box arithmetic, NMS) stays float, because one int8 scale
-shared by boxes in pixels, scores in [0, 1] and class ids cannot represent all three.
+shared by boxes in pixels, scores in [0, 1] and class ids cannot represent all three. The trunk's highest-resolution
+ops (the stem) stay float too, and the graph is prepared first (`detectcrop.litert_prequant`: ReLUs XNNPACK can run
+in int8, cross-layer equalisation, percentile activation ranges).
 
 ``precision="auto"`` serves int8 only where held-out detection recall (IoU >= `CHECK_IOU`, scores >=
 `CHECK_MIN_SCORE`) is within `INT8_MAX_RECALL_DROP` of the float model's at the same threshold.
