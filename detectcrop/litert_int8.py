@@ -123,9 +123,9 @@ def trunk_float_nodes(float_flatbuffer: bytes) -> list[str]:
 
 def convert_int8(converter: Any, prepare: Callable[[np.ndarray], np.ndarray],
                  calibration: DetectorCalibration) -> bytes:
-    """An int8 flatbuffer from a detector's ``converter`` (`detectcrop.litert.detector_converter`): the trunk
-    full-integer, calibrated on ``prepare(image[None])`` of each calibration image, post-processing float; the same
-    inputs as the float model, float outputs.
+    """An int8 flatbuffer from a detector's ``converter`` (`detectcrop.litert.detector_converter`): the trunk int8
+    but for its stem, calibrated on ``prepare(image[None])`` of each calibration image, post-processing float; the
+    same inputs as the float model, float outputs.
 
     The converter's own float graph (hard-swish as three element-wise ops, which XNNPACK runs in int8, unlike int8
     ``HARD_SWISH``) is prepared by `detectcrop.litert_prequant` (ReLUs as depthwise convolutions, cross-layer
@@ -138,10 +138,11 @@ def convert_int8(converter: Any, prepare: Callable[[np.ndarray], np.ndarray],
     from detectcrop import litert_prequant
 
     inputs = [np.ascontiguousarray(prepare(image[None])) for image in calibration.images]
-    flatbuffer, _ = litert_prequant.relu_as_depthwise(converter.convert())
+    raw = converter.convert()
+    float_nodes = trunk_float_nodes(raw)  # names survive the rewrites below
+    flatbuffer, _ = litert_prequant.relu_as_depthwise(raw, keep=set(float_nodes).__contains__)
     flatbuffer, _ = litert_prequant.equalize(flatbuffer, inputs)
     calibrated = calibrator.Calibrator(flatbuffer).calibrate(lambda: ([x] for x in inputs))
-    float_nodes = trunk_float_nodes(flatbuffer)
     boundary = _boundary(flatbuffer, set(float_nodes))
     calibrated, _ = litert_prequant.percentile_ranges(calibrated, inputs, keep=boundary.__contains__)
     quantized = tf_convert.mlir_quantize(calibrated, fully_quantize=False, denylisted_ops=list(FLOAT_OPS),
@@ -151,23 +152,22 @@ def convert_int8(converter: Any, prepare: Callable[[np.ndarray], np.ndarray],
 
 
 def stem_nodes(float_flatbuffer: bytes) -> list[str]:
-    """Output names of the ops at the graph's highest feature resolution (the stem: the first convolution and,
-    in a MobileNet, the first block), which int8 keeps float. There the activations of the offline CenterNet lost
+    """Output names of the ops at the first convolution's resolution (the stem: that convolution and, in a
+    MobileNet, the first block), which int8 keeps float. There the activations of the offline CenterNet lost
     the most to one int8 scale per tensor (its first depthwise output: 23% relative error after equalisation), and
     those few ops are a small share of the time (held-out recall 0.926 -> 0.956 for 1.62x -> 1.60x float's speed)."""
     from detectcrop.litert import make_interpreter
 
     interp = make_interpreter(float_flatbuffer, 1)
     shapes = {t["index"]: t["shape"] for t in interp.get_tensor_details()}
-    ops = [op for op in interp._get_ops_details() if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "MUL",
-                                                                        "HARD_SWISH", "RELU", "RELU6")]
-    area = {op["index"]: int(np.prod(shapes[int(op["outputs"][0])][1:3])) for op in ops
-            if len(shapes[int(op["outputs"][0])]) == 4}
-    if not area:
-        return []
     names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
-    top = max(area.values())
-    return [names[int(op["outputs"][0])] for op in ops if area.get(op["index"]) == top]
+    ops = [op for op in interp._get_ops_details() if op["op_name"] not in FLOAT_OPS and len(op["outputs"])
+           and len(shapes[int(op["outputs"][0])]) == 4]
+    first = next((op for op in ops if op["op_name"] == "CONV_2D"), None)
+    if first is None:
+        return []
+    size = tuple(shapes[int(first["outputs"][0])][1:3])  # the first convolution's resolution
+    return [names[int(op["outputs"][0])] for op in ops if tuple(shapes[int(op["outputs"][0])][1:3]) == size]
 
 
 def _boundary(float_flatbuffer: bytes, float_nodes: set[str]) -> set[str]:
@@ -176,8 +176,9 @@ def _boundary(float_flatbuffer: bytes, float_nodes: set[str]) -> set[str]:
 
     interp = make_interpreter(float_flatbuffer, 1)
     names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
-    return {names[int(t)] for op in interp._get_ops_details()
+    read = {names[int(t)] for op in interp._get_ops_details()
             if any(names[int(o)] in float_nodes for o in op["outputs"]) for t in op["inputs"] if int(t) in names}
+    return read | {d["name"] for d in interp.get_output_details()}
 
 
 def check_requantization(flatbuffer: bytes, low: float = 2.0 ** -32, high: float = 256.0) -> None:

@@ -12,9 +12,9 @@ this module changes, each measured on the watch benchmark (BENCHMARKS.md):
   ``MUL``). One int8 scale serves a whole tensor, and the offline CenterNet's first depthwise output has channels
   whose largest values range from 7 to 90: the small ones lose most of their precision. Channel ``c`` of the
   depthwise output is divided by ``s_c`` (its filter and bias) and the readers' input channel ``c`` multiplied by it,
-  which changes nothing in float (ReLU commutes with a positive scale); ``s_c = sqrt(a_c / w_c)``, with ``a_c`` the
-  channel's largest activation on the calibration photos and ``w_c`` the largest reader weight on that channel, so
-  activation and weight ranges meet in the middle.
+  which changes nothing in float (ReLU commutes with a positive scale); ``s_c`` is proportional to
+  ``sqrt(a_c / w_c)`` (geometric mean 1), with ``a_c`` the channel's largest activation on the calibration photos
+  and ``w_c`` the largest reader weight on that channel, so activation and weight ranges meet in the middle.
 - `percentile_ranges`: the calibrator's min/max of each large activation tensor becomes the 0.01th and 99.99th
   percentile of its values on the calibration photos, so a few outlying pixels no longer stretch the int8 step of a
   whole map, except the tensors the float post-processing reads (peak logits and box sizes keep their full range).
@@ -35,6 +35,7 @@ from detectcrop.litert_fuse import _Graph, _opcode
 PERCENTILE_MIN_SIZE = 100_000
 PERCENTILE = 99.99
 _SAMPLES_PER_IMAGE = 50_000
+_SAMPLES_PER_TENSOR = 2_000_000  # values kept per tensor over all images (memory)
 
 
 def _schema() -> Any:
@@ -85,15 +86,16 @@ def _add_constant(model: Any, values: np.ndarray, name: str) -> int:
     return len(model.subgraphs[0].tensors) - 1
 
 
-def relu_as_depthwise(flatbuffer: bytes) -> tuple[bytes, int]:
+def relu_as_depthwise(flatbuffer: bytes, keep: Callable[[str], bool] = lambda name: False) -> tuple[bytes, int]:
     """``(flatbuffer, count)``: every ReLU of a 4-D float tensor replaced by an identity 1x1 depthwise convolution
-    with a fused ReLU (same values)."""
+    with a fused ReLU (same values), except ReLUs whose output name ``keep`` accepts (those the float
+    post-processing computes)."""
     schema = _schema()
     model = _read(flatbuffer)
     graph, subgraph, count = _graph(model), model.subgraphs[0], 0
     for index, op in enumerate(subgraph.operators):
         x = subgraph.tensors[int(op.inputs[0])] if graph.code(index) == graph.ops.RELU else None
-        if x is None or len(x.shape) != 4 or x.type != 0:
+        if x is None or len(x.shape) != 4 or x.type != 0 or keep(subgraph.tensors[int(op.outputs[0])].name.decode()):
             continue
         channels = int(x.shape[-1])
         weights = _add_constant(model, np.ones((1, 1, 1, channels), np.float32), f"relu_as_depthwise_{index}/filter")
@@ -114,26 +116,32 @@ def _readers(graph: _Graph, depthwise: int) -> list[int] | None:
     squeeze-excite ``MEAN`` or a per-channel gating ``MUL``), or ``None`` when the output goes anywhere else."""
     ops, subgraph = graph.ops, graph.subgraph
     out = int(subgraph.operators[depthwise].outputs[0])
+    channels = int(subgraph.tensors[out].shape[-1])
     if out in graph.outputs or graph.activation(depthwise) not in (0, 1):  # NONE, RELU: commute with a scale
         return None
-    convs = []
+    convs = []  # (reader convolution, the tensor it reads)
     for reader in graph.consumers.get(out, []):
         op, code = subgraph.operators[reader], graph.code(reader)
-        if code == ops.CONV_2D and int(op.inputs[0]) == out:
-            convs.append(reader)
+        if code == ops.CONV_2D:
+            convs.append((reader, out))
             continue
-        if code == ops.MUL:  # gating: the other operand must be one value per channel
+        result = int(op.outputs[0])
+        if code == ops.MUL:  # gating: the other operand one value per channel, no clipping activation
             other = [int(t) for t in op.inputs if int(t) != out]
-            if len(other) != 1 or tuple(subgraph.tensors[other[0]].shape)[1:3] != (1, 1):
+            if (len(other) != 1 or tuple(subgraph.tensors[other[0]].shape) != (1, 1, 1, channels)
+                    or graph.activation(reader) not in (0, 1)):
                 return None
-        elif code != ops.MEAN:
+        elif code != ops.MEAN or tuple(subgraph.tensors[result].shape) != (1, 1, 1, channels):
+            return None  # a MEAN over the spatial axes only, dimensions kept
+        nxt = graph.consumers.get(result, [])
+        if result in graph.outputs or len(nxt) != 1 or graph.code(nxt[0]) != ops.CONV_2D:
             return None
-        nxt = graph.consumers.get(int(op.outputs[0]), [])
-        if int(op.outputs[0]) in graph.outputs or len(nxt) != 1 or graph.code(nxt[0]) != ops.CONV_2D:
+        convs.append((nxt[0], result))
+    for conv, tensor in convs:  # each a 1x1 convolution reading the channels as its input, not as its filter
+        op = subgraph.operators[conv]
+        if int(op.inputs[0]) != tensor or tuple(subgraph.tensors[int(op.inputs[1])].shape)[1:] != (1, 1, channels):
             return None
-        convs.append(nxt[0])
-    kernels = [tuple(subgraph.tensors[int(subgraph.operators[c].inputs[1])].shape)[1:3] for c in convs]
-    return convs if convs and all(k == (1, 1) for k in kernels) else None
+    return [conv for conv, _ in convs] or None
 
 
 def _scalable_bias(graph: _Graph, op: Any) -> bool:
@@ -158,7 +166,8 @@ def equalize(flatbuffer: bytes, images: Iterable[np.ndarray], num_threads: int =
         weights = [int(op.inputs[1]), *(int(subgraph.operators[c].inputs[1]) for c in convs or [])]
         if convs and all(graph.private_constant(w) for w in weights) and _scalable_bias(graph, op):
             plans[index] = convs
-    if not plans:
+    images = list(images)
+    if not plans or not images:
         return flatbuffer, 0
     interp = _tracing_interpreter(flatbuffer, num_threads)
     peak: dict[int, np.ndarray] = {}
@@ -173,6 +182,7 @@ def equalize(flatbuffer: bytes, images: Iterable[np.ndarray], num_threads: int =
     def scaled(tensor: int, factor: np.ndarray) -> None:
         info = subgraph.tensors[tensor]
         values = graph.constant(tensor).reshape(tuple(info.shape)) * factor
+        assert values.size == int(np.prod(info.shape))
         model.buffers[info.buffer].data = np.frombuffer(values.astype(np.float32).tobytes(), dtype=np.uint8)
 
     for index, convs in plans.items():
@@ -204,6 +214,8 @@ def percentile_ranges(calibrated: bytes, images: Iterable[np.ndarray], keep: Cal
               if info.quantization is not None and info.quantization.min is not None
               and len(info.quantization.min) == 1 and int(np.prod(info.shape)) >= PERCENTILE_MIN_SIZE
               and not keep(names.get(t, ""))]
+    images = list(images)
+    per_image = max(1000, min(_SAMPLES_PER_IMAGE, _SAMPLES_PER_TENSOR // max(1, len(images))))
     rng = np.random.default_rng(0)
     samples: dict[int, list[np.ndarray]] = {t: [] for t in chosen}
     for image in images:
@@ -211,7 +223,8 @@ def percentile_ranges(calibrated: bytes, images: Iterable[np.ndarray], keep: Cal
         interp.invoke()
         for t in chosen:
             values = interp.get_tensor(t).ravel()
-            samples[t].append(values[rng.integers(0, values.size, min(values.size, _SAMPLES_PER_IMAGE))])
+            samples[t].append(values[rng.integers(0, values.size, min(values.size, per_image))])
+    chosen = [t for t in chosen if samples[t]]
     for t in chosen:
         values, quant = np.concatenate(samples[t]), subgraph.tensors[t].quantization
         quant.min = [float(max(quant.min[0], np.percentile(values, 100 - percentile)))]
