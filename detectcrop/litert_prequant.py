@@ -108,7 +108,19 @@ def relu_as_depthwise(flatbuffer: bytes, keep: Callable[[str], bool] = lambda na
         op.inputs = [int(op.inputs[0]), weights, bias]
         op.builtinOptionsType, op.builtinOptions = schema.BuiltinOptions.DepthwiseConv2DOptions, options
         count += 1
-    return (_write(model), count) if count else (flatbuffer, 0)
+    if not count:
+        return flatbuffer, 0
+    _drop_unused_opcodes(model)  # an operator code no op uses (RELU) makes TensorFlow's calibrator refuse the model
+    return _write(model), count
+
+
+def _drop_unused_opcodes(model: Any) -> None:
+    used = sorted({op.opcodeIndex for subgraph in model.subgraphs for op in subgraph.operators})
+    remap = {old: new for new, old in enumerate(used)}
+    model.operatorCodes = [model.operatorCodes[i] for i in used]
+    for subgraph in model.subgraphs:
+        for op in subgraph.operators:
+            op.opcodeIndex = remap[op.opcodeIndex]
 
 
 def _readers(graph: _Graph, depthwise: int) -> list[int] | None:

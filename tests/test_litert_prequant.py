@@ -74,6 +74,12 @@ def test_relu_as_depthwise_keeps_the_values():
     for x in _images(3):
         np.testing.assert_allclose(_run(rewritten, x), _run(flatbuffer, x), rtol=1e-6, atol=1e-6)
     assert litert_prequant.relu_as_depthwise(rewritten) == (rewritten, 0)
+    # no operator code left unused (TensorFlow's calibrator refuses a model with one: RELU, once every ReLU went)
+    model = litert_prequant._read(rewritten)
+    assert {op.opcodeIndex for op in model.subgraphs[0].operators} == set(range(len(model.operatorCodes)))
+    from tensorflow.lite.python.optimize import calibrator
+
+    calibrator.Calibrator(rewritten)
 
 
 def _depthwise_peaks(flatbuffer: bytes, images: list[np.ndarray]) -> np.ndarray:
