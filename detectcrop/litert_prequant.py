@@ -70,6 +70,16 @@ def _tracing_interpreter(flatbuffer: bytes, num_threads: int) -> Any:
     return interp
 
 
+def _invoke(interp: Any, image: np.ndarray) -> None:
+    """Run ``interp`` on one input batch, resizing a dynamic-shape input to it first."""
+    detail = interp.get_input_details()[0]
+    if tuple(detail["shape"]) != image.shape:
+        interp.resize_tensor_input(detail["index"], list(image.shape))
+        interp.allocate_tensors()
+    interp.set_tensor(detail["index"], image)
+    interp.invoke()
+
+
 def _graph(model: Any) -> _Graph:
     schema = _schema()
     return _Graph(model, model.subgraphs[0], schema.BuiltinOperator, schema.ActivationFunctionType)
@@ -185,8 +195,7 @@ def equalize(flatbuffer: bytes, images: Iterable[np.ndarray], num_threads: int =
     peak: dict[int, np.ndarray] = {}
     outputs = {index: int(subgraph.operators[index].outputs[0]) for index in plans}
     for image in images:
-        interp.set_tensor(interp.get_input_details()[0]["index"], image)
-        interp.invoke()
+        _invoke(interp, image)
         for index, tensor in outputs.items():
             values = np.abs(interp.get_tensor(tensor))
             peak[index] = np.maximum(peak.get(index, 0), values.reshape(-1, values.shape[-1]).max(axis=0))
@@ -222,21 +231,21 @@ def percentile_ranges(calibrated: bytes, images: Iterable[np.ndarray], keep: Cal
     subgraph = model.subgraphs[0]
     interp = _tracing_interpreter(calibrated, num_threads)
     names = {d["index"]: d["name"] for d in interp.get_tensor_details()}
-    chosen = [t for t, info in enumerate(subgraph.tensors)
+    ranged = [t for t, info in enumerate(subgraph.tensors)
               if info.quantization is not None and info.quantization.min is not None
-              and len(info.quantization.min) == 1 and int(np.prod(info.shape)) >= PERCENTILE_MIN_SIZE
-              and not keep(names.get(t, ""))]
+              and len(info.quantization.min) == 1 and not keep(names.get(t, ""))]
     images = list(images)
     per_image = max(1000, min(_SAMPLES_PER_IMAGE, _SAMPLES_PER_TENSOR // max(1, len(images))))
     rng = np.random.default_rng(0)
-    samples: dict[int, list[np.ndarray]] = {t: [] for t in chosen}
-    for image in images:
-        interp.set_tensor(interp.get_input_details()[0]["index"], image)
-        interp.invoke()
-        for t in chosen:
+    samples: dict[int, list[np.ndarray]] = {}
+    for number, image in enumerate(images):
+        _invoke(interp, image)
+        if number == 0:  # sizes as run (a dynamic-shape graph's flatbuffer holds placeholder shapes)
+            samples = {t: [] for t in ranged if interp.get_tensor(t).size >= PERCENTILE_MIN_SIZE}
+        for t, kept in samples.items():
             values = interp.get_tensor(t).ravel()
-            samples[t].append(values[rng.integers(0, values.size, min(values.size, per_image))])
-    chosen = [t for t in chosen if samples[t]]
+            kept.append(values[rng.integers(0, values.size, min(values.size, per_image))])
+    chosen = list(samples)
     for t in chosen:
         values, quant = np.concatenate(samples[t]), subgraph.tensors[t].quantization
         quant.min = [float(max(quant.min[0], np.percentile(values, 100 - percentile)))]

@@ -171,3 +171,26 @@ def test_the_stem_is_the_highest_resolution():
     small = [t["name"] for t in interp.get_tensor_details()
              if len(t["shape"]) == 4 and tuple(t["shape"][1:3]) == (8, 8)]
     assert small and not set(small) & set(stem)
+
+
+def test_equalisation_and_ranges_take_inputs_of_any_size():
+    """A dynamic-shape graph (a SavedModel that converts as it is) is measured on calibration photos of several
+    sizes."""
+    from tensorflow.lite.python.optimize import calibrator
+
+    @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.float32)])
+    def dynamic(x: tf.Tensor) -> tf.Tensor:
+        d = tf.nn.relu(tf.nn.depthwise_conv2d(tf.nn.conv2d(x, W_IN, 1, "SAME"), DW, [1, 1, 1, 1], "SAME") + DW_BIAS)
+        return tf.nn.conv2d(d, W_OUT, 1, "SAME")
+
+    flatbuffer = _convert(dynamic)
+    images = [RNG.uniform(0, 1, (1, h, w, 3)).astype(np.float32) for h, w in ((128, 160), (96, 120), (128, 160))]
+    equalized, pairs = litert_prequant.equalize(flatbuffer, images)
+    assert pairs == 1
+    interp_a, interp_b = make_interpreter(flatbuffer, 1), make_interpreter(equalized, 1)
+    for interp in (interp_a, interp_b):
+        litert_prequant._invoke(interp, images[1])
+    np.testing.assert_allclose(interp_b.get_tensor(interp_b.get_output_details()[0]["index"]),
+                               interp_a.get_tensor(interp_a.get_output_details()[0]["index"]), rtol=1e-4, atol=1e-5)
+    calibrated = calibrator.Calibrator(equalized).calibrate(lambda: ([x] for x in images))
+    assert litert_prequant.percentile_ranges(calibrated, images, keep=lambda name: False)[1] >= 1
