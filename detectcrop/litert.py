@@ -128,7 +128,7 @@ def detector_converter(saved_model: str | os.PathLike, split: bool = False) -> I
                lambda images: litert_fixed.resize_like_tf(images, graph.size), cut)
 
 
-def _bare_interpreter(model: str | os.PathLike | bytes) -> Any:
+def bare_interpreter(model: str | os.PathLike | bytes) -> Any:
     """An interpreter without XNNPACK (cheap: no weight packing), for reading a model's details."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -375,7 +375,7 @@ class TFLiteDetectorModel:
         self.head = centernet_head.CenterNetHead.beside(model) if split else None
         self.trunk = Path(model).with_name(centernet_head.TRUNK_FILE) if self.head is not None else None
         self._local = threading.local()
-        details = _bare_interpreter(model).get_input_details()[0]
+        details = bare_interpreter(model).get_input_details()[0]
         signature = tuple(int(v) for v in details["shape_signature"])
         #: ``(S, S)`` for a static-shape graph fed resized float images (`detectcrop.litert_fixed`), else ``None``.
         self.fixed_size = signature[1:3] if details["dtype"] == np.float32 and min(signature) > 0 else None

@@ -104,9 +104,9 @@ def _shrink(image: np.ndarray, side: int = CALIBRATION_SIDE) -> np.ndarray:
 
 def trunk_float_nodes(float_flatbuffer: bytes) -> list[str]:
     """Output tensor names of the ops outside the convolutional trunk (kept float by the int8 conversion)."""
-    from detectcrop.litert import make_interpreter
+    from detectcrop.litert import bare_interpreter
 
-    interp = make_interpreter(float_flatbuffer, 1)
+    interp = bare_interpreter(float_flatbuffer)  # details only: no XNNPACK weight packing
     ops = interp._get_ops_details()  # the package's only op-level view of a graph
     names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
     producer = {int(t): op for op in ops for t in op["outputs"]}
@@ -156,9 +156,9 @@ def stem_nodes(float_flatbuffer: bytes) -> list[str]:
     MobileNet, the first block), which int8 keeps float. There the activations of the offline CenterNet lost
     the most to one int8 scale per tensor (its first depthwise output: 23% relative error after equalisation), and
     those few ops are a small share of the time (held-out recall 0.926 -> 0.956 for 1.62x -> 1.60x float's speed)."""
-    from detectcrop.litert import make_interpreter
+    from detectcrop.litert import bare_interpreter
 
-    interp = make_interpreter(float_flatbuffer, 1)
+    interp = bare_interpreter(float_flatbuffer)  # details only: no XNNPACK weight packing
     shapes = {t["index"]: t["shape"] for t in interp.get_tensor_details()}
     names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
     ops = [op for op in interp._get_ops_details() if op["op_name"] not in FLOAT_OPS and len(op["outputs"])
@@ -172,9 +172,9 @@ def stem_nodes(float_flatbuffer: bytes) -> list[str]:
 
 def _boundary(float_flatbuffer: bytes, float_nodes: set[str]) -> set[str]:
     """Names of the tensors the float post-processing reads from the trunk (their ranges are kept whole)."""
-    from detectcrop.litert import make_interpreter
+    from detectcrop.litert import bare_interpreter
 
-    interp = make_interpreter(float_flatbuffer, 1)
+    interp = bare_interpreter(float_flatbuffer)  # details only: no XNNPACK weight packing
     names = {t["index"]: t["name"] for t in interp.get_tensor_details()}
     read = {names[int(t)] for op in interp._get_ops_details()
             if any(names[int(o)] in float_nodes for o in op["outputs"]) for t in op["inputs"] if int(t) in names}
@@ -184,10 +184,9 @@ def _boundary(float_flatbuffer: bytes, float_nodes: set[str]) -> set[str]:
 def check_requantization(flatbuffer: bytes, low: float = 2.0 ** -32, high: float = 256.0) -> None:
     """Raise ``ValueError`` when an int8 convolution's requantization scale (input x weight / output scale) lies
     outside ``[low, high)``: XNNPACK cannot run it (flat calibration images produce such scales)."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from detectcrop.litert import bare_interpreter
 
-    interp = Interpreter(model_content=flatbuffer,  # no XNNPACK: it must not see the model before the check
-                         experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interp = bare_interpreter(flatbuffer)  # no XNNPACK: it must not see the model before the check
     scales = {t["index"]: t["quantization_parameters"]["scales"] for t in interp.get_tensor_details()}
     for op in interp._get_ops_details():
         if op["op_name"] not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):

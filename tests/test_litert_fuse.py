@@ -59,7 +59,7 @@ def _flatbuffer(tmp_path: Path, with_output_hswish: bool = False) -> bytes:
 
 
 def _ops(flatbuffer: bytes) -> collections.Counter:
-    return collections.Counter(op["op_name"] for op in litert._bare_interpreter(flatbuffer)._get_ops_details())
+    return collections.Counter(op["op_name"] for op in litert.bare_interpreter(flatbuffer)._get_ops_details())
 
 
 def _run(flatbuffer: bytes, x: np.ndarray) -> dict[str, np.ndarray]:
