@@ -6,7 +6,7 @@ Every op becomes a one-op model (its non-constant inputs made graph inputs, fill
 is timed alone (median of ``--rounds`` invokes after 3 warm-up ones); the whole graph is timed the same way. An op
 alone runs with its inputs in cache, so the sum of the ops is a lower bound on the whole graph's time: the
 difference is memory traffic between ops (and ops that cannot run alone: index arithmetic, top-k, gathers, which
-are skipped and listed). Needs TensorFlow (its flatbuffer schema).
+are skipped and listed). Needs TensorFlow (`detectcrop.tflite_graph`).
 """
 
 from __future__ import annotations
@@ -50,29 +50,26 @@ def _timed(content: bytes, threads: int, rounds: int) -> float:
 def op_times(flatbuffer: bytes, threads: int = 1, rounds: int = 15) -> tuple[list[dict], float]:
     """``([{"index", "op", "shape", "ms"}, ...], whole-graph ms)`` for the first subgraph; skipped ops have ``ms``
     ``None``."""
-    import flatbuffers
-    from tensorflow.lite.python import schema_py_generated as schema
+    from detectcrop.tflite_graph import Graph, read_model, schema, write_model
 
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    model = schema.ModelT.InitFromPackedBuf(flatbuffer, 0)
-    graph = model.subgraphs[0]
+    names = {v: k for k, v in vars(schema().BuiltinOperator).items() if not k.startswith("_")}
+    model = read_model(flatbuffer)
+    graph = Graph.of(model)
     rows = []
-    for i, op in enumerate(graph.operators):
-        code = model.operatorCodes[op.opcodeIndex]
-        name = names[max(code.builtinCode, code.deprecatedBuiltinCode)]
-        row = {"index": i, "op": name, "shape": tuple(int(v) for v in graph.tensors[op.outputs[0]].shape), "ms": None}
+    for i, op in enumerate(graph.subgraph.operators):
+        name = names[graph.code(i)]
+        output = graph.subgraph.tensors[op.outputs[0]]
+        row = {"index": i, "op": name, "shape": tuple(int(v) for v in output.shape), "ms": None}
         rows.append(row)
         if name in SKIPPED:
             continue
-        one, sub = copy.copy(model), copy.copy(graph)
+        one, sub = copy.copy(model), copy.copy(graph.subgraph)
         sub.operators = [op]
-        sub.inputs = [t for t in op.inputs if t >= 0 and model.buffers[graph.tensors[t].buffer].data is None]
+        sub.inputs = [t for t in op.inputs if t >= 0 and model.buffers[sub.tensors[t].buffer].data is None]
         sub.outputs = list(op.outputs)
         one.subgraphs, one.signatureDefs = [sub], []
-        builder = flatbuffers.Builder(1024)
-        builder.Finish(one.Pack(builder), file_identifier=b"TFL3")
         try:
-            row["ms"] = 1e3 * _timed(bytes(builder.Output()), threads, rounds)
+            row["ms"] = 1e3 * _timed(write_model(one), threads, rounds)
         except (RuntimeError, ValueError):  # an op that cannot run on random inputs: listed as skipped
             continue
     return rows, 1e3 * _timed(flatbuffer, threads, rounds)

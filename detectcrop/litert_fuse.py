@@ -7,77 +7,20 @@ constant ``c`` is often ``1/6`` rounded to half precision (0.16662598), so ``x *
 ``k * hard_swish(x)`` with ``k = 6c`` (0.99976), not ``hard_swish(x)``. The factor is folded into what reads the
 result: a convolution's filter (scaled by ``k``), through ``MEAN`` and a gating ``MUL`` (both linear in it), and
 through a residual ``ADD`` whose other operand comes from a convolution (that one's filter and bias scaled by
-``1/k``). A hard-swish whose factor cannot be folded that way is left as it was. Needs TensorFlow (its flatbuffer
-tools), like the conversion itself.
+``1/k``). A hard-swish whose factor cannot be folded that way is left as it was. Built on `detectcrop.tflite_graph`
+(needs TensorFlow, like the conversion itself).
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
+from detectcrop.tflite_graph import Graph, opcode, read_model, schema, write_model
+
 #: How far ``6c`` may be from 1 for ``MUL(x, c)`` to count as the ``/ 6`` of a hard-swish (half-precision rounding).
 _SIXTH_TOLERANCE = 1e-3
-
-
-@dataclass
-class _Graph:
-    """One subgraph of a model in the flatbuffer object API, with producer and consumer maps."""
-
-    model: Any
-    subgraph: Any
-    ops: Any  # the schema's BuiltinOperator
-    acts: Any  # the schema's ActivationFunctionType
-    producer: dict[int, int] = field(default_factory=dict)
-    consumers: dict[int, list[int]] = field(default_factory=dict)
-    outputs: set[int] = field(default_factory=set)  # the subgraph's outputs
-    buffer_users: Counter = field(default_factory=Counter)  # tensors per buffer, over every subgraph
-
-    def __post_init__(self) -> None:
-        self.outputs = {int(t) for t in self.subgraph.outputs}
-        self.buffer_users = Counter(info.buffer for subgraph in self.model.subgraphs for info in subgraph.tensors)
-        for index, op in enumerate(self.subgraph.operators):
-            for tensor in op.outputs:
-                self.producer[int(tensor)] = index
-            for tensor in op.inputs:
-                if tensor >= 0:
-                    self.consumers.setdefault(int(tensor), []).append(index)
-
-    def code(self, index: int) -> int:
-        entry = self.model.operatorCodes[self.subgraph.operators[index].opcodeIndex]
-        return max(int(entry.builtinCode), int(entry.deprecatedBuiltinCode))
-
-    def activation(self, index: int) -> int:
-        return int(getattr(self.subgraph.operators[index].builtinOptions, "fusedActivationFunction", 0) or 0)
-
-    def constant(self, tensor: int) -> np.ndarray | None:
-        """A float32 constant's values (a view of its buffer), or ``None`` for anything else."""
-        info = self.subgraph.tensors[tensor]
-        data = self.model.buffers[info.buffer].data
-        if info.type != 0 or data is None or len(data) == 0:  # 0: FLOAT32
-            return None
-        return np.frombuffer(np.asarray(data, dtype=np.uint8).tobytes(), dtype=np.float32)
-
-    def scalar(self, tensor: int) -> float | None:
-        """The value of a one-element float32 constant, else ``None``."""
-        values = self.constant(tensor)
-        return float(values[0]) if values is not None and values.size == 1 else None
-
-    def only_reader(self, tensor: int) -> int | None:
-        """The single op reading ``tensor``, when exactly one does and it is not a graph output."""
-        readers = self.consumers.get(tensor, [])
-        if len(readers) != 1 or tensor in self.outputs:
-            return None
-        return readers[0]
-
-    def private_constant(self, tensor: int) -> bool:
-        """Whether ``tensor`` is a float constant no other tensor shares a buffer with and only one op reads."""
-        if self.constant(tensor) is None or len(self.consumers.get(tensor, [])) != 1:
-            return False
-        return self.buffer_users[self.subgraph.tensors[tensor].buffer] == 1
 
 
 @dataclass
@@ -91,7 +34,7 @@ class _Match:
     k: float
 
 
-def _match(graph: _Graph, index: int) -> _Match | None:
+def _match(graph: Graph, index: int) -> _Match | None:
     ops = graph.ops
     op = graph.subgraph.operators[index]
     if graph.code(index) != ops.ADD or graph.activation(index) != graph.acts.RELU6 or len(op.inputs) != 2:
@@ -119,7 +62,7 @@ def _match(graph: _Graph, index: int) -> _Match | None:
     return _Match(index, sixth, product, x, 6.0 * constant)
 
 
-def _fold(graph: _Graph, tensor: int, plan: dict[int, int], seen: set[int]) -> bool:
+def _fold(graph: Graph, tensor: int, plan: dict[int, int], seen: set[int]) -> bool:
     """Plan how every reader of ``tensor`` (which will hold ``true / k``) absorbs ``k``: ``plan[weight] = 1`` scales
     a convolution's filter by ``k``, ``-1`` (across a residual ``ADD``: the other branch's filter and bias) by
     ``1/k``. Returns ``False`` when some reader cannot absorb it."""
@@ -168,14 +111,10 @@ def _zeros(values: np.ndarray | None) -> bool:
 def fuse_hard_swish(flatbuffer: bytes) -> tuple[bytes, int]:
     """``(flatbuffer, count)``: ``flatbuffer`` with every three-op hard-swish whose scale folds exactly replaced by
     one ``HARD_SWISH`` op, and how many were replaced (``0``: the input bytes unchanged)."""
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
-    ops = schema.BuiltinOperator
+    model = read_model(flatbuffer)
     total = 0
     for subgraph in model.subgraphs:
-        graph = _Graph(model, subgraph, ops, schema.ActivationFunctionType)
+        graph = Graph.of(model, subgraph)
         remove: set[int] = set()
         scales: dict[int, float] = {}
         for index in range(len(subgraph.operators)):
@@ -189,30 +128,16 @@ def fuse_hard_swish(flatbuffer: bytes) -> tuple[bytes, int]:
                 continue  # a weight another fusion already scales: left as it is
             scales.update({tensor: match.k ** power for tensor, power in plan.items()})
             product = subgraph.operators[match.product]
-            product.opcodeIndex = _opcode(model, ops.HARD_SWISH, schema)
+            product.opcodeIndex = opcode(model, graph.ops.HARD_SWISH)
             product.inputs = [match.x]
-            product.builtinOptionsType = schema.BuiltinOptions.NONE
+            product.builtinOptionsType = schema().BuiltinOptions.NONE
             product.builtinOptions = None
             remove.update((match.add, match.sixth))
             total += 1
         for tensor, factor in scales.items():
-            info = subgraph.tensors[tensor]
-            values = graph.constant(tensor) * np.float32(factor)
-            model.buffers[info.buffer].data = np.frombuffer(values.astype(np.float32).tobytes(), dtype=np.uint8)
+            graph.set_constant(tensor, graph.constant(tensor) * np.float32(factor))
         subgraph.operators = [op for index, op in enumerate(subgraph.operators) if index not in remove]
     if total == 0:
         return flatbuffer, 0
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), total
+    return write_model(model), total
 
-
-def _opcode(model: Any, builtin: int, schema: Any) -> int:
-    """The index of ``builtin`` in the model's operator codes, added when missing."""
-    for index, entry in enumerate(model.operatorCodes):
-        if max(int(entry.builtinCode), int(entry.deprecatedBuiltinCode)) == builtin:
-            return index
-    entry = schema.OperatorCodeT()
-    entry.builtinCode = builtin
-    entry.deprecatedBuiltinCode = min(builtin, 127)
-    entry.version = 1
-    model.operatorCodes.append(entry)
-    return len(model.operatorCodes) - 1

@@ -19,7 +19,7 @@ this module changes, each measured on the watch benchmark (BENCHMARKS.md):
   percentile of its values on the calibration photos, so a few outlying pixels no longer stretch the int8 step of a
   whole map, except the tensors the float post-processing reads (peak logits and box sizes keep their full range).
 
-Needs TensorFlow (its flatbuffer schema), like the conversion itself.
+Built on `detectcrop.tflite_graph` (needs TensorFlow, like the conversion itself).
 """
 
 from __future__ import annotations
@@ -29,31 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from detectcrop.litert_fuse import _Graph, _opcode
+from detectcrop.tflite_graph import Graph, add_constant, drop_unused_opcodes, opcode, read_model, schema, write_model
 
 #: Activation tensors with at least this many values get percentile ranges (small ones keep min/max).
 PERCENTILE_MIN_SIZE = 100_000
 PERCENTILE = 99.99
 _SAMPLES_PER_IMAGE = 50_000
 _SAMPLES_PER_TENSOR = 2_000_000  # values kept per tensor over all images (memory)
-
-
-def _schema() -> Any:
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    return schema
-
-
-def _read(flatbuffer: bytes) -> Any:
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    return flatbuffer_utils.read_model_from_bytearray(bytearray(flatbuffer))
-
-
-def _write(model: Any) -> bytes:
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def _tracing_interpreter(flatbuffer: bytes, num_threads: int) -> Any:
@@ -80,60 +62,34 @@ def _invoke(interp: Any, image: np.ndarray) -> None:
     interp.invoke()
 
 
-def _graph(model: Any) -> _Graph:
-    schema = _schema()
-    return _Graph(model, model.subgraphs[0], schema.BuiltinOperator, schema.ActivationFunctionType)
-
-
-def _add_constant(model: Any, values: np.ndarray, name: str) -> int:
-    schema = _schema()
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(values.astype(np.float32).tobytes(), dtype=np.uint8)
-    model.buffers.append(buffer)
-    tensor = schema.TensorT()
-    tensor.shape, tensor.type, tensor.buffer, tensor.name = list(values.shape), 0, len(model.buffers) - 1, name.encode()
-    model.subgraphs[0].tensors.append(tensor)
-    return len(model.subgraphs[0].tensors) - 1
-
-
 def relu_as_depthwise(flatbuffer: bytes, keep: Callable[[str], bool] = lambda name: False) -> tuple[bytes, int]:
     """``(flatbuffer, count)``: every ReLU of a 4-D float tensor replaced by an identity 1x1 depthwise convolution
     with a fused ReLU (same values), except ReLUs whose output name ``keep`` accepts (those the float
     post-processing computes)."""
-    schema = _schema()
-    model = _read(flatbuffer)
-    graph, subgraph, count = _graph(model), model.subgraphs[0], 0
+    s, model = schema(), read_model(flatbuffer)
+    graph, subgraph, count = Graph.of(model), model.subgraphs[0], 0
     for index, op in enumerate(subgraph.operators):
         x = subgraph.tensors[int(op.inputs[0])] if graph.code(index) == graph.ops.RELU else None
         if x is None or len(x.shape) != 4 or x.type != 0 or keep(subgraph.tensors[int(op.outputs[0])].name.decode()):
             continue
         channels = int(x.shape[-1])
-        weights = _add_constant(model, np.ones((1, 1, 1, channels), np.float32), f"relu_as_depthwise_{index}/filter")
-        bias = _add_constant(model, np.zeros(channels, np.float32), f"relu_as_depthwise_{index}/bias")
-        options = schema.DepthwiseConv2DOptionsT()
-        options.padding, options.strideW, options.strideH, options.depthMultiplier = schema.Padding.SAME, 1, 1, 1
+        weights = add_constant(model, np.ones((1, 1, 1, channels), np.float32), f"relu_as_depthwise_{index}/filter")
+        bias = add_constant(model, np.zeros(channels, np.float32), f"relu_as_depthwise_{index}/bias")
+        options = s.DepthwiseConv2DOptionsT()
+        options.padding, options.strideW, options.strideH, options.depthMultiplier = s.Padding.SAME, 1, 1, 1
         options.dilationWFactor = options.dilationHFactor = 1
-        options.fusedActivationFunction = schema.ActivationFunctionType.RELU
-        op.opcodeIndex = _opcode(model, graph.ops.DEPTHWISE_CONV_2D, schema)
+        options.fusedActivationFunction = graph.acts.RELU
+        op.opcodeIndex = opcode(model, graph.ops.DEPTHWISE_CONV_2D)
         op.inputs = [int(op.inputs[0]), weights, bias]
-        op.builtinOptionsType, op.builtinOptions = schema.BuiltinOptions.DepthwiseConv2DOptions, options
+        op.builtinOptionsType, op.builtinOptions = s.BuiltinOptions.DepthwiseConv2DOptions, options
         count += 1
     if not count:
         return flatbuffer, 0
-    _drop_unused_opcodes(model)  # an operator code no op uses (RELU) makes TensorFlow's calibrator refuse the model
-    return _write(model), count
+    drop_unused_opcodes(model)  # RELU's, when every ReLU went
+    return write_model(model), count
 
 
-def _drop_unused_opcodes(model: Any) -> None:
-    used = sorted({op.opcodeIndex for subgraph in model.subgraphs for op in subgraph.operators})
-    remap = {old: new for new, old in enumerate(used)}
-    model.operatorCodes = [model.operatorCodes[i] for i in used]
-    for subgraph in model.subgraphs:
-        for op in subgraph.operators:
-            op.opcodeIndex = remap[op.opcodeIndex]
-
-
-def _readers(graph: _Graph, depthwise: int) -> list[int] | None:
+def _readers(graph: Graph, depthwise: int) -> list[int] | None:
     """The 1x1 convolutions whose input channels carry ``depthwise``'s output channels (directly, through a
     squeeze-excite ``MEAN`` or a per-channel gating ``MUL``), or ``None`` when the output goes anywhere else."""
     ops, subgraph = graph.ops, graph.subgraph
@@ -166,7 +122,7 @@ def _readers(graph: _Graph, depthwise: int) -> list[int] | None:
     return [conv for conv, _ in convs] or None
 
 
-def _scalable_bias(graph: _Graph, op: Any) -> bool:
+def _scalable_bias(graph: Graph, op: Any) -> bool:
     """The depthwise convolution has no bias, a bias of its own, or a shared bias of zeros (scaling changes none)."""
     if len(op.inputs) < 3 or op.inputs[2] < 0:
         return True
@@ -178,8 +134,8 @@ def _scalable_bias(graph: _Graph, op: Any) -> bool:
 def equalize(flatbuffer: bytes, images: Iterable[np.ndarray], num_threads: int = 2) -> tuple[bytes, int]:
     """``(flatbuffer, pairs)``: cross-layer equalisation of every depthwise convolution `_readers` accepts, with
     activation maxima measured on ``images`` (model inputs, one batch each); the float outputs do not change."""
-    model = _read(flatbuffer)
-    graph, subgraph = _graph(model), model.subgraphs[0]
+    model = read_model(flatbuffer)
+    graph, subgraph = Graph.of(model), model.subgraphs[0]
     plans = {}
     for index, op in enumerate(subgraph.operators):
         if graph.code(index) != graph.ops.DEPTHWISE_CONV_2D:
@@ -201,10 +157,7 @@ def equalize(flatbuffer: bytes, images: Iterable[np.ndarray], num_threads: int =
             peak[index] = np.maximum(peak.get(index, 0), values.reshape(-1, values.shape[-1]).max(axis=0))
 
     def scaled(tensor: int, factor: np.ndarray) -> None:
-        info = subgraph.tensors[tensor]
-        values = graph.constant(tensor).reshape(tuple(info.shape)) * factor
-        assert values.size == int(np.prod(info.shape))
-        model.buffers[info.buffer].data = np.frombuffer(values.astype(np.float32).tobytes(), dtype=np.uint8)
+        graph.set_constant(tensor, graph.constant(tensor).reshape(tuple(subgraph.tensors[tensor].shape)) * factor)
 
     for index, convs in plans.items():
         op = subgraph.operators[index]
@@ -219,7 +172,7 @@ def equalize(flatbuffer: bytes, images: Iterable[np.ndarray], num_threads: int =
             scaled(int(op.inputs[2]), 1 / s)
         for w in reader_weights:
             scaled(w, s)  # [out, 1, 1, in]: the input channel
-    return _write(model), len(plans)
+    return write_model(model), len(plans)
 
 
 def percentile_ranges(calibrated: bytes, images: Iterable[np.ndarray], keep: Callable[[str], bool],
@@ -227,7 +180,7 @@ def percentile_ranges(calibrated: bytes, images: Iterable[np.ndarray], keep: Cal
     """``(calibrated flatbuffer, count)``: the recorded min/max of every float activation with at least
     `PERCENTILE_MIN_SIZE` values narrowed to the ``100 - percentile`` / ``percentile`` percentiles of its values on
     ``images`` (sampled), except tensors whose name ``keep`` accepts."""
-    model = _read(calibrated)
+    model = read_model(calibrated)
     subgraph = model.subgraphs[0]
     interp = _tracing_interpreter(calibrated, num_threads)
     names = {d["index"]: d["name"] for d in interp.get_tensor_details()}
@@ -250,4 +203,4 @@ def percentile_ranges(calibrated: bytes, images: Iterable[np.ndarray], keep: Cal
         values, quant = np.concatenate(samples[t]), subgraph.tensors[t].quantization
         quant.min = [float(max(quant.min[0], np.percentile(values, 100 - percentile)))]
         quant.max = [float(min(quant.max[0], np.percentile(values, percentile)))]
-    return (_write(model), len(chosen)) if chosen else (calibrated, 0)
+    return (write_model(model), len(chosen)) if chosen else (calibrated, 0)

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from detectcrop import litert_prequant
 from detectcrop.litert import make_interpreter
+from detectcrop.tflite_graph import read_model
 
 RNG = np.random.default_rng(0)
 
@@ -75,7 +76,7 @@ def test_relu_as_depthwise_keeps_the_values():
         np.testing.assert_allclose(_run(rewritten, x), _run(flatbuffer, x), rtol=1e-6, atol=1e-6)
     assert litert_prequant.relu_as_depthwise(rewritten) == (rewritten, 0)
     # no operator code left unused (TensorFlow's calibrator refuses a model with one: RELU, once every ReLU went)
-    model = litert_prequant._read(rewritten)
+    model = read_model(rewritten)
     assert {op.opcodeIndex for op in model.subgraphs[0].operators} == set(range(len(model.operatorCodes)))
     from tensorflow.lite.python.optimize import calibrator
 
@@ -142,7 +143,7 @@ def test_percentile_ranges_ignore_outliers_but_keep_what_the_float_part_reads():
     calibrated = calibrator.Calibrator(_convert(two_convs)).calibrate(lambda: ([x] for x in images))
 
     def ranges(flatbuffer: bytes) -> dict[str, tuple[float, float]]:
-        model = litert_prequant._read(flatbuffer)
+        model = read_model(flatbuffer)
         return {t.name.decode(): (t.quantization.min[0], t.quantization.max[0]) for t in model.subgraphs[0].tensors
                 if t.quantization is not None and t.quantization.min is not None and len(t.quantization.min) == 1
                 and int(np.prod(t.shape)) >= litert_prequant.PERCENTILE_MIN_SIZE}
