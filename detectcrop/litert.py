@@ -31,9 +31,9 @@ logger = logging.getLogger(__name__)
 Runtime = Literal["tf", "litert", "auto"]
 RUNTIMES: tuple[str, ...] = ("tf", "litert", "auto")
 #: Bumped when the conversion recipe changes, so cached flatbuffers are rebuilt.
-CONVERSION_VERSION = 9  # 5: the offline CenterNet's trunk and head beside the whole graph; 6: hard-swish fused;
+CONVERSION_VERSION = 10  # 5: the offline CenterNet's trunk and head beside the whole graph; 6: hard-swish fused;
 #                         7: int8 prepared by `litert_prequant`; 8: int8 keeps the stem float;
-#                         9: int8 rewrites confined to the trunk
+#                         9: int8 rewrites confined to the trunk; 10: int8 biases corrected
 
 
 class ConversionError(RuntimeError):

@@ -8,8 +8,9 @@ folder without ``heldout/`` uses every other photo (sorted by name) as held out.
 Only the convolutional trunk is quantised (every op that feeds a convolution, and the convolutions): everything
 downstream of the last convolutions (score decoding, top-k, box arithmetic, NMS) stays float, because one int8 scale
 shared by boxes in pixels, scores in [0, 1] and class ids cannot represent all three. The trunk's highest-resolution
-ops (the stem) stay float too, and the graph is prepared first (`detectcrop.litert_prequant`: ReLUs XNNPACK can run
-in int8, cross-layer equalisation, percentile activation ranges).
+ops (the stem) stay float too, the graph is prepared first (`detectcrop.litert_prequant`: ReLUs XNNPACK can run
+in int8, cross-layer equalisation, percentile activation ranges), and the int8 convolutions' biases are corrected
+after it (`detectcrop.litert_bias`).
 
 ``precision="auto"`` serves int8 only where held-out detection recall (IoU >= `CHECK_IOU`, scores >=
 `CHECK_MIN_SCORE`) is within `INT8_MAX_RECALL_DROP` of the float model's at the same threshold.
@@ -130,12 +131,13 @@ def convert_int8(converter: Any, prepare: Callable[[np.ndarray], np.ndarray],
     The converter's own float graph (hard-swish as three element-wise ops, which XNNPACK runs in int8, unlike int8
     ``HARD_SWISH``) is prepared by `detectcrop.litert_prequant` (ReLUs as depthwise convolutions, cross-layer
     equalisation), calibrated, given percentile activation ranges and quantised, its stem kept float
-    (`stem_nodes`).
+    (`stem_nodes`); last, each int8 convolution's bias is corrected by its mean error against the float graph
+    (`detectcrop.litert_bias`).
     """
     from tensorflow.lite.python import convert as tf_convert
     from tensorflow.lite.python.optimize import calibrator
 
-    from detectcrop import litert_prequant
+    from detectcrop import litert_bias, litert_prequant
 
     inputs = [np.ascontiguousarray(prepare(image[None])) for image in calibration.images]
     raw = converter.convert()
@@ -148,7 +150,8 @@ def convert_int8(converter: Any, prepare: Callable[[np.ndarray], np.ndarray],
     quantized = tf_convert.mlir_quantize(calibrated, fully_quantize=False, denylisted_ops=list(FLOAT_OPS),
                                          denylisted_nodes=float_nodes + stem_nodes(flatbuffer))
     check_requantization(quantized)
-    return quantized
+    corrected, _ = litert_bias.correct_biases(quantized, flatbuffer, inputs)
+    return corrected
 
 
 def stem_nodes(float_flatbuffer: bytes) -> list[str]:

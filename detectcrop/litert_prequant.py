@@ -38,7 +38,7 @@ _SAMPLES_PER_IMAGE = 50_000
 _SAMPLES_PER_TENSOR = 2_000_000  # values kept per tensor over all images (memory)
 
 
-def _tracing_interpreter(flatbuffer: bytes, num_threads: int) -> Any:
+def tracing_interpreter(flatbuffer: bytes, num_threads: int) -> Any:
     """An interpreter that keeps every intermediate tensor readable after ``invoke``."""
     import warnings
 
@@ -52,7 +52,7 @@ def _tracing_interpreter(flatbuffer: bytes, num_threads: int) -> Any:
     return interp
 
 
-def _invoke(interp: Any, image: np.ndarray) -> None:
+def run_batch(interp: Any, image: np.ndarray) -> None:
     """Run ``interp`` on one input batch, resizing a dynamic-shape input to it first."""
     detail = interp.get_input_details()[0]
     if tuple(detail["shape"]) != image.shape:
@@ -147,11 +147,11 @@ def equalize(flatbuffer: bytes, images: Iterable[np.ndarray], num_threads: int =
     images = list(images)
     if not plans or not images:
         return flatbuffer, 0
-    interp = _tracing_interpreter(flatbuffer, num_threads)
+    interp = tracing_interpreter(flatbuffer, num_threads)
     peak: dict[int, np.ndarray] = {}
     outputs = {index: int(subgraph.operators[index].outputs[0]) for index in plans}
     for image in images:
-        _invoke(interp, image)
+        run_batch(interp, image)
         for index, tensor in outputs.items():
             values = np.abs(interp.get_tensor(tensor))
             peak[index] = np.maximum(peak.get(index, 0), values.reshape(-1, values.shape[-1]).max(axis=0))
@@ -182,7 +182,7 @@ def percentile_ranges(calibrated: bytes, images: Iterable[np.ndarray], keep: Cal
     ``images`` (sampled), except tensors whose name ``keep`` accepts."""
     model = read_model(calibrated)
     subgraph = model.subgraphs[0]
-    interp = _tracing_interpreter(calibrated, num_threads)
+    interp = tracing_interpreter(calibrated, num_threads)
     names = {d["index"]: d["name"] for d in interp.get_tensor_details()}
     ranged = [t for t, info in enumerate(subgraph.tensors)
               if info.quantization is not None and info.quantization.min is not None
@@ -192,7 +192,7 @@ def percentile_ranges(calibrated: bytes, images: Iterable[np.ndarray], keep: Cal
     rng = np.random.default_rng(0)
     samples: dict[int, list[np.ndarray]] = {}
     for number, image in enumerate(images):
-        _invoke(interp, image)
+        run_batch(interp, image)
         if number == 0:  # sizes as run (a dynamic-shape graph's flatbuffer holds placeholder shapes)
             samples = {t: [] for t in ranged if interp.get_tensor(t).size >= PERCENTILE_MIN_SIZE}
         for t, kept in samples.items():

@@ -85,7 +85,7 @@ def test_relu_as_depthwise_keeps_the_values():
 
 def _depthwise_peaks(flatbuffer: bytes, images: list[np.ndarray]) -> np.ndarray:
     """Per-channel largest value of the (first) depthwise convolution's output over ``images``."""
-    interp = litert_prequant._tracing_interpreter(flatbuffer, 1)
+    interp = litert_prequant.tracing_interpreter(flatbuffer, 1)
     (op,) = [o for o in interp._get_ops_details() if o["op_name"] == "DEPTHWISE_CONV_2D"][:1]
     peak = 0
     for x in images:
@@ -190,7 +190,7 @@ def test_equalisation_and_ranges_take_inputs_of_any_size():
     assert pairs == 1
     interp_a, interp_b = make_interpreter(flatbuffer, 1), make_interpreter(equalized, 1)
     for interp in (interp_a, interp_b):
-        litert_prequant._invoke(interp, images[1])
+        litert_prequant.run_batch(interp, images[1])
     np.testing.assert_allclose(interp_b.get_tensor(interp_b.get_output_details()[0]["index"]),
                                interp_a.get_tensor(interp_a.get_output_details()[0]["index"]), rtol=1e-4, atol=1e-5)
     calibrated = calibrator.Calibrator(equalized).calibrate(lambda: ([x] for x in images))

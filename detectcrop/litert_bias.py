@@ -1,0 +1,129 @@
+"""Empirical bias correction of an int8 graph against the float graph it was quantised from.
+
+Rounding to int8 does not only add noise: it shifts means (activations clipped to their percentile ranges, ReLUs
+that cut rounded values, rounding that does not average out over a filter). On the offline CenterNet most `clock`
+scores came out lower in int8 (53 of 68 held-out watches, median 0.90x float's), enough to drop watches below the
+score threshold. Each int8 convolution's int32 bias is moved by the mean difference, per output channel, between
+its dequantised output and the same tensor of the float graph on calibration photos (the empirical bias correction
+of Nagel et al., ICCV 2019, section 4.2). Where a ReLU or ReLU6 is fused, only values inside the activation's open range in both graphs count
+(a clipped value says nothing about the shift before the clip).
+
+Convolutions are corrected one dependency level at a time from the input on, each measured after every
+convolution upstream of it was corrected: corrected all at once, a shift made upstream is corrected again in every
+layer it reaches (on the offline CenterNet that found no watch at all; four chained layers at a time, 20% of them).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+
+from detectcrop.litert_prequant import run_batch, tracing_interpreter
+from detectcrop.tflite_graph import Graph, read_model, schema, write_model
+
+#: Images (spread over the calibration set) the correction is measured on; each level runs both graphs on each.
+MAX_IMAGES = 8
+#: Values of a channel (inside the activation's range, over all images) a correction needs.
+MIN_SAMPLES = 32
+_INT8, _INT32 = 9, 2  # TensorType
+_OPEN_RANGE = {0: (-np.inf, np.inf), 1: (0.0, np.inf), 2: (-1.0, 1.0), 3: (0.0, 6.0)}  # fused activation -> range
+
+
+def correct_biases(quantized: bytes, reference: bytes, images: Sequence[np.ndarray],
+                   num_threads: int = 2) -> tuple[bytes, int]:
+    """``(flatbuffer, convolutions corrected)``: ``quantized`` with each int8 convolution's bias corrected by its
+    mean output error against ``reference`` (the float graph ``quantized`` came from: same tensor names) on up to
+    `MAX_IMAGES` of ``images`` (model inputs, one batch each), spread over them."""
+    model = read_model(quantized)
+    graph = Graph.of(model)
+    reference_interp = tracing_interpreter(reference, num_threads)
+    reference_index = {d["name"]: d["index"] for d in reference_interp.get_tensor_details()}
+    levels = _levels(graph, reference_index)
+    if not levels or not len(images):
+        return quantized, 0
+    picks = np.unique(np.linspace(0, len(images) - 1, min(MAX_IMAGES, len(images))).round().astype(int))
+    images = [images[i] for i in picks]
+    tensors = graph.subgraph.tensors
+    for op in (op for group in levels.values() for op in group):
+        _private_buffer(graph, int(graph.subgraph.operators[op].inputs[2]))
+    corrected = 0
+    for level in sorted(levels):
+        group = levels[level]
+        interp = tracing_interpreter(write_model(model), num_threads)
+        sums: dict[int, np.ndarray] = {}
+        counts: dict[int, np.ndarray] = {}
+        for image in images:
+            run_batch(reference_interp, image)
+            run_batch(interp, image)
+            for op in group:
+                out = int(graph.subgraph.operators[op].outputs[0])
+                quant = tensors[out].quantization
+                y = (interp.get_tensor(out).astype(np.float32) - quant.zeroPoint[0]) * quant.scale[0]
+                f = reference_interp.get_tensor(reference_index[tensors[out].name.decode()])
+                low, high = _OPEN_RANGE[graph.activation(op)]
+                inside = (f > low) & (f < high) & (y > low) & (y < high)
+                channels = y.shape[-1]
+                sums[op] = sums.get(op, 0) + np.where(inside, y - f, 0).reshape(-1, channels).sum(axis=0)
+                counts[op] = counts.get(op, 0) + inside.reshape(-1, channels).sum(axis=0)
+        for op in group:
+            bias = int(graph.subgraph.operators[op].inputs[2])
+            scale = np.broadcast_to(np.asarray(tensors[bias].quantization.scale, np.float64), sums[op].shape)
+            shift = np.where(counts[op] >= MIN_SAMPLES, sums[op] / np.maximum(counts[op], 1) / scale, 0.0)
+            values = _int32(graph, bias)
+            limits = np.iinfo(np.int32)
+            _set_int32(graph, bias, np.clip(values - np.round(shift), limits.min, limits.max).astype(np.int32))
+            corrected += bool(np.any(np.round(shift)))
+    return write_model(model), corrected
+
+
+def _levels(graph: Graph, reference_index: dict[str, int]) -> dict[int, list[int]]:
+    """The correctable convolutions grouped by dependency level: a level's convolutions read only tensors computed
+    before its level's first convolution ran (none is upstream of another in the same level)."""
+    ops = graph.ops
+    level_of: dict[int, int] = {}
+    levels: dict[int, list[int]] = defaultdict(list)
+    for index, op in enumerate(graph.subgraph.operators):
+        level = max((level_of.get(int(t), 0) for t in op.inputs if t >= 0), default=0)
+        if graph.code(index) in (ops.CONV_2D, ops.DEPTHWISE_CONV_2D) and _correctable(graph, index, reference_index):
+            level += 1
+            levels[level].append(index)
+        for t in op.outputs:
+            level_of[int(t)] = level
+    return dict(levels)
+
+
+def _correctable(graph: Graph, index: int, reference_index: dict[str, int]) -> bool:
+    """An int8 output the float graph also has, an int32 constant bias with its scales, an activation with a
+    known range."""
+    op, tensors = graph.subgraph.operators[index], graph.subgraph.tensors
+    if len(op.inputs) < 3 or op.inputs[2] < 0 or graph.activation(index) not in _OPEN_RANGE:
+        return False
+    out, bias = tensors[int(op.outputs[0])], tensors[int(op.inputs[2])]
+    return (out.type == _INT8 and out.name.decode() in reference_index and out.quantization is not None
+            and out.quantization.scale is not None and len(out.quantization.scale) == 1
+            and bias.type == _INT32 and bias.quantization is not None and bias.quantization.scale is not None
+            and graph.model.buffers[bias.buffer].data is not None)
+
+
+def _private_buffer(graph: Graph, tensor: int) -> None:
+    """Give ``tensor`` a buffer of its own (the quantiser shares equal constants, such as zero biases)."""
+    info = graph.subgraph.tensors[tensor]
+    if graph.buffer_users[info.buffer] > 1:
+        buffer = schema().BufferT()
+        buffer.data = np.array(graph.model.buffers[info.buffer].data, np.uint8)
+        graph.model.buffers.append(buffer)
+        graph.buffer_users[info.buffer] -= 1
+        info.buffer = len(graph.model.buffers) - 1
+        graph.buffer_users[info.buffer] = 1
+
+
+def _int32(graph: Graph, tensor: int) -> np.ndarray:
+    data = graph.model.buffers[graph.subgraph.tensors[tensor].buffer].data
+    return np.frombuffer(np.asarray(data, np.uint8).tobytes(), np.int32)
+
+
+def _set_int32(graph: Graph, tensor: int, values: np.ndarray) -> None:
+    graph.model.buffers[graph.subgraph.tensors[tensor].buffer].data = np.frombuffer(
+        np.asarray(values, np.int32).tobytes(), np.uint8)
