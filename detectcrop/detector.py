@@ -87,14 +87,15 @@ class Detector:
 
     @classmethod
     def from_preset(cls, preset: str | os.PathLike = zoo.DEFAULT_DETECTOR, *, runtime: str = "tf",
-                    num_threads: int | None = None, precision: str = "float", calibration: Any = None,
+                    num_threads: int | None = None, precision: str = "auto", calibration: Any = None,
                     **kwargs: Any) -> Detector:
         """Load a preset (see ``python -m detectcrop.zoo list``), a TF Hub handle or URL, or a local SavedModel.
 
         ``runtime``: ``"tf"``, ``"litert"`` (the SavedModel converted once to LiteRT and cached; a model that does not
         convert falls back to TensorFlow with one logged line) or ``"auto"`` (`detectcrop.litert.resolve_runtime`).
         ``num_threads``: LiteRT interpreter threads (default: the usable CPU cores). ``precision`` (LiteRT):
-        ``"float"``, ``"int8"`` or ``"auto"`` with ``calibration`` (a folder or `DetectorCalibration`), see
+        ``"float"``, ``"int8"`` or ``"auto"`` (the default: int8 where ``calibration``, a folder or a
+        `DetectorCalibration`, is given and the int8 model's held-out recall holds), see
         `detectcrop.litert.detector_flatbuffer`.
         """
         name, handle = _resolve_handle(preset)

@@ -60,12 +60,12 @@ class DetectThenClassify(StepParams):
         max_pixels: refuse larger images (decompression bombs); ``None``: no limit.
         runtime: ``"tf"``, ``"litert"`` (CPU, XNNPACK) or ``"auto"`` (LiteRT on CPU-only machines), for the steps given
             by name or path (`detectcrop.litert.resolve_runtime`); a model that does not convert runs on TensorFlow.
-        precision: the LiteRT classifier's ``"float"``, ``"int8"`` or ``"auto"`` (int8 where its measured agreement
-            holds, `classify.litert`).
+        precision: the LiteRT classifier's ``"float"``, ``"int8"`` or ``"auto"`` (the default: int8 where its
+            measured agreement holds, `classify.litert`).
         decode: ``"full"``, ``"reduced"`` or ``"auto"``: decode large JPEGs read from paths at reduced size for
             whole-image detection (`detectcrop.decoding`); crops always come from the full resolution.
-        detector_precision: the LiteRT detector's ``"float"``, ``"int8"`` or ``"auto"`` (int8 where its held-out
-            recall holds, `detectcrop.litert.detector_flatbuffer`).
+        detector_precision: the LiteRT detector's ``"float"``, ``"int8"`` or ``"auto"`` (the default: int8 where a
+            calibration folder is given and its held-out recall holds, `detectcrop.litert.detector_flatbuffer`).
         detector_calibration: the calibration folder of an int8 detector (`detectcrop.litert_int8`).
     """
 
@@ -87,9 +87,9 @@ class DetectThenClassify(StepParams):
         batch_size: int = 32,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         runtime: str = "tf",
-        precision: str = "float",
+        precision: str = "auto",
         decode: str = DEFAULT_DECODE,
-        detector_precision: str = "float",
+        detector_precision: str = "auto",
         detector_calibration: str | None = None,
     ) -> None:
         self.detector = detector
