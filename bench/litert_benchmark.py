@@ -2,10 +2,10 @@
 
     python -m bench.litert_benchmark [--scenes 24] [--rounds 3]
 
-1. label_folder images/s, whole image and with tiles, for tf / litert float / litert int8 classifier / litert int8
-   classifier + int8 detector (calibrated on 24 training photos; runs alternate; the
-   median of paired ratios is reported), with detection recall (IoU >= 0.5 with a ground-truth watch) and label
-   accuracy (matched watches labeled with their brand) on the held-out scenes.
+1. label_folder images/s, whole image and with tiles, for tf / litert float / litert auto (each stage int8 where
+   its check holds) / litert int8 classifier + int8 detector (forced; the detector calibrated on 24 training
+   photos; runs alternate; the median of paired ratios is reported), with detection recall (IoU >= 0.5 with a
+   ground-truth watch) and label accuracy (matched watches labeled with their brand) on the held-out scenes.
 2. Classifier crops/s on the scenes' ground-truth crops, with top-1 agreement against Keras.
 3. The detector against the limit: its FLOPs (counted from the LiteRT graph's conv/depthwise/dense ops) over the
    GFLOP/s one core sustains on a large convolution under XNNPACK; float vs int8 detector; where tiled time
@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from classify import FineClassifier
-from classify.litert import load_litert_classifier, save_calibration
-from detectcrop import TileConfig, boxes, read_image, zoo
+from classify.litert import load_litert_classifier, resolve_precision, save_calibration
+from detectcrop import Detector, TileConfig, boxes, read_image, zoo
 from detectcrop.litert import (
     TFLiteDetectorModel,
     conversion_info,
@@ -48,8 +48,8 @@ from pipelines.synthetic import generate, ground_truth_crops, load_ground_truth
 
 #: (row, runtime, classifier precision, detector precision)
 RUNTIMES = (("tf", "tf", "float", "float"), ("litert float", "litert", "float", "float"),
-            ("litert int8 classifier", "litert", "int8", "float"),
-            ("litert int8 classifier + int8 detector", "litert", "int8", "int8"))
+            ("litert auto", "litert", "auto", "auto"),
+            ("litert int8 classifier + int8 detector (forced)", "litert", "int8", "int8"))
 
 
 def _train(bench: Path, out: Path) -> tuple[Path, list]:
@@ -247,9 +247,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; date {time.strftime('%Y-%m-%d')}")
     print(f"command: python -m bench.litert_benchmark --scenes {args.scenes} --rounds {args.rounds}\n")
 
+    calibration = _detector_calibration(bench, truth, work / "detector_calibration")
+    served = Detector.from_preset(zoo.OFFLINE_DETECTOR, runtime="litert", precision="auto", calibration=calibration)
+    print(f"(litert auto serves the classifier {resolve_precision(run, 'auto')}, the detector {served.precision})\n")
     print("| mode | runtime | label images/s | speed-up vs tf (median of paired ratios) | recall | label accuracy |")
     print("|---|---|---|---|---|---|")
-    calibration = _detector_calibration(bench, truth, work / "detector_calibration")
     for mode, tile in (("whole image", None), ("tiles", TileConfig())):
         pipes = {name: DetectThenClassify(zoo.OFFLINE_DETECTOR, str(run), category="clock", tile=tile,
                                           runtime=rt, precision=prec, detector_precision=dprec,
@@ -310,8 +312,6 @@ def main(argv: Sequence[str] | None = None) -> None:
           f"({flops / 1e9 / det_times[1]:.1f} GFLOP/s, {flops / 1e9 / det_times[1] / per_core:.0%} of the core), "
           f"{1e3 * det_times[2]:.0f} ms on 2 threads; int8 detector {1e3 * np.median(ts[('int8', 1)]):.0f} ms on 1 "
           f"thread ({int8_ratio:.2f}x float, median of paired ratios)")
-    from detectcrop import Detector
-
     tp = _tile_profile(Detector.from_preset(zoo.OFFLINE_DETECTOR, runtime="litert"),
                        [read_image(p) for p in sorted(scenes.glob("*.jpg"))[:4]])
     sp = _shape_profile(saved_model, tflite)
