@@ -134,14 +134,19 @@ def int8_check(reference: np.ndarray, int8: np.ndarray, min_agreement: float = I
 
 def resolve_precision(model: str | os.PathLike, precision: str) -> str:
     """``float`` or ``int8`` for ``precision``; ``auto`` is int8 when calibration crops exist and the int8 export's
-    held-out agreement reaches the bar, else float."""
+    held-out agreement reaches the bar, else float (also, with a logged warning, when the int8 export fails or needs
+    TensorFlow and it is not installed)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision != "auto":
         return precision
     if not model_file(model).with_name(CALIBRATION_FILE).is_file():
         return "float"
-    meta = json.loads(sidecar(export_cached(model, "int8")).read_text())
+    try:
+        meta = json.loads(sidecar(export_cached(model, "int8")).read_text())
+    except (ConversionError, ImportError) as exc:  # ImportError: no TensorFlow to export with
+        logger.warning("int8 export of %s unavailable (%s: %s); serving float", model, type(exc).__name__, exc)
+        return "float"
     return "int8" if meta.get("int8_default") else "float"
 
 

@@ -31,9 +31,12 @@ logger = logging.getLogger(__name__)
 Runtime = Literal["tf", "litert", "auto"]
 RUNTIMES: tuple[str, ...] = ("tf", "litert", "auto")
 #: Bumped when the conversion recipe changes, so cached flatbuffers are rebuilt.
-CONVERSION_VERSION = 10  # 5: the offline CenterNet's trunk and head beside the whole graph; 6: hard-swish fused;
-#                         7: int8 prepared by `litert_prequant`; 8: int8 keeps the stem float;
-#                         9: int8 rewrites confined to the trunk; 10: int8 biases corrected
+CONVERSION_VERSION = 9  # 5: the offline CenterNet's trunk and head beside the whole graph; 6: hard-swish fused;
+#                        7: int8 prepared by `litert_prequant`; 8: int8 keeps the stem float;
+#                        9: int8 rewrites confined to the trunk
+#: The int8 recipe's own version (part of int8 cache keys only, so a change to it leaves float caches valid):
+#: 1: biases corrected (`detectcrop.litert_bias`).
+INT8_VERSION = 1
 
 
 class ConversionError(RuntimeError):
@@ -236,10 +239,10 @@ def converted_detector(saved_model: str | os.PathLike, precision: str = "float",
                        calibration: DetectorCalibration | None = None) -> Path:
     """The cached ``.tflite`` of a detector SavedModel, converted on first use.
 
-    Keyed by the sha256 of the SavedModel's files, `CONVERSION_VERSION` and the precision (``int8``: and the
-    calibration's digest). Checks once that the flatbuffer loads and runs on a small image; raises `ConversionError`
-    when it does not. An int8 conversion (`detectcrop.litert_int8`) records beside it, in ``source.json``, the
-    held-out recall of float and int8 and whether int8 may be the default (``int8_default``).
+    Keyed by the sha256 of the SavedModel's files, `CONVERSION_VERSION` and the precision (``int8``: also
+    `INT8_VERSION` and the calibration's digest). Checks once that the flatbuffer loads and runs on a small image;
+    raises `ConversionError` when it does not. An int8 conversion (`detectcrop.litert_int8`) records beside it, in
+    ``source.json``, the held-out recall of float and int8 and whether int8 may be the default (``int8_default``).
     """
     if precision not in ("float", "int8"):
         raise ValueError(f"precision must be 'float' or 'int8', got {precision!r}")
@@ -247,7 +250,8 @@ def converted_detector(saved_model: str | os.PathLike, precision: str = "float",
         raise ValueError("an int8 detector needs calibration photos (DetectorCalibration.from_folder)")
     digest = cache.tree_digest(saved_model)
     tag = "" if precision == "float" else f"-int8-{calibration.digest()[:16]}"
-    final = cache.home_dir() / "litert" / f"detector-{digest[:24]}{tag}-v{CONVERSION_VERSION}"
+    version = f"{CONVERSION_VERSION}" if precision == "float" else f"{CONVERSION_VERSION}q{INT8_VERSION}"
+    final = cache.home_dir() / "litert" / f"detector-{digest[:24]}{tag}-v{version}"
     model = final / "model.tflite"
     with cache.file_lock(cache.home_dir() / "locks" / f"{final.name}.lock"):
         try:
@@ -259,7 +263,7 @@ def converted_detector(saved_model: str | os.PathLike, precision: str = "float",
             raise ConversionError(_FAILED[final.name])
         float_model = None if precision == "float" else converted_detector(saved_model)
         logger.info("converting %s to LiteRT %s (once; cached in %s)", saved_model, precision, final)
-        info: dict[str, Any] = {"saved_model": os.fspath(saved_model), "sha256": digest, "version": CONVERSION_VERSION,
+        info: dict[str, Any] = {"saved_model": os.fspath(saved_model), "sha256": digest, "version": version,
                                 "precision": precision}
         split = None
         if float_model is None:

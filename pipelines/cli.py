@@ -31,9 +31,9 @@ def add_detection_args(p: argparse.ArgumentParser, what: str = "crop") -> None:
                         "at least the detector's input size; crops still come from the full image, decoded only when "
                         "there is something to crop) or auto (reduced where it measurably pays)")
     p.add_argument("--detector-precision", choices=("float", "int8", "auto"), default="auto",
-                   help="LiteRT detector precision: int8 needs --detector-calibration; auto (default): int8 only "
-                        "with --detector-calibration and where its held-out detection recall is within 0.01 of "
-                        "float's, else float")
+                   help="detector precision on LiteRT (--runtime litert or auto): int8 needs --detector-calibration; "
+                        "auto (default): int8 only with --detector-calibration and where its held-out detection recall "
+                        "is within 0.01 of float's, else float")
     p.add_argument("--detector-calibration", default=None,
                    help="folder of photos calibrating the int8 detector; heldout/ (with optional heldout/boxes.json "
                         "ground truth) measures it against float")

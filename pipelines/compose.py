@@ -149,12 +149,20 @@ class DetectThenClassify(StepParams):
 
     # ------------------------------------------------------------------ config (rebuild elsewhere)
     def to_config(self) -> dict[str, Any]:
-        """A JSON-able description from which `from_config` rebuilds the pipeline in another process."""
+        """A JSON-able description from which `from_config` rebuilds the pipeline in another process. Once loaded,
+        ``precision`` and ``detector_precision`` are the precisions served (``auto`` resolved)."""
         config = {name: getattr(self, name) for name in self._param_names()}
         config.update(detector=_source(self.detector, "detector"), classifier=_source(self.classifier, "classifier"),
                       crop_policy=dataclasses.asdict(self.crop_policy),
                       tile=None if self.tile is None else dataclasses.asdict(self.tile))
-        detector = self.__dict__.get("_loaded", {}).get("detector", (None, self.detector))[1]
+        loaded = self.__dict__.get("_loaded", {})
+        detector = loaded.get("detector", (None, self.detector))[1]
+        classifier = loaded.get("classifier", (None, self.classifier))[1]
+        # the precisions served (after `auto` and its checks), so a copy elsewhere and a resumed run load the same
+        if not isinstance(classifier, str | os.PathLike):
+            config["precision"] = getattr(classifier, "meta", {}).get("quantization", "float")
+        if not isinstance(detector, str | os.PathLike):
+            config["detector_precision"] = getattr(detector, "precision", "float")
         if not isinstance(detector, str | os.PathLike) and hasattr(detector, "nms_iou"):
             config["detector_options"] = {"min_score": detector.min_score, "nms_iou": detector.nms_iou}
             if getattr(detector, "runtime", None) is not None:  # the runtime it actually loaded on (after fallback)

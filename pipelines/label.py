@@ -42,8 +42,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="'unknown' when the model's open-set score is below the threshold saved with it (chosen at "
                         "training to keep 95%% of known validation objects); off: the probability floor alone")
     p.add_argument("--precision", choices=("float", "int8", "auto"), default="auto",
-                   help="LiteRT classifier precision: int8 needs calibration.npz beside model.keras; auto (default): "
-                        "int8 only where its held-out top-1 agreement with the float model is >= 99%%, else float")
+                   help="classifier precision on LiteRT (--runtime litert or auto): int8 needs calibration.npz beside "
+                        "model.keras; auto (default): int8 only where its held-out top-1 agreement with the float "
+                        "model is >= 99%%, else float")
     p.add_argument("--batch-size", type=int, default=32, help="crops classified per batch")
     p.add_argument("--annotate", action="store_true", help="also save copies with boxes and labels drawn")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --output")

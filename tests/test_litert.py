@@ -22,7 +22,7 @@ from classify.litert import (
     save_calibration,
 )
 from detectcrop import Detector, litert
-from detectcrop.litert import resolve_runtime
+from detectcrop.litert import ConversionError, resolve_runtime
 
 pytest.importorskip("ai_edge_litert")
 
@@ -215,6 +215,33 @@ def test_int8_refuses_to_be_the_default_with_a_bad_calibration(fitted, saved_run
     assert bad.meta["argmax_agreement"] == pytest.approx(np.mean(bad.predict_proba(test.paths).argmax(1) == reference))
     assert bad.meta["argmax_agreement"] < 0.99 and bad.meta["int8_default"] is False
     assert resolve_precision(saved_run, "auto") == "float"
+
+
+@pytest.mark.parametrize("error", [ConversionError("int8: the converter failed"), ImportError("no tensorflow")])
+def test_auto_serves_float_on_litert_when_the_int8_export_fails(saved_run, monkeypatch, caplog, error):
+    import classify.litert as classify_litert
+
+    real = classify_litert.export_cached
+
+    def failing(model, precision="float"):
+        if precision == "int8":
+            raise error
+        return real(model, precision)
+
+    monkeypatch.setattr(classify_litert, "export_cached", failing)
+    calibration = saved_run / "calibration.npz"
+    made = not calibration.exists()
+    calibration.touch()  # so auto tries int8
+    try:
+        with caplog.at_level(logging.WARNING, logger="classify.litert"):
+            runner = load_litert_classifier(saved_run, "auto")
+        with pytest.raises(type(error)):  # asked for explicitly, int8 still fails loudly
+            load_litert_classifier(saved_run, "int8")
+    finally:
+        if made:
+            calibration.unlink()
+    assert runner.path == exported_path(saved_run, "float")  # LiteRT float, not TensorFlow
+    assert [r for r in caplog.records if "serving float" in r.message]
 
 
 def test_int8_rule():

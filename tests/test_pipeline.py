@@ -255,6 +255,8 @@ def test_label_cli_accounts_for_every_file_and_resumes_identically(bench, model_
                  if im["file_name"].startswith("scenes/")}
     assert len(keyed) == len(ok) and {r["image_id"] for r in keyed} <= scene_ids
     assert "<figure>" in (full / "report.html").read_text()
+    config = json.loads((full / "label_config.json").read_text())  # the precisions served, not the requested auto
+    assert (config["precision"], config["detector_precision"]) == ("float", "float")
 
     # Kill the run after two images, then resume: the same bytes as the uninterrupted run.
     part = tmp_path / "part"
@@ -278,6 +280,9 @@ def test_label_cli_accounts_for_every_file_and_resumes_identically(bench, model_
     for name in ("predictions.csv", "results.coco.json", "summary.json"):
         assert (part / name).read_bytes() == (full / name).read_bytes(), name
     assert _label_cli(bench, model_dir, part, "--resume", "--top-k", "1") == 2  # other settings: refused
+    # asking for what auto served (or for float, the default of earlier versions) is the same run
+    assert _label_cli(bench, model_dir, part, "--annotate", "--resume", "--precision", "float",
+                      "--detector-precision", "float") == 0
 
 
 def test_label_cli_errors_before_loading_models(bench, tmp_path, capsys):
