@@ -272,12 +272,12 @@ def converted_detector(saved_model: str | os.PathLike, precision: str = "float",
             split = convert_trunk(saved_model)
         else:
             try:
-                flatbuffer = _convert_int8(saved_model, calibration)
+                flatbuffer, counts = _convert_int8(saved_model, calibration)
                 _smoke_test(flatbuffer)
             except ConversionError as exc:
                 _FAILED[final.name] = str(exc)
                 raise
-            info.update(calibration=calibration.digest(), n_calibration=len(calibration.images),
+            info.update(calibration=calibration.digest(), n_calibration=len(calibration.images), **counts,
                         **litert_int8.measure(_decoder(TFLiteDetectorModel(float_model, split=False)),
                                               _decoder(TFLiteDetectorModel(flatbuffer)), calibration))
             logger.info("int8 detector: held-out recall %.4f (float %.4f) -> %s", info["int8_recall"],
@@ -297,7 +297,7 @@ def conversion_info(model: str | os.PathLike) -> dict[str, Any]:
     return json.loads(Path(model).with_name("source.json").read_text())
 
 
-def _convert_int8(saved_model: str | os.PathLike, calibration: DetectorCalibration) -> bytes:
+def _convert_int8(saved_model: str | os.PathLike, calibration: DetectorCalibration) -> tuple[bytes, dict[str, int]]:
     try:
         with detector_converter(saved_model) as (converter, prepare, _):
             return litert_int8.convert_int8(converter, prepare, calibration)

@@ -123,10 +123,11 @@ def trunk_float_nodes(float_flatbuffer: bytes) -> list[str]:
 
 
 def convert_int8(converter: Any, prepare: Callable[[np.ndarray], np.ndarray],
-                 calibration: DetectorCalibration) -> bytes:
-    """An int8 flatbuffer from a detector's ``converter`` (`detectcrop.litert.detector_converter`): the trunk int8
-    but for its stem, calibrated on ``prepare(image[None])`` of each calibration image, post-processing float; the
-    same inputs as the float model, float outputs.
+                 calibration: DetectorCalibration) -> tuple[bytes, dict[str, int]]:
+    """``(flatbuffer, counts)``: an int8 flatbuffer from a detector's ``converter``
+    (`detectcrop.litert.detector_converter`): the trunk int8 but for its stem, calibrated on ``prepare(image[None])``
+    of each calibration image, post-processing float; the same inputs as the float model, float outputs. ``counts``:
+    ``bias_corrected``, the int8 convolutions whose bias `detectcrop.litert_bias` moved.
 
     The converter's own float graph (hard-swish as three element-wise ops, which XNNPACK runs in int8, unlike int8
     ``HARD_SWISH``) is prepared by `detectcrop.litert_prequant` (ReLUs as depthwise convolutions, cross-layer
@@ -150,8 +151,8 @@ def convert_int8(converter: Any, prepare: Callable[[np.ndarray], np.ndarray],
     quantized = tf_convert.mlir_quantize(calibrated, fully_quantize=False, denylisted_ops=list(FLOAT_OPS),
                                          denylisted_nodes=float_nodes + stem_nodes(flatbuffer))
     check_requantization(quantized)
-    corrected, _ = litert_bias.correct_biases(quantized, flatbuffer, inputs)
-    return corrected
+    corrected, count = litert_bias.correct_biases(quantized, flatbuffer, inputs)
+    return corrected, {"bias_corrected": count}
 
 
 def stem_nodes(float_flatbuffer: bytes) -> list[str]:
