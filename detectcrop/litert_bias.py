@@ -92,7 +92,7 @@ def correct_biases(quantized: bytes, reference: bytes, images: Sequence[np.ndarr
             limits = np.iinfo(np.int32)
             _set_int32(graph, bias, np.clip(values - np.round(shift), limits.min, limits.max).astype(np.int32))
             corrected += bool(np.any(np.round(shift)))
-    logger.info("int8 bias correction: %d of %d convolutions corrected (%d skipped: no float counterpart)",
+    logger.info("int8 bias correction: %d of %d convolutions corrected (%d skipped: not the float tensor's shape)",
                 corrected, len(matched), skipped)
     return write_model(model), corrected
 
