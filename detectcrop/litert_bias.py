@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from detectcrop.litert_prequant import run_batch, tracing_interpreter
-from detectcrop.tflite_graph import Graph, read_model, schema, write_model
+from detectcrop.tflite_graph import Graph, read_model, write_model
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def correct_biases(quantized: bytes, reference: bytes, images: Sequence[np.ndarr
     images = [images[i] for i in picks]
     tensors = graph.subgraph.tensors
     for op in matched:
-        _private_buffer(graph, int(graph.subgraph.operators[op].inputs[2]))
+        graph.private_buffer(int(graph.subgraph.operators[op].inputs[2]))
     corrected = skipped = 0
     for level in sorted(levels):
         group = levels[level]
@@ -88,9 +88,8 @@ def correct_biases(quantized: bytes, reference: bytes, images: Sequence[np.ndarr
             bias = int(graph.subgraph.operators[op].inputs[2])
             scale = np.broadcast_to(np.asarray(tensors[bias].quantization.scale, np.float64), sums[op].shape)
             shift = np.where(counts[op] >= MIN_SAMPLES, sums[op] / np.maximum(counts[op], 1) / scale, 0.0)
-            values = _int32(graph, bias)
             limits = np.iinfo(np.int32)
-            _set_int32(graph, bias, np.clip(values - np.round(shift), limits.min, limits.max).astype(np.int32))
+            graph.set_values(bias, np.clip(graph.values(bias) - np.round(shift), limits.min, limits.max))
             corrected += bool(np.any(np.round(shift)))
     logger.info("int8 bias correction: %d of %d convolutions corrected (%d skipped: not the float tensor's shape)",
                 corrected, len(matched), skipped)
@@ -139,27 +138,5 @@ def _correctable(graph: Graph, index: int) -> bool:
     out, bias = tensors[int(op.outputs[0])], tensors[int(op.inputs[2])]
     return (out.type == _INT8 and out.quantization is not None and out.quantization.scale is not None
             and len(out.quantization.scale) == 1 and bias.type == _INT32 and bias.quantization is not None
-            and bias.quantization.scale is not None and graph.model.buffers[bias.buffer].data is not None
+            and bias.quantization.scale is not None and graph.values(int(op.inputs[2])) is not None
             and len(graph.consumers.get(int(op.inputs[2]), [])) == 1)
-
-
-def _private_buffer(graph: Graph, tensor: int) -> None:
-    """Give ``tensor`` a buffer of its own (the quantiser shares equal constants, such as zero biases)."""
-    info = graph.subgraph.tensors[tensor]
-    if graph.buffer_users[info.buffer] > 1:
-        buffer = schema().BufferT()
-        buffer.data = np.array(graph.model.buffers[info.buffer].data, np.uint8)
-        graph.model.buffers.append(buffer)
-        graph.buffer_users[info.buffer] -= 1
-        info.buffer = len(graph.model.buffers) - 1
-        graph.buffer_users[info.buffer] = 1
-
-
-def _int32(graph: Graph, tensor: int) -> np.ndarray:
-    data = graph.model.buffers[graph.subgraph.tensors[tensor].buffer].data
-    return np.frombuffer(np.asarray(data, np.uint8).tobytes(), np.int32)
-
-
-def _set_int32(graph: Graph, tensor: int, values: np.ndarray) -> None:
-    graph.model.buffers[graph.subgraph.tensors[tensor].buffer].data = np.frombuffer(
-        np.asarray(values, np.int32).tobytes(), np.uint8)

@@ -1,7 +1,8 @@
 """A converted ``.tflite`` flatbuffer as an editable graph: reading and writing the model (TensorFlow's flatbuffer
-object API), a subgraph with its producer and consumer maps, float constants read and rewritten in place, and the
-operator-code table. The graph rewrites of `detectcrop.litert_fuse` and `detectcrop.litert_prequant` are built on
-it. Needs TensorFlow (its flatbuffer schema), like the conversion itself.
+object API), a subgraph with its producer and consumer maps, constants read and rewritten in place (given a buffer
+of their own first where one is shared), and the operator-code table. The graph rewrites of `detectcrop.litert_fuse`,
+`detectcrop.litert_prequant` and `detectcrop.litert_bias` are built on it. Needs TensorFlow (its flatbuffer
+schema), like the conversion itself.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+#: TensorType -> numpy dtype of the constants `Graph.values` reads.
+_DTYPES = {0: np.float32, 2: np.int32, 3: np.uint8, 4: np.int64, 7: np.int16, 9: np.int8}
 
 
 def schema() -> Any:
@@ -73,18 +77,38 @@ class Graph:
 
     def constant(self, tensor: int) -> np.ndarray | None:
         """A float32 constant's values (a view of its buffer), or ``None`` for anything else."""
-        info = self.subgraph.tensors[tensor]
-        data = self.model.buffers[info.buffer].data
-        if info.type != 0 or data is None or len(data) == 0:  # 0: FLOAT32
-            return None
-        return np.frombuffer(np.asarray(data, dtype=np.uint8).tobytes(), dtype=np.float32)
+        return self.values(tensor) if self.subgraph.tensors[tensor].type == 0 else None  # 0: FLOAT32
 
     def set_constant(self, tensor: int, values: np.ndarray) -> None:
         """Rewrite a float32 constant's buffer with ``values`` (as many as it holds)."""
+        assert self.subgraph.tensors[tensor].type == 0
+        self.set_values(tensor, values)
+
+    def values(self, tensor: int) -> np.ndarray | None:
+        """A constant's values in its own type (float32, int32, int8, ...; flat), or ``None`` without data."""
         info = self.subgraph.tensors[tensor]
-        values = np.asarray(values, np.float32)
+        data = self.model.buffers[info.buffer].data
+        if data is None or len(data) == 0 or info.type not in _DTYPES:
+            return None
+        return np.frombuffer(np.asarray(data, dtype=np.uint8).tobytes(), dtype=_DTYPES[info.type])
+
+    def set_values(self, tensor: int, values: np.ndarray) -> None:
+        """Rewrite a constant's buffer with ``values`` in its own type (as many as it holds)."""
+        info = self.subgraph.tensors[tensor]
+        values = np.asarray(values, _DTYPES[info.type])
         assert values.size == int(np.prod(info.shape))
         self.model.buffers[info.buffer].data = np.frombuffer(values.tobytes(), dtype=np.uint8)
+
+    def private_buffer(self, tensor: int) -> None:
+        """Give ``tensor`` a buffer of its own (converters share one buffer between equal constants)."""
+        info = self.subgraph.tensors[tensor]
+        if self.buffer_users[info.buffer] > 1:
+            buffer = schema().BufferT()
+            buffer.data = np.array(self.model.buffers[info.buffer].data, np.uint8)
+            self.model.buffers.append(buffer)
+            self.buffer_users[info.buffer] -= 1
+            info.buffer = len(self.model.buffers) - 1
+            self.buffer_users[info.buffer] = 1
 
     def scalar(self, tensor: int) -> float | None:
         """The value of a one-element float32 constant, else ``None``."""

@@ -257,16 +257,20 @@ def write_label_report(out: str | os.PathLike, low_confidence: float = 0.5, unkn
 
     doubtful = sorted((r for r in objects if r["label"] == unknown_label or float(r["probability"]) < low_confidence),
                       key=lambda r: float(r["probability"]))[:MAX_THUMBNAILS]
+    by_image: dict[str, list[int]] = {}
+    for i, r in enumerate(doubtful):
+        by_image.setdefault(r["image"], []).append(i)
     figures: dict[int, str] = {}  # thumbnails (small JPEGs), not crops: memory stays one decoded image
-    for rel in dict.fromkeys(r["image"] for r in doubtful):  # each image decoded once, one held at a time
+    for rel, indices in by_image.items():  # each image decoded once, one held at a time
         image = source(rel)
         if image is None:
             continue
         h, w = image.shape[:2]
-        for i, r in enumerate(doubtful):
+        for i in indices:
+            r = doubtful[i]
             x1, y1, x2, y2 = (float(r[k]) for k in ("x1", "y1", "x2", "y2"))
             box = (max(0, int(x1)), max(0, int(y1)), min(w, int(np.ceil(x2))), min(h, int(np.ceil(y2))))
-            if r["image"] == rel and box[2] > box[0] and box[3] > box[1]:
+            if box[2] > box[0] and box[3] > box[1]:
                 caption = (f'<b class="bad">{esc(r["label"])}</b> {float(r["probability"]):.2f}'
                            f'<br>{esc(r["top_k"])}<br>{esc(r["image"])}')
                 figures[i] = figure(crop_image(image, box), caption, f"{r['image']} object {r['object']}")

@@ -14,7 +14,7 @@ import tensorflow as tf
 from detectcrop import litert_bias
 from detectcrop.litert import make_interpreter
 from detectcrop.litert_prequant import run_batch, tracing_interpreter
-from detectcrop.tflite_graph import Graph, read_model, schema, write_model
+from detectcrop.tflite_graph import Graph, read_model, write_model
 
 RNG = np.random.default_rng(1)
 W1 = RNG.normal(0, 0.5, (3, 3, 3, 8)).astype(np.float32)
@@ -79,13 +79,11 @@ def _plant(flatbuffer: bytes, conv: int, channel: int, steps: float) -> bytes:
     """``flatbuffer`` with convolution ``conv``'s bias on ``channel`` raised by ``steps`` of its output's int8 step
     (given a buffer of its own: equal constants may share one)."""
     model = read_model(flatbuffer)
-    info = _convs(flatbuffer)[conv]
+    graph, info = Graph.of(model), _convs(flatbuffer)[conv]
     values = info["values"].copy()
     values[channel] += round(float(steps * info["out_scale"] / info["scale"][channel]))
-    buffer = schema().BufferT()
-    buffer.data = np.frombuffer(values.tobytes(), np.uint8)
-    model.buffers.append(buffer)
-    model.subgraphs[0].tensors[info["bias"]].buffer = len(model.buffers) - 1
+    graph.private_buffer(info["bias"])
+    graph.set_values(info["bias"], values)
     return write_model(model)
 
 
