@@ -1,18 +1,21 @@
 """Temperature scaling (Guo et al., 2017) and the expected calibration error.
 
 One scalar ``T`` divides the logits before the softmax; it is fitted on validation logits by minimising the negative
-log-likelihood (scikit-learn's ``log_loss``) over ``log T``, so the top class never changes, only how sure the model
-says it is. ``T > 1`` softens an over-confident model.
+log-likelihood over ``log T``, so the top class never changes, only how sure the model says it is. ``T > 1`` softens
+an over-confident model. Reports give the NLL of scikit-learn's ``log_loss``.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize_scalar
-from scipy.special import softmax
+from scipy.special import log_softmax, softmax
 from sklearn.metrics import log_loss
+
+logger = logging.getLogger(__name__)
 
 #: Bins of the expected calibration error and the reliability diagram.
 ECE_BINS = 15
@@ -26,14 +29,48 @@ def nll(logits: np.ndarray, y: np.ndarray, temperature: float = 1.0) -> float:
     return float(log_loss(y, softmax(logits / temperature, axis=1), labels=np.arange(logits.shape[1])))
 
 
+def _exact_nll(logits: np.ndarray, y: np.ndarray, temperature: float) -> float:
+    """The NLL without the clipping of ``log_loss``, which caps a confidently wrong sample at -log(eps) (36 nats):
+    with that cap, one such sample among right ones makes ``T -> 0`` (every probability 1) look best."""
+    return float(-np.mean(log_softmax(logits / temperature, axis=1)[np.arange(len(y)), y]))
+
+
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     """The ``T`` that minimises the NLL of ``y`` under ``softmax(logits / T)`` (1.0 without data)."""
     if not len(y):
         return 1.0
-    result = minimize_scalar(lambda log_t: nll(logits, y, float(np.exp(log_t))),
+    logits, y = np.asarray(logits, np.float64), np.asarray(y)
+    if (logits.argmax(axis=1) == y).all():  # the NLL falls all the way to T -> 0 (every probability 1)
+        logger.warning("the temperature cannot be fitted on %d samples that the model all classifies correctly: "
+                       "kept 1.0", len(y))
+        return 1.0
+    result = minimize_scalar(lambda log_t: _exact_nll(logits, y, float(np.exp(log_t))),
                              bounds=(-np.log(T_RANGE), np.log(T_RANGE)), method="bounded", options={"xatol": 1e-4})
     best = float(np.exp(result.x))
-    return best if nll(logits, y, best) <= nll(logits, y, 1.0) else 1.0
+    return best if _exact_nll(logits, y, best) <= _exact_nll(logits, y, 1.0) else 1.0
+
+
+def temperature_interval(logits: np.ndarray, y: np.ndarray, level: float = 0.9, draws: int = 1000,
+                         seed: int = 0) -> tuple[float, float]:
+    """A bootstrap interval of the NLL-optimal temperature on these samples (``level``: its coverage; ``draws``
+    resamples with replacement, seeded): how far ``T`` could move with another set of this many crops. Sixty-odd
+    validation crops leave it wide (e.g. 1.8-2.5 around 2.1); more labeled crops (``detectcrop calibrate``) narrow
+    it. Each resample's ``T`` is found on a grid of ``log T`` (two passes, about 0.1% apart at the end)."""
+    logits, y = np.asarray(logits, np.float64), np.asarray(y)
+    if not len(y):
+        return 1.0, 1.0
+    counts = np.random.default_rng(seed).multinomial(len(y), np.full(len(y), 1 / len(y)), size=draws)
+    all_right = counts[:, logits.argmax(axis=1) != y].sum(axis=1) == 0
+    grid = np.linspace(-np.log(T_RANGE), np.log(T_RANGE), 401)
+    for _ in range(2):
+        per_sample = np.stack([-log_softmax(logits / np.exp(t), axis=1)[np.arange(len(y)), y] for t in grid], axis=1)
+        best = (counts @ per_sample).argmin(axis=1)
+        log_t = np.where(all_right, 0.0, grid[best])  # as `fit_temperature`: T = 1 when nothing is wrong
+        span = best[~all_right] if (~all_right).any() else best
+        grid = np.linspace(grid[max(span.min() - 1, 0)], grid[min(span.max() + 1, len(grid) - 1)], 401)
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.exp(np.percentile(log_t, [tail, 100 - tail]))
+    return float(lo), float(hi)
 
 
 def reliability_bins(proba: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> dict[str, np.ndarray]:

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 from scipy.special import logsumexp, softmax
 
-from classify.calibration import calibration_report, fit_temperature, keep_threshold
+from classify.calibration import calibration_report, fit_temperature, keep_threshold, temperature_interval
 from classify.features import predict_batches
 
 logger = logging.getLogger(__name__)
@@ -154,6 +154,7 @@ def fit_calibration(task: Any, logits: np.ndarray, features: np.ndarray, y: np.n
     report. The class means stay as they are."""
     temperature = fit_temperature(logits, y)
     report = calibration_report(logits, y, temperature, split)
+    report["temperature_interval"] = list(temperature_interval(logits, y))
     threshold = None
     if keep is not None:
         means = np.asarray(task.open_set.class_means.numpy())
@@ -161,6 +162,7 @@ def fit_calibration(task: Any, logits: np.ndarray, features: np.ndarray, y: np.n
     task.calibration.temperature.assign(temperature)
     task.open_set_threshold = threshold
     task.metadata["calibration"] = report
-    logger.info("calibration on %s: temperature %.3f; open-set score %s, threshold %s", split, temperature,
-                task.open_set_score, threshold)
+    logger.info("calibration on %s: temperature %.3f (90%% bootstrap interval %.2f-%.2f, %d crops); open-set score "
+                "%s, threshold %s", split, temperature, *report["temperature_interval"], len(y), task.open_set_score,
+                threshold)
     return OutputFit(temperature, threshold, report)

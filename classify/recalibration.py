@@ -95,8 +95,9 @@ def recalibrate(clf: FineClassifier, images: Sequence[ImageItem], labels: Sequen
     model knows); ``keep``: the share of them the threshold keeps (default: the model's ``open_set_keep``; 0, or
     ``None`` there: no threshold). ``unseen``: crops of classes the model does not know (report only).
 
-    The report: ``{"n", "accuracy", "previous", "recalibrated", "ece_floor", "bins", "split", "open_set_score",
-    "keep", "n_unseen", "auroc"}``; ``previous`` and ``recalibrated`` are `calibration_state` on these crops.
+    The report: ``{"n", "accuracy", "previous", "recalibrated", "ece_floor", "temperature_interval", "bins", "split",
+    "open_set_score", "keep", "n_unseen", "auroc"}``; ``previous`` and ``recalibrated`` are `calibration_state` on
+    these crops; ``temperature_interval`` is the new temperature's 90% bootstrap interval.
     """
     keep = getattr(clf, "open_set_keep", None) if keep is None else keep
     if keep is not None and not 0 <= keep <= 1:
@@ -114,6 +115,7 @@ def recalibrate(clf: FineClassifier, images: Sequence[ImageItem], labels: Sequen
     after = calibration_state(clf, crops, fit.temperature, fit.threshold)
     result = {"n": len(crops.y), "accuracy": float(np.mean(crops.logits.argmax(1) == crops.y)),
               "previous": previous, "recalibrated": after, "ece_floor": fit.report["ece_floor"],
+              "temperature_interval": fit.report["temperature_interval"],
               "bins": fit.report["bins"], "split": split, "open_set_score": clf.model_.open_set_score, "keep": keep,
               "n_unseen": len(unseen), "auroc": after.get("auroc")}
     logger.info("recalibrated on %d crops: temperature %.3f -> %.3f, ECE %.3f -> %.3f (in-sample), known marked "

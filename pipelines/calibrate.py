@@ -104,7 +104,9 @@ def _run(args: argparse.Namespace, model_dir: Path, final: Path) -> int:
         return fail(exc)
     before, after = report["previous"], report["recalibrated"]
     print(f"recalibrated on {report['n']} crops (accuracy {report['accuracy']:.3f}): temperature "
-          f"{before['temperature']:.3f} -> {after['temperature']:.3f}, ECE {before['ece']:.3f} -> {after['ece']:.3f} "
+          f"{before['temperature']:.3f} -> {after['temperature']:.3f} (90% bootstrap interval "
+          f"{report['temperature_interval'][0]:.2f}-{report['temperature_interval'][1]:.2f}), "
+          f"ECE {before['ece']:.3f} -> {after['ece']:.3f} "
           f"(in-sample; noise floor {report['ece_floor']:.3f})")
     print(f"known crops marked unknown: {100 * before['known_marked_unknown']:.1f}% -> "
           f"{100 * after['known_marked_unknown']:.1f}%" + (

@@ -172,6 +172,9 @@ def _calibration_sections(run: Path, report: dict) -> list[tuple[str, str]]:
     cal, rule = report.get("calibration"), report.get("unknown_rule")
     if cal is not None:
         cells = [("temperature", f"{cal['temperature']:.3f}")]
+        if cal.get("temperature_interval"):
+            lo, hi = cal["temperature_interval"]
+            cells.append(("90% bootstrap interval", f"{lo:.2f}-{hi:.2f}"))
         if cal.get("split"):
             cells += [(f"{cal['split']} ECE before", f"{cal['ece_before']:.3f}"),
                       (f"{cal['split']} ECE after", f"{cal['ece_after']:.3f}")]

@@ -241,6 +241,8 @@ def _calibration(clf: FineClassifier, data: ImageFolder, split: str, out: Path) 
     y = np.searchsorted(clf.classes_, np.asarray(data.label_names, dtype=object))
     report = calibration_report(logits, y, clf.temperature_, split)
     report["fit_on_val"] = {k: clf.calibration_[k] for k in ("ece_before", "ece_after", "nll_before", "nll_after", "n")}
+    if "temperature_interval" in clf.calibration_:
+        report["temperature_interval"] = clf.calibration_["temperature_interval"]
     plot_reliability(logits, y, clf.temperature_, out / "reliability.png", title=f"Reliability ({split})")
     logger.info("calibration: temperature %.3f; %s ECE %.4f before, %.4f after", report["temperature"], split,
                 report["ece_before"], report["ece_after"])

@@ -55,6 +55,8 @@ def test_recalibration_fits_the_new_domain_and_leaves_the_run_alone(fitted, doma
 
     old, new = FineClassifier.load(run), FineClassifier.load(tmp_path / "new")
     assert new.temperature_ == pytest.approx(report["recalibrated"]["temperature"])
+    lo, hi = report["temperature_interval"]
+    assert lo <= new.temperature_ <= hi
     assert report["previous"]["temperature"] == pytest.approx(old.temperature_)
     # in-sample: the threshold keeps 95% of the calibration crops, the fitted temperature lowers their NLL
     assert report["recalibrated"]["known_marked_unknown"] <= 0.05

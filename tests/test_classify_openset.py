@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from classify_testdata import UNSEEN_SOURCES, write_crops
-from scipy.special import softmax
+from scipy.special import log_softmax, softmax
 from sklearn.metrics import roc_auc_score
 
 from classify.calibration import (
@@ -16,6 +16,7 @@ from classify.calibration import (
     fit_temperature,
     nll,
     reliability_bins,
+    temperature_interval,
 )
 from classify.openset import DEFAULT_SCORE, GRAPH_SCORES, class_means, score_table
 
@@ -50,6 +51,41 @@ def test_ece_noise_floor_shrinks_with_the_number_of_samples():
     small, large = ece_noise_floor(proba[:60]), ece_noise_floor(proba)
     assert large < small / 3  # about 1 / sqrt(n): 60 samples cannot show a small ECE, 2000 can
     assert ece_noise_floor(np.eye(3)[[0, 1, 2, 0]]) == 0.0  # certain and right: no noise
+
+
+def test_temperature_interval_is_the_spread_of_refitting_on_resamples_and_covers_the_true_temperature():
+    logits, y = _overconfident(n=64, temperature=3.0, seed=2)
+    lo, hi = temperature_interval(logits, y, draws=100, seed=5)
+    # the same resamples refitted one by one with fit_temperature (the grid search finds the same optimum)
+    counts = np.random.default_rng(5).multinomial(len(y), np.full(len(y), 1 / len(y)), size=100)
+    refits = [fit_temperature(np.repeat(logits, c, axis=0), np.repeat(y, c)) for c in counts]
+    assert (lo, hi) == pytest.approx(tuple(np.exp(np.percentile(np.log(refits), [5, 95]))), rel=0.01)
+    assert lo < fit_temperature(logits, y) < hi
+    # a 90% interval from 64 samples holds the temperature the labels were drawn with in most of 20 independent sets
+    covered = [lo_ <= 3.0 <= hi_ for lo_, hi_ in (temperature_interval(*_overconfident(n=64, seed=10 + i), draws=200)
+                                                   for i in range(20))]
+    assert sum(covered) >= 15
+    big_lo, big_hi = temperature_interval(*_overconfident(n=2000, temperature=3.0, seed=3))
+    assert big_hi - big_lo < (hi - lo) / 3  # about 1 / sqrt(n) narrower
+    assert temperature_interval(logits[:0], y[:0]) == (1.0, 1.0)
+
+
+def test_a_confidently_wrong_sample_is_not_capped_and_a_separable_set_keeps_t_1(caplog):
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 3, 100)
+    logits = np.eye(3)[y] * rng.uniform(4, 8, (100, 1))  # every sample right with a margin of 4-8
+    with caplog.at_level("WARNING", logger="classify.calibration"):
+        assert fit_temperature(logits, y) == 1.0  # the NLL falls all the way to T -> 0: nothing to fit
+    assert "cannot be fitted" in caplog.text and temperature_interval(logits, y) == (1.0, 1.0)
+    wrong = logits.copy()
+    wrong[0] = np.roll(wrong[0], 1) * 8  # one sample wrong with a margin of 32-64
+
+    def exact_nll(t: float) -> float:
+        return float(-np.mean(log_softmax(wrong / t, axis=1)[np.arange(100), y]))
+
+    # log_loss caps that sample at -log(eps) = 36 nats, so on its NLL T -> 0 (every probability 1) would look best
+    t = fit_temperature(wrong, y)
+    assert exact_nll(t) < exact_nll(0.1) / 10 and exact_nll(t) <= min(exact_nll(t * 0.9), exact_nll(t / 0.9))
 
 
 def test_ece_by_hand():

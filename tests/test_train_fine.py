@@ -14,6 +14,7 @@ from classify_testdata import write_crops
 from PIL import Image
 
 from classify import FineClassifier
+from classify.calibration import keep_threshold
 from classify.litert import exported_path, resolve_precision
 from classify.openset import DEFAULT_SCORE, GRAPH_SCORES
 from pipelines import train_fine
@@ -80,10 +81,12 @@ def test_cli_writes_the_run_folder_and_prints_macro_f1_last(tmp_path, capsys, tr
     assert set(open_set["scores"]) == {"max_softmax", "max_logit", "energy", "class_mean_cosine", "knn_cosine"}
     assert {"auroc", "fpr_at_95_tpr"} <= set(open_set["scores"]["energy"])
     # chosen on validation: the calibrated top probability of the validation crops in predictions.csv
-    assert open_set["scores"]["max_softmax"]["threshold"] == pytest.approx(np.quantile(val_top, 0.05), rel=1e-5)
+    assert open_set["scores"]["max_softmax"]["threshold"] == pytest.approx(keep_threshold(val_top, 0.95), rel=1e-5)
     calibration = report["calibration"]
     assert calibration["split"] == "test" and calibration["bins"] == 15 and calibration["temperature"] > 0
     assert 0 <= calibration["ece_before"] <= 1 and 0 <= calibration["ece_after"] <= 1
+    lo, hi = calibration["temperature_interval"]  # the bootstrap interval of the validation fit
+    assert lo <= calibration["temperature"] <= hi
     for name in ("confusion_matrix.png", "confusion_matrix_val.png", "curves.png", "reliability.png"):
         with Image.open(out / name) as im:
             assert im.format == "PNG"
