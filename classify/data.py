@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from detectcrop.images import IMAGE_EXTENSIONS, ImageReadError, read_image
+from detectcrop.io import csv_unsafe, printable
 
 logger = logging.getLogger(__name__)
 
@@ -76,18 +78,34 @@ class ImageFolder:
         return np.asarray(self.class_names, dtype=object)[self.labels]
 
 
-def list_images(folder: Path, others: list[Path] | None = None) -> list[Path]:
-    """Image files anywhere under ``folder`` (build_crops mirrors deeper photo folders), sorted by relative path;
-    hidden files and folders are skipped. Visible files without an image extension are appended to ``others``."""
+def list_images(folder: Path, others: list[Path] | None = None,
+                skipped: list[dict[str, str]] | None = None) -> list[Path]:
+    """Image files anywhere under ``folder`` (build_crops mirrors deeper photo folders), sorted by relative path.
+    Visible files without an image extension are appended to ``others``; hidden files and files in hidden folders,
+    broken links, links to folders (not followed), FIFOs and other non-regular entries to ``skipped`` with the
+    reason (``{"path", "reason"}``)."""
     found = []
     for p in folder.rglob("*"):
         rel = p.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts) or not p.is_file():
+        reason = None
+        if any(part.startswith(".") for part in rel.parts):
+            if p.is_dir() and not p.is_symlink():
+                continue  # its files are listed one by one
+            reason = "hidden (a name starting with '.', or inside such a folder)"
+        elif p.is_symlink() and p.is_dir():
+            reason = "a symbolic link to a folder (not followed)"
+        elif p.is_dir():
             continue
-        if p.suffix.lower() in IMAGE_EXTENSIONS:
+        elif not p.is_file():
+            reason = "broken symbolic link" if p.is_symlink() and not p.exists() else "not a regular file"
+        elif p.suffix.lower() not in IMAGE_EXTENSIONS:
+            if others is not None:
+                others.append(p)
+            continue
+        if reason is None:
             found.append((rel.as_posix(), p))
-        elif others is not None:
-            others.append(p)
+        elif skipped is not None:
+            skipped.append({"path": printable(p), "reason": reason})
     return [p for _, p in sorted(found)]
 
 
@@ -125,10 +143,10 @@ def load_image_folder(
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder {root} does not exist")
-    folders = {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+    folders, skipped = _class_folders(root)
     others: list[Path] = []
-    per_class = {name: list_images(folder, others) for name, folder in folders.items()}
-    skipped = [{"path": str(p), "reason": "not an image file (extension)"} for p in others]
+    per_class = {name: list_images(folder, others, skipped) for name, folder in folders.items()}
+    skipped += [{"path": printable(p), "reason": "not an image file (extension)"} for p in others]
     for entry in skipped:
         logger.warning("skipping %s: %s", entry["path"], entry["reason"])
     if check_images:
@@ -159,6 +177,33 @@ def load_image_folder(
     logger.info("read %d images in %d classes from %s (%d files skipped)", len(dataset), len(class_names), root,
                 len(skipped))
     return dataset
+
+
+def _class_folders(root: Path) -> tuple[dict[str, Path], list[dict[str, str]]]:
+    """``({class name: folder}, skipped)``: the visible sub-folders of ``root``, named in Unicode NFC (a name
+    copied from macOS is often NFD: both spell one class), and the entries that are not class folders (image files
+    at the top level, files in hidden folders; other top-level files, such as manifests, are not inputs)."""
+    folders: dict[str, Path] = {}
+    skipped: list[dict[str, str]] = []
+    for p in sorted(root.iterdir()):
+        if p.is_dir() and not p.name.startswith("."):
+            try:
+                p.name.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"the class folder {printable(p)} has a name that is not valid UTF-8 (its bytes "
+                                 "are shown as \\xNN); rename it") from None
+            name = unicodedata.normalize("NFC", p.name)
+            if name in folders:
+                raise ValueError(f"{root} has two class folders that spell {name!r} (one in another Unicode "
+                                 "normalisation form); merge them")
+            folders[name] = p
+        elif p.is_dir():
+            skipped += [{"path": printable(f), "reason": "hidden (a name starting with '.', or inside such a folder)"}
+                        for f in sorted(p.rglob("*")) if not f.is_dir()]
+        elif p.suffix.lower() in IMAGE_EXTENSIONS:
+            skipped.append({"path": printable(p), "reason": f"at the top level, outside a class folder (expected "
+                                                            f"{printable(root)}/<class>/...)"})
+    return folders, skipped
 
 
 def _pick(columns: Sequence[str], candidates: Sequence[str]) -> str | None:
@@ -202,6 +247,7 @@ def _manifest_groups(root: Path, paths: Sequence[Path]) -> np.ndarray:
     for row in rows:
         if not row.get(crop_col) or "\x00" in row[crop_col]:
             continue
+        row = {k: csv_unsafe(v) if isinstance(v, str) else v for k, v in row.items()}  # spreadsheet-safe cells
         tags = []
         if source_col and row.get(source_col):
             tags.append(f"source:{row[source_col]}")

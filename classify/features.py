@@ -112,11 +112,19 @@ def extract_views(
         info = {"size": list(input_size), "views": views, "seed": seed, "aug": augmentation_to_dict(augmentation)}
         key = _cache_key(model, items, info if views else {"size": list(input_size)})
     cache_file = Path(cache_dir) / f"features-{key}.npy" if key else None
-    if cache_file is not None and cache_file.is_file():
-        feats = np.load(cache_file)
-        logger.info("%s: %d images x %d views from cache %s", desc, len(items), 1 + views, cache_file)
-        return feats
     dim = int(model.output_shape[-1])
+    if cache_file is not None and cache_file.is_file():
+        try:
+            feats = np.load(cache_file, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:  # torn or damaged (the cache is written without fsync)
+            feats = None
+            logger.warning("cannot read the cached features %s (%s); computing them again", cache_file, exc)
+        if feats is not None and feats.shape == (1 + views, len(items), dim):
+            logger.info("%s: %d images x %d views from cache %s", desc, len(items), 1 + views, cache_file)
+            return feats
+        if feats is not None:
+            logger.warning("the cached features %s have shape %s, not %s; computing them again", cache_file,
+                           feats.shape, (1 + views, len(items), dim))
     feats = np.empty((1 + views, len(items), dim), dtype=np.float32)
     total = len(items) * (1 + views)
     with tqdm(total=total, desc=desc, unit="img", disable=not show_progress) as bar:

@@ -37,6 +37,8 @@ CALIBRATION_FILE = "calibration.npz"
 #: int8 serves by default (``precision="auto"``) only when its top-1 agreement with the Keras model on held-out
 #: crops is at least this.
 INT8_MIN_AGREEMENT = 0.99
+#: ... measured on at least this many held-out crops (fewer cannot show a 99% agreement: int8 stays opt-in).
+INT8_MIN_HELDOUT = 50
 #: Bumped when the export recipe changes, so cached exports are rebuilt.
 EXPORT_VERSION = 2  # 2: the serving graph (calibrated probabilities and the open-set score)
 
@@ -126,16 +128,21 @@ def _export(clf: FineClassifier, keras_file: Path, target: Path, precision: str)
 
 
 def int8_check(reference: np.ndarray, int8: np.ndarray, min_agreement: float = INT8_MIN_AGREEMENT) -> dict:
-    """The agreement of int8 probabilities with the reference's, and whether int8 may be the default."""
+    """The agreement of int8 probabilities with the reference's, and whether int8 may be the default (at least
+    `INT8_MIN_HELDOUT` crops, agreeing at least ``min_agreement``)."""
     result = agreement(reference, int8)
-    return {**result, "min_agreement": min_agreement,
-            "int8_default": bool(result["n"] > 0 and result["argmax_agreement"] >= min_agreement)}
+    return {**result, "min_agreement": min_agreement, "min_heldout": INT8_MIN_HELDOUT,
+            "int8_default": _int8_default(result["n"], result["argmax_agreement"], min_agreement)}
+
+
+def _int8_default(n: int, argmax_agreement: float, min_agreement: float = INT8_MIN_AGREEMENT) -> bool:
+    return bool(n >= INT8_MIN_HELDOUT and argmax_agreement >= min_agreement)
 
 
 def resolve_precision(model: str | os.PathLike, precision: str) -> str:
     """``float`` or ``int8`` for ``precision``; ``auto`` is int8 when calibration crops exist and the int8 export's
-    held-out agreement reaches the bar, else float (also, with a logged warning, when the int8 export fails or needs
-    TensorFlow and it is not installed)."""
+    held-out agreement reaches the bar on enough crops, else float (also, with a logged warning, when the int8 export
+    fails or needs TensorFlow and it is not installed)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision != "auto":
@@ -147,7 +154,12 @@ def resolve_precision(model: str | os.PathLike, precision: str) -> str:
     except (ConversionError, ImportError) as exc:  # ImportError: no TensorFlow to export with
         logger.warning("int8 export of %s unavailable (%s: %s); serving float", model, type(exc).__name__, exc)
         return "float"
-    return "int8" if meta.get("int8_default") else "float"
+    # the rule as it stands now, also for exports measured by earlier versions
+    default = _int8_default(meta.get("n", 0), meta.get("argmax_agreement", 0.0))
+    if not default and meta.get("n", 0) < INT8_MIN_HELDOUT:
+        logger.info("int8 classifier not served by default: its agreement was measured on %d held-out crops, fewer "
+                    "than %d (--precision int8 serves it)", meta.get("n", 0), INT8_MIN_HELDOUT)
+    return "int8" if default else "float"
 
 
 def load_litert_classifier(model: str | os.PathLike, precision: str = "float",

@@ -69,6 +69,29 @@ def resolve_fine_tune_blocks(blocks: int | str, backbone: Any) -> int:
     return int(blocks)
 
 
+def check_params(clf: FineClassifier) -> None:
+    """A clear ``ValueError`` for a training parameter out of its range (before any work is done)."""
+    if clf.class_weight not in (None, "balanced"):
+        raise ValueError(f"class_weight must be None or 'balanced', got {clf.class_weight!r}")
+    check_score(clf.open_set_score)
+    if clf.open_set_keep is not None and not 0 < clf.open_set_keep <= 1:
+        raise ValueError(f"open_set_keep must be in (0, 1] or None, got {clf.open_set_keep!r}")
+    counts = {"epochs": 1, "batch_size": 1, "dense_units": 0, "augment_views": 0, "patience": 0,
+              "reduce_lr_patience": 0, "fine_tune_epochs": 0, "fine_tune_warmup_epochs": 0}
+    for name, least in counts.items():
+        value = getattr(clf, name)
+        if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < least:
+            raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
+    for name in ("learning_rate", "fine_tune_learning_rate", "min_learning_rate"):
+        value = getattr(clf, name)
+        if not np.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if not 0 <= clf.dropout < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {clf.dropout!r}")
+    if clf.unknown_below is not None and not 0 <= clf.unknown_below <= 1:
+        raise ValueError(f"unknown_below must be a probability in [0, 1] or None, got {clf.unknown_below!r}")
+
+
 def sample_weights(y: np.ndarray, n_classes: int, class_weight: str | None) -> np.ndarray:
     """Per-sample weights: ones, or scikit-learn's ``"balanced"`` inverse class frequency."""
     if class_weight == "balanced":
@@ -173,17 +196,16 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
             groups: group ids (e.g. source photo) kept on one side of the internal validation split.
             validation_data: ``(X_val, y_val)``; otherwise ``validation_fraction`` of ``X`` is held out.
         """
-        if self.class_weight not in (None, "balanced"):
-            raise ValueError(f"class_weight must be None or 'balanced', got {self.class_weight!r}")
-        check_score(self.open_set_score)
-        if self.open_set_keep is not None and not 0 < self.open_set_keep <= 1:
-            raise ValueError(f"open_set_keep must be in (0, 1] or None, got {self.open_set_keep!r}")
+        check_params(self)
         items = iter_items(X)
         if len(items) != len(y):
             raise ValueError(f"X has {len(items)} images but y has {len(y)} labels")
         classes, y_int = encode_labels(y)
         if len(classes) < 2:
             raise ValueError(f"need at least 2 classes, got {classes.tolist()}")
+        if self.unknown_label in classes:
+            raise ValueError(f"a class is named {self.unknown_label!r}, the answer for objects of no known class; "
+                             "rename it, or choose another unknown_label")
         seed = self.seed if self.seed is not None else int(np.random.default_rng().integers(2**31 - 1))
         train, val = _fit_split(items, y_int, classes, groups, validation_data, self.validation_fraction, seed)
         train.weights = sample_weights(train.y, len(classes), self.class_weight)
@@ -314,10 +336,11 @@ def _read_task(path: Path) -> CropClassifier:
         raise ValueError(f"{path} is not a readable .keras model file (corrupt, truncated or another format)")
     try:
         model = keras.saving.load_model(path, compile=False)
-    except (TypeError, ValueError) as exc:  # unknown layers (format 1), or an older task format (2)
-        raise ValueError(f"{path} cannot be read as a FineClassifier: it was saved by an older version "
-                         f"(files saved before format version {FORMAT_VERSION} must be retrained with "
-                         f"python -m pipelines.train_fine): {' '.join(str(exc).split())[:300]}") from exc
+    except (TypeError, ValueError, OSError, KeyError) as exc:  # older formats, or a damaged archive
+        raise ValueError(f"{path} cannot be read as a FineClassifier: it is damaged (e.g. a truncated weights "
+                         f"file), or was saved by an older version (files saved before format version "
+                         f"{FORMAT_VERSION} must be retrained with python -m pipelines.train_fine): "
+                         f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
     if not isinstance(model, CropClassifier):
         raise ValueError(f"{path} is not a FineClassifier model (files saved before format version "
                          f"{FORMAT_VERSION} must be retrained)")

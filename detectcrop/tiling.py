@@ -93,16 +93,29 @@ def _starts(length: int, tile: int, overlap: float) -> list[int]:
     return sorted({round(v) for v in np.linspace(0, length - tile, n)})
 
 
+#: Tiles smaller than this (pixels) are not cut: an image this thin is detected whole.
+MIN_TILE_SIDE = 32
+#: At most this many tiles per image: a very elongated image gets larger tiles instead of more of them.
+MAX_TILES = 64
+
+
 def tile_grid(image_shape: tuple[int, ...], tile_fraction: float = 0.6, overlap: float = 0.2) -> np.ndarray:
     """Square, evenly spaced tiles covering the image: ``(T, 4)`` int64 ``x1, y1, x2, y2``, row by row.
 
     Neighbouring tiles overlap by at least ``overlap`` of a tile; the last row and column touch the image's edges.
+    No tiles when they would be smaller than `MIN_TILE_SIDE`; where more than `MAX_TILES` would be needed (an
+    image far longer than wide), the side grows until they fit (tiles then span the whole short side).
     """
     h, w = int(image_shape[0]), int(image_shape[1])
-    side = max(1, round(tile_fraction * min(h, w)))
-    tw, th = min(side, w), min(side, h)
-    tiles = [(x, y, x + tw, y + th) for y in _starts(h, th, overlap) for x in _starts(w, tw, overlap)]
-    return np.asarray(tiles, dtype=np.int64).reshape(-1, 4)
+    side = round(tile_fraction * min(h, w))
+    if side < MIN_TILE_SIDE:
+        return np.zeros((0, 4), dtype=np.int64)
+    while True:
+        tw, th = min(side, w), min(side, h)
+        tiles = [(x, y, x + tw, y + th) for y in _starts(h, th, overlap) for x in _starts(w, tw, overlap)]
+        if len(tiles) <= MAX_TILES:
+            return np.asarray(tiles, dtype=np.int64).reshape(-1, 4)
+        side = math.ceil(side * 1.25)
 
 
 def _cut_by_interior_edge(
@@ -141,6 +154,8 @@ def detect_tiled(
         if (x2 - x1, y2 - y1) == image.shape[1::-1] and config.include_full:
             continue  # the tile is the whole image
         jobs.append((t, tile))
+    if not jobs:  # an image too thin to tile, without the whole-image pass: detect it whole all the same
+        jobs.append((-1, None))
 
     def run(job: tuple[int, np.ndarray | None], **kwargs: Any) -> Detections:
         t, tile = job

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 
 from detectcrop import environment, presets
 from detectcrop.coco import category_id
@@ -43,7 +44,8 @@ def add_detection_args(p: argparse.ArgumentParser, what: str = "crop") -> None:
     p.add_argument("--max-crops", type=int, default=None, help="at most this many crops per image (best first)")
     p.add_argument("--tile", action="store_true", help="also detect on overlapping tiles (small objects; slower)")
     p.add_argument("--tile-fraction", type=float, default=TileConfig.tile_fraction,
-                   help="tile side as a fraction of the image's shorter side")
+                   help="tile side as a fraction of the image's shorter side (no tiles under 32 px; at most 64 "
+                        "tiles, larger ones on a very elongated image)")
     p.add_argument("--tile-overlap", type=float, default=TileConfig.overlap, help="overlap between tiles")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help="refuse images with more pixels (decompression bomb guard); 0 = no limit")
@@ -78,6 +80,10 @@ def detection_settings(args: argparse.Namespace) -> tuple[list[int], CropPolicy,
         raise ValueError("--category names no category")
     policy = CropPolicy(pad=args.pad, square=args.square, min_size=args.min_size, max_crops=args.max_crops)
     tile = TileConfig(tile_fraction=args.tile_fraction, overlap=args.tile_overlap) if args.tile else None
+    forced = [flag for flag in ("precision", "detector_precision") if getattr(args, flag, None) == "int8"]
+    if forced and args.runtime == "tf":
+        raise ValueError(f"--{forced[0].replace('_', '-')} int8 applies on LiteRT (--runtime litert or auto); "
+                         "TensorFlow runs float")
     return categories, policy, tile
 
 
@@ -93,6 +99,33 @@ def ray_options(args: argparse.Namespace) -> RayOptions:
     return RayOptions(address=args.ray_address, actors=RayOptions.parse_actors(args.actors),
                       cpus_per_actor=args.cpus_per_actor, gpus_per_actor=args.gpus_per_actor,
                       batch_size=args.batch_per_actor)
+
+
+def whole_number(least: int, unit: str = "") -> Callable[[str], int]:
+    """An argparse type: a whole number (of ``unit``) >= ``least``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = least - 1
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected a whole number{' of ' + unit if unit else ''} >= {least}, "
+                                             f"got {text!r}")
+        return value
+
+    return parse
+
+
+def probability(text: str) -> float:
+    """An argparse type: a probability in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}")
+    return value
 
 
 def setup_logging(level: str) -> None:

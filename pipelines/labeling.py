@@ -41,6 +41,7 @@ from detectcrop.io import (
     one_line,
     prepare_output_dir,
     printable,
+    remove_stale_temporaries,
 )
 from detectcrop.locks import OutputLock
 from detectcrop.ray_engine import RayOptions, ray_map
@@ -76,15 +77,27 @@ class LabelSummary(StatusCounts):
 
 
 def prepare_output(input_path: str | os.PathLike, output: str | os.PathLike) -> Path:
-    """Check the input and prepare a writable output folder (neither inside the other), before any model loads."""
+    """Check the input and prepare a writable output folder (neither inside the other, nor inside a single input
+    file's folder), before any model loads. A folder already holding other files than a label run's is refused, and
+    so is an ``annotated`` entry that is not a plain folder (a link would take the copies elsewhere)."""
     src = Path(input_path)
     if src.is_dir():
-        return check_locations(src, output)[1]
-    if not src.is_file():
+        out = check_locations(src, output)[1]
+    elif not src.is_file():
         raise FileNotFoundError(f"--input does not exist: {input_path}")
-    if Path(output).resolve() in src.resolve().parents:
-        check_not_nested(src, Path(output))
-    return prepare_output_dir(output)
+    else:
+        check_not_nested(src.parent, Path(output))
+        out = prepare_output_dir(output)
+    annotated = out / ANNOTATED_DIR
+    if annotated.is_symlink() or (annotated.exists() and not annotated.is_dir()):
+        raise OutputLocationError(f"{annotated} is a link or a file, not a folder of the run's annotated copies; "
+                                  "remove it or choose another --output")
+    visible = [p.name for p in out.iterdir() if not p.name.startswith(".")]
+    if visible and not {CONFIG_JSON, PREDICTIONS_CSV} & set(visible):
+        raise OutputLocationError(f"the output folder {output} holds other files ({', '.join(sorted(visible)[:3])}"
+                                  f"{', ...' if len(visible) > 3 else ''}) and no label run; choose an empty or new "
+                                  "--output")
+    return out
 
 
 def _inputs(input_path: Path) -> list[InputEntry]:
@@ -107,11 +120,12 @@ def _rows(rel: str, result: ImageResult, note: str = "") -> list[list[Any]]:
     return rows
 
 
-def _annotate(path: Path, result: ImageResult, target: Path, max_pixels: int | None) -> str:
-    """Save a copy of ``path`` with the objects drawn; returns ``""`` or why it could not be saved (the
-    predictions stand either way)."""
+def _annotate(path: Path, result: ImageResult, out: Path, name: str, read: dict[str, Any]) -> str:
+    """Save a copy of ``path`` with the objects drawn as ``out/annotated/name`` (never outside ``out``), read with
+    the run's limits ``read``; returns ``""`` or why it could not be saved (the predictions stand either way)."""
     try:
-        image = read_image(path, max_pixels=max_pixels)
+        target = inside(out, f"{ANNOTATED_DIR}/{name}")
+        image = read_image(path, **read)
         if result.objects:
             captions = [f"{o.label} {o.probability:.2f}" for o in result.objects]
             image = draw_boxes(image, [o.xyxy for o in result.objects], captions, colors_by=result.labels)
@@ -121,7 +135,8 @@ def _annotate(path: Path, result: ImageResult, target: Path, max_pixels: int | N
             image = resize_image(image, (max(1, round(h * scale)), max(1, round(w * scale))))
         save_jpeg(target, image, quality=90)
     except Exception as exc:
-        reason = one_line(f"AnnotateError: no annotated copy: {type(exc).__name__}: {exc}")
+        text = str(exc) if str(exc).startswith(type(exc).__name__) else f"{type(exc).__name__}: {exc}"
+        reason = one_line(f"AnnotateError: no annotated copy: {text}")
         logger.warning("%s: %s", printable(path), reason)
         return reason
     return ""
@@ -136,16 +151,17 @@ def annotated_names(rels: list[str]) -> dict[str, str]:
 
 def labeled_rows(
     pipeline: DetectThenClassify, out: Path, entries: list[InputEntry], names: dict[str, str],
-    images: Iterator[tuple[str, Any]],
+    images: Iterator[tuple[str, Any]], read: dict[str, Any],
 ) -> Iterator[list[list[Any]]]:
     """Label ``images`` (``(path text, image or read error)`` of ``entries``, in order) and annotate them when
-    ``names`` gives annotated copies' names; one list of predictions.csv rows per entry."""
+    ``names`` gives annotated copies' names (read again with the limits ``read``); one list of predictions.csv rows
+    per entry."""
     by_source = {os.fspath(e.path): e for e in entries}
     for result in pipeline.label_images(images):
         entry = by_source[result.source]
         note = ""
         if names and result.status != "error":
-            note = _annotate(entry.path, result, inside(out / ANNOTATED_DIR, names[entry.rel]), pipeline.max_pixels)
+            note = _annotate(entry.path, result, out, names[entry.rel], read)
         yield _rows(entry.rel, result, note)
 
 
@@ -161,7 +177,7 @@ class LabelWorker:
         names = {i["key"]: i["name"] for i in items} if self.annotate else {}
         stream = read_entries(entries, workers=1, prefetch=2, reduction=self.pipeline.steps_.reduction,
                               **self.read)  # decoding runs ahead on a thread
-        rows = labeled_rows(self.pipeline, self.out, entries, names, _sources(stream))
+        rows = labeled_rows(self.pipeline, self.out, entries, names, _sources(stream), self.read)
         return [{"rows": r} for r in rows]
 
     def died(self, item: dict[str, Any], tries: int) -> dict[str, Any]:
@@ -199,7 +215,12 @@ def _fingerprints(pipeline: DetectThenClassify) -> dict[str, str]:
     out = {"detector": detector_fingerprint(pipeline.detector)}
     if isinstance(pipeline.classifier, str | os.PathLike):
         model = Path(pipeline.classifier)
-        out["classifier"] = tree_digest(model / "model.keras" if model.is_dir() else model)
+        keras_file = model / "model.keras" if model.is_dir() else model
+        out["classifier"] = tree_digest(keras_file)
+        calibration = keras_file.with_name("calibration.npz")
+        served = getattr(pipeline.classifier_, "meta", {}).get("quantization", "float")
+        if served == "int8" and calibration.is_file():  # the int8 export is calibrated on it
+            out["classifier_calibration"] = tree_digest(calibration)
     return out
 
 
@@ -210,7 +231,8 @@ def _resume_state(out: Path, manifest: CsvManifest, config: dict[str, Any], resu
     if not resume:
         raise OutputLocationError(f"{out} already holds predictions; pass --resume to continue, or a new output")
     previous = json.loads((out / CONFIG_JSON).read_text()) if (out / CONFIG_JSON).exists() else {}
-    changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
+    previous.setdefault("max_image_bytes", DEFAULT_MAX_IMAGE_BYTES)  # runs recorded before it was
+    changed = sorted(k for k in set(previous) | set(config) if _setting(previous, k) != _setting(config, k))
     if "fingerprints" in changed:
         which = sorted(k for k in config["fingerprints"]
                        if previous.get("fingerprints", {}).get(k) != config["fingerprints"][k])
@@ -227,6 +249,19 @@ def _resume_state(out: Path, manifest: CsvManifest, config: dict[str, Any], resu
     kept = [r for r in rows if r["image"] != last]
     manifest.rewrite([[r[c] for c in COLUMNS] for r in kept])
     return {r["image"] for r in kept}
+
+
+def _setting(config: dict[str, Any], key: str) -> Any:
+    """A recorded setting as resume compares it: ``runtime="auto"`` as what it resolves to here, and a classifier
+    given by path not by its spelling (its sha256 fingerprint is compared instead)."""
+    from detectcrop.litert import resolve_runtime
+
+    value = config.get(key)
+    if key == "runtime" and value == "auto":
+        return resolve_runtime(value)
+    if key == "classifier" and config.get("fingerprints", {}).get("classifier"):
+        return None
+    return value
 
 
 def label_folder(
@@ -259,8 +294,11 @@ def label_folder(
     with OutputLock(out, "label"):
         pipeline.load()
         entries = _inputs(src)
+        n_tmp = remove_stale_temporaries(out)
+        if n_tmp:
+            logger.info("removed %d temporary files left by an interrupted run", n_tmp)
         config = {"input": str(src.resolve()), "annotate": annotate, "fingerprints": _fingerprints(pipeline),
-                  **(run_config or {})}
+                  "max_image_bytes": max_image_bytes, **(run_config or {})}
         manifest = CsvManifest(out / PREDICTIONS_CSV, COLUMNS)
         done = _resume_state(out, manifest, config, resume)
         atomic_write_text(out / CONFIG_JSON, json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -275,7 +313,7 @@ def label_folder(
         else:
             stream = read_entries(todo, workers=workers, prefetch=prefetch, decode_budget=decode_budget,
                                   reduction=pipeline.steps_.reduction, **read)
-            results = labeled_rows(pipeline, out, todo, names, _sources(stream))
+            results = labeled_rows(pipeline, out, todo, names, _sources(stream), read)
         start = time.perf_counter()
         with tqdm(total=len(todo), unit="img", desc="label", disable=not show_progress) as bar:
             for rows in results:

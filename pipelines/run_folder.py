@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -14,14 +15,43 @@ from detectcrop.io import OutputLocationError
 
 logger = logging.getLogger(__name__)
 
-#: A folder holding one of these is a run (and may be replaced as a whole with --overwrite).
-RUN_MARKERS = ("model.keras", "config.json", "report.json")
+#: A run folder holds ``model.keras`` and one of these, with these keys (train_fine's config, calibrate's report):
+#: only such a folder may be replaced as a whole with --overwrite.
+RUN_RECORDS = {"config.json": ("command", "classifier", "split"), "recalibration.json": ("model", "recalibrated")}
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether ``path`` holds a train_fine or calibrate run (not merely a file of the same name as one of its)."""
+    if not (path / "model.keras").is_file():
+        return False
+    for name, keys in RUN_RECORDS.items():
+        try:
+            record = json.loads((path / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and all(k in record for k in keys):
+            return True
+    return False
+
+
+def _restore_interrupted_swap(dst: Path) -> None:
+    """A run killed between the two renames of `staged_run_folder` leaves no ``dst`` and the previous run in a
+    hidden ``.NAME.old-*/run``: put it back (the new run, in ``.NAME.new-*``, may be incomplete)."""
+    if dst.exists():
+        return
+    for old in sorted(dst.parent.glob(f".{dst.name}.old-*")):
+        if (old / "run").is_dir():
+            os.replace(old / "run", dst)
+            shutil.rmtree(old, ignore_errors=True)
+            logger.warning("restored the previous run %s from %s (a run was stopped while replacing it)", dst, old)
+            return
 
 
 def check_output(path: Path, overwrite: bool, inputs: Sequence[tuple[str, Path | None]] = ()) -> Path:
     """The resolved run folder, after checking that a run may be written there (``ValueError`` / `OSError` with
     what to do otherwise): ``inputs`` (``(flag, path)`` pairs; ``None`` paths skipped) must neither hold nor lie
-    inside it, since a run folder is replaced as a whole. Nothing is created or removed here."""
+    inside it, since a run folder is replaced as a whole. Nothing is created or removed here, except that a
+    previous run left aside by a run stopped while replacing it is put back first."""
     dst = path.resolve()
     for flag, source in inputs:
         if source is None:
@@ -36,8 +66,10 @@ def check_output(path: Path, overwrite: bool, inputs: Sequence[tuple[str, Path |
         raise OutputLocationError(f"cannot create {path}: its parent folder {dst.parent} does not exist")
     if not os.access(dst.parent, os.W_OK | os.X_OK):
         raise OutputLocationError(f"cannot write next to {path}: {dst.parent} is not writable")
+    if dst.parent.is_dir():
+        _restore_interrupted_swap(dst)
     if dst.is_dir() and any(dst.iterdir()):
-        if not any((dst / name).exists() for name in RUN_MARKERS):
+        if not is_run_folder(dst):
             raise ValueError(f"the output folder {path} is not empty and is not a run folder; choose another "
                              "--output (--overwrite only replaces run folders)")
         if not overwrite:
@@ -52,8 +84,9 @@ def staged_run_folder(final: Path) -> Iterator[Path]:
     ``final`` as a whole (rename the old run aside, rename the new one in, remove the old); when it fails, it is
     removed and ``final`` is untouched."""
     leftovers = sorted(p.name for p in final.parent.glob(f".{final.name}.[no][el][wd]-*") if p.is_dir())
-    if leftovers:  # a run killed before its swap leaves its hidden folder behind
-        logger.warning("%s holds unfinished runs of %s (safe to delete): %s", final.parent, final.name,
+    if leftovers:  # a run killed before or during its swap leaves its hidden folder behind
+        logger.warning("%s holds runs of %s that were stopped before they replaced it or were replaced (safe to "
+                       "delete once %s is the run you want): %s", final.parent, final.name, final.name,
                        ", ".join(leftovers))
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.new-"))
     os.chmod(tmp, 0o755)  # mkdtemp's folder is private; a run folder is as readable as any other output
@@ -76,3 +109,19 @@ def staged_run_folder(final: Path) -> Iterator[Path]:
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def check_cache_dir(cache_dir: Path | None, output: Path, inputs: Sequence[tuple[str, Path | None]]) -> None:
+    """A ``ValueError`` when ``cache_dir`` lies in an input folder (inputs are never written) or in the run folder
+    (replaced as a whole, so the cache would be lost)."""
+    if cache_dir is None:
+        return
+    cache = Path(cache_dir).resolve()
+    for flag, place in [*inputs, ("--output", output)]:
+        if place is None:
+            continue
+        root = Path(place).resolve()
+        if cache == root or root in cache.parents:
+            raise ValueError(f"--cache-dir {cache_dir} must not be in {flag} {place}: "
+                             + ("the inputs are never written" if flag != "--output" else "a run folder is "
+                                "replaced as a whole") + "; choose a folder of its own")

@@ -47,8 +47,8 @@ from detectcrop.images import ImageReadError
 from detectcrop.io import atomic_write_text, csv_text
 from detectcrop.locks import OutputLock
 from detectcrop.zoo import ModelUnavailableError
-from pipelines.cli import fail, setup_logging
-from pipelines.run_folder import check_output, staged_run_folder
+from pipelines.cli import fail, probability, setup_logging, whole_number
+from pipelines.run_folder import check_cache_dir, check_output, staged_run_folder
 
 if TYPE_CHECKING:
     from classify.data import ImageFolder
@@ -70,17 +70,6 @@ def _blocks(text: str) -> int | str:
     return value
 
 
-def _input_size(text: str) -> int:
-    """``--input-size``: a whole number of pixels >= 32."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 32:
-        raise argparse.ArgumentTypeError(f"expected a whole number of pixels >= 32, got {text!r}")
-    return value
-
-
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pipelines.train_fine",
@@ -97,7 +86,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         metavar="PRESET",
         help=f"backbone preset: {presets.describe('backbone')}",
     )
-    p.add_argument("--input-size", type=_input_size, default=None, metavar="PIXELS",
+    p.add_argument("--input-size", type=whole_number(32, "pixels"), default=None, metavar="PIXELS",
                    help="square input side of the backbone (default: the preset's, 224); larger keeps finer detail of "
                         "small crops at (PIXELS/224)^2 times the compute, in training and in label")
     p.add_argument("--test-data", type=Path, default=None, help="held-out test crops: DIR/<class>/*")
@@ -108,10 +97,12 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="the model's score for 'is this a class I know' (label answers 'unknown' below its threshold)")
     p.add_argument("--open-set-keep", type=float, default=0.95,
                    help="the open-set threshold keeps this share of known validation crops (0: no threshold)")
-    p.add_argument("--epochs", type=int, default=100, help="head-stage epochs (early stopping may end sooner)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--epochs", type=whole_number(1), default=100,
+                   help="head-stage epochs (early stopping may end sooner)")
+    p.add_argument("--batch-size", type=whole_number(1), default=32)
     p.add_argument("--lr", type=float, default=0.001, help="Adam learning rate of the head")
-    p.add_argument("--dense-units", type=int, default=512, help="hidden units of the head (0: a linear head)")
+    p.add_argument("--dense-units", type=whole_number(0), default=512,
+                   help="hidden units of the head (0: a linear head)")
     p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument(
         "--val-fraction",
@@ -126,12 +117,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--augment-views",
-        type=int,
+        type=whole_number(0),
         default=4,
         help="augmented views per training crop, cached for the frozen stage (0: none)",
     )
     p.add_argument("--class-weight", choices=["none", "balanced"], default="none")
-    p.add_argument("--patience", type=int, default=20, help="early-stopping patience in epochs (0: off)")
+    p.add_argument("--patience", type=whole_number(0), default=20, help="early-stopping patience in epochs (0: off)")
     p.add_argument(
         "--fine-tune-blocks",
         type=_blocks,
@@ -140,17 +131,17 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="after the head stage, unfreeze the top K backbone blocks (BatchNorm stays frozen; 0: head only; "
              "auto: 4 where the backbone can be fine-tuned, else 0)",
     )
-    p.add_argument("--fine-tune-epochs", type=int, default=15)
+    p.add_argument("--fine-tune-epochs", type=whole_number(0), default=15)
     p.add_argument("--fine-tune-lr", type=float, default=3e-4, help="peak learning rate of fine-tuning")
-    p.add_argument("--fine-tune-warmup-epochs", type=int, default=1,
+    p.add_argument("--fine-tune-warmup-epochs", type=whole_number(0), default=1,
                    help="epochs of linear warm-up to --fine-tune-lr before its cosine decay")
     p.add_argument(
         "--unknown-below",
-        type=float,
+        type=probability,
         default=None,
         help="answer 'unknown' when the top probability is below this (saved with the model)",
     )
-    p.add_argument("--min-per-class", type=int, default=5, help="fewest images a class may have")
+    p.add_argument("--min-per-class", type=whole_number(0), default=5, help="fewest images a class may have")
     p.add_argument("--seed", type=int, default=0, help="seed for the split, augmentation and training")
     p.add_argument("--cache-dir", type=Path, default=None, help="reuse backbone features across runs from here")
     p.add_argument(
@@ -285,6 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level)
     try:  # one run per run folder: a second one stops at once, naming the first
         check_output(args.output, args.overwrite, _inputs(args))
+        check_cache_dir(args.cache_dir, args.output, _inputs(args))
         lock = OutputLock.beside(args.output, "train_fine").acquire()
     except (ValueError, OSError) as exc:
         return fail(exc)
@@ -383,7 +375,8 @@ def _train_and_write(
     warnings = catalogue_warnings(args.data, args.test_data)
     for warning in warnings:
         logger.warning("%s", warning)
-    skipped = [*dataset.skipped, *(test.skipped if test is not None else [])]
+    skipped = [*dataset.skipped, *(test.skipped if test is not None else []),
+               *(open_set.skipped if open_set is not None else [])]
     config: dict[str, Any] = {
         "command": "python -m pipelines.train_fine " + " ".join(sys.argv[1:] if argv is None else argv),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
@@ -428,6 +421,9 @@ def _train_and_write(
     if open_set is not None:
         known = test if test is not None else val
         report["open_set"] = _open_set(clf, val, known, open_set, args.open_set_keep or 0.95)
+        if not args.open_set_keep:  # the model has no threshold: the 95% figures only under `scores`
+            report["open_set"].update(threshold=None, fpr_at_95_tpr=None, known_kept=None,
+                                      note="--open-set-keep 0: no threshold; scores give each at 95%")
     _save_int8_calibration(clf, train, val, out, args.seed)
     plot_confusion_matrix(
         headline["confusion_matrix"],

@@ -10,6 +10,7 @@ import pytest
 from classify_testdata import SOURCES, write_crops
 
 from classify.data import grouped_split, load_image_folder, split_image_folder
+from detectcrop.io import csv_text
 
 
 def _source_of(dataset) -> dict[Path, str]:
@@ -124,3 +125,64 @@ def test_test_folder_maps_onto_known_classes(tmp_path):
 def test_missing_folder():
     with pytest.raises(FileNotFoundError):
         load_image_folder("/nonexistent/crops")
+
+
+def _jpg(path: Path, seed: int = 0) -> None:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 255, (24, 24, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, "JPEG")
+
+
+def test_a_manifest_with_spreadsheet_safe_cells_still_groups_by_photo(tmp_path):
+    """build_crops writes ``'-dup/p0_a.jpg`` for a class folder starting with ``-``: read back, it is the same crop."""
+    rows = [("crop_path", "source_path", "duplicate_group")]
+    for cls in ("-dup", "dup"):
+        for photo in range(3):
+            for k in "abcd":
+                _jpg(tmp_path / cls / f"p{photo}_{k}.jpg", photo)
+                rows.append((f"{cls}/p{photo}_{k}.jpg", f"photos/{cls}/p{photo}.jpg", -1))
+    (tmp_path / "crops.csv").write_text(csv_text(rows))
+    assert "'-dup/p0_a.jpg" in (tmp_path / "crops.csv").read_text()
+    dataset = load_image_folder(tmp_path)
+    for cls in ("-dup", "dup"):
+        label = dataset.class_names.index(cls)
+        assert len(set(dataset.groups[dataset.labels == label].tolist())) == 3  # one group per photo
+
+
+def test_every_entry_that_is_not_a_crop_is_accounted_for(tmp_path):
+    import os
+
+    for rel in ("a/x0.jpg", "a/x1.jpg", "b/y0.jpg", "b/y1.jpg", ".hidden_class/z.jpg", "top.jpg"):
+        _jpg(tmp_path / rel)  # top.jpg: a crop outside any class folder
+    (tmp_path / "a" / ".hidden.jpg").write_bytes((tmp_path / "a" / "x0.jpg").read_bytes())
+    (tmp_path / "a" / "broken.jpg").symlink_to(tmp_path / "missing.jpg")
+    (tmp_path / "a" / "linked_folder").symlink_to(tmp_path / "b")
+    os.mkfifo(tmp_path / "b" / "pipe.jpg")
+    (tmp_path / "notes.txt").write_text("a manifest-like file at the top: not an input")
+    dataset = load_image_folder(tmp_path, min_per_class=2)
+    assert dataset.class_names == ["a", "b"] and len(dataset) == 4
+    reasons = {Path(s["path"]).relative_to(tmp_path).as_posix(): s["reason"] for s in dataset.skipped}
+    assert set(reasons) == {".hidden_class/z.jpg", "top.jpg", "a/.hidden.jpg", "a/broken.jpg",
+                            "a/linked_folder", "b/pipe.jpg"}
+    assert "broken symbolic link" in reasons["a/broken.jpg"] and "not followed" in reasons["a/linked_folder"]
+    assert "top level" in reasons["top.jpg"] and "hidden" in reasons["a/.hidden.jpg"]
+
+
+def test_class_folder_names_are_unicode_normalised_and_must_be_utf8(tmp_path):
+    import os
+    import unicodedata
+
+    nfd = unicodedata.normalize("NFD", "Ünï")
+    for rel in (f"{nfd}/x0.jpg", f"{nfd}/x1.jpg", "plain/y0.jpg", "plain/y1.jpg"):
+        _jpg(tmp_path / "train" / rel)
+    assert load_image_folder(tmp_path / "train").class_names == ["plain", "Ünï"]  # NFC, as typed on most systems
+    _jpg(tmp_path / "train" / "Ünï" / "z.jpg")
+    with pytest.raises(ValueError, match="two class folders"):
+        load_image_folder(tmp_path / "train")
+    bad = tmp_path / "bad"
+    _jpg(bad / "ok" / "x.jpg")
+    os.mkdir(os.path.join(os.fsencode(bad), b"caf\xe9"))
+    with pytest.raises(ValueError, match=r"caf\\xe9.*not valid UTF-8"):
+        load_image_folder(bad)

@@ -59,6 +59,17 @@ def test_disk_cache_is_reused_and_keyed_by_weights(tiny, paths, tmp_path, monkey
     assert len(list(tmp_path.glob("features-*.npy"))) == 2
 
 
+def test_a_damaged_cache_entry_is_computed_again(tiny, paths, tmp_path, caplog):
+    first = extract_views(tiny, paths, (32, 32), cache_dir=tmp_path)
+    (cached,) = tmp_path.glob("features-*.npy")
+    cached.write_bytes(cached.read_bytes()[:300])  # torn by a crash (the cache is written without fsync)
+    again = extract_views(tiny, paths, (32, 32), cache_dir=tmp_path)
+    np.testing.assert_array_equal(again, first)
+    assert "computing them again" in caplog.text
+    np.save(cached, np.zeros((1, 3, 8), np.float32))  # readable, but not these images' features
+    np.testing.assert_array_equal(extract_views(tiny, paths, (32, 32), cache_dir=tmp_path), first)
+
+
 def test_arrays_of_any_size_and_channels():
     grey = np.full((50, 70), 128, np.uint8)
     rgba = np.zeros((20, 10, 4), np.uint8)

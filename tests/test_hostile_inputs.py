@@ -245,3 +245,48 @@ def test_a_second_train_fine_on_the_same_run_folder_is_refused(tmp_path, capsys)
         holder.kill()
         holder.wait()
     assert not run.exists()
+
+
+def test_label_never_writes_through_a_link_or_over_files_it_did_not_write(hostile, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    shutil.copytree(hostile / "a", photos)
+    before = _snapshot(photos, tmp_path / "none")
+    base = ["--input", str(photos), "--model", str(tmp_path / "no-model-needed"), "--detector", zoo.OFFLINE_DETECTOR]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "annotated").symlink_to(photos)  # annotated copies would land on the photos themselves
+    (tmp_path / "no-model-needed").mkdir()
+    (tmp_path / "no-model-needed" / "model.keras").write_bytes(b"")  # every check below comes before loading it
+    assert label_cli.main([*base, "--output", str(out), "--annotate"]) == 2
+    assert "is a link or a file" in capsys.readouterr().err
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.html").write_text("my own report")
+    assert label_cli.main([*base, "--output", str(mine)]) == 2
+    assert "no label run" in capsys.readouterr().err and (mine / "report.html").read_text() == "my own report"
+    single = ["--input", str(photos / "astronaut.jpg"), *base[2:]]
+    assert label_cli.main([*single, "--output", str(photos / "labels")]) == 2  # inside the photo's folder
+    assert "must not be inside the input" in capsys.readouterr().err
+    assert label_cli.main([*base, "--output", str(tmp_path / "o"), "--runtime", "tf", "--precision", "int8"]) == 2
+    assert "applies on LiteRT" in capsys.readouterr().err
+    assert _snapshot(photos, tmp_path / "none") == before
+
+
+def test_label_resume_removes_torn_temporaries_and_compares_what_matters(hostile, model_dir, tmp_path, capsys):
+    photos = tmp_path / "photos"
+    shutil.copytree(hostile / "a", photos)
+    out = tmp_path / "out"
+    base = ["--input", str(photos), "--output", str(out), "--detector", zoo.OFFLINE_DETECTOR, "--category",
+            CATEGORIES, "--annotate", "--no-progress"]
+    assert label_cli.main([*base, "--model", str(model_dir), "--max-image-mb", "64"]) == 0
+    first = (out / "predictions.csv").read_bytes()
+    (out / ".w1x2y3z4.tmp").write_bytes(b"half a label_config.json")  # a kill inside an atomic write
+    (out / "annotated" / ".w5x6y7z8.tmp").write_bytes(b"half a JPEG")
+    # the same model spelled another way (its file, not its folder): the same fingerprint, so it resumes
+    again = [*base, "--model", str(model_dir / "model.keras"), "--max-image-mb", "64", "--resume"]
+    assert label_cli.main(again) == 0
+    assert (out / "predictions.csv").read_bytes() == first
+    assert not list(out.rglob("*.tmp"))
+    capsys.readouterr()
+    assert label_cli.main([*base, "--model", str(model_dir), "--max-image-mb", "32", "--resume"]) == 2
+    assert "max_image_bytes" in capsys.readouterr().err

@@ -15,6 +15,7 @@ import tensorflow as tf
 from skimage import data
 
 from classify.litert import (
+    INT8_MIN_HELDOUT,
     exported_path,
     int8_check,
     load_litert_classifier,
@@ -252,6 +253,9 @@ def test_int8_rule():
     assert int8_check(ref, worse)["int8_default"] is True
     worse[2] = worse[3]
     assert int8_check(ref, worse)["int8_default"] is False
+    few = ref[:INT8_MIN_HELDOUT - 1]
+    assert int8_check(few, few)["int8_default"] is False  # all agree, on too few crops to show 99%
+    assert int8_check(ref[:INT8_MIN_HELDOUT], ref[:INT8_MIN_HELDOUT])["int8_default"] is True
 
 
 HELD_OUT = ("astronaut", "coffee", "chelsea")

@@ -32,6 +32,25 @@ def test_tile_grid_covers_the_image_with_overlap():
         TileConfig(overlap=1.0)
 
 
+def test_thin_and_elongated_images_get_a_bounded_number_of_tiles():
+    from detectcrop.tiling import MAX_TILES, MIN_TILE_SIDE
+
+    normal = len(tile_grid((480, 640)))
+    for shape in [(400, 2), (5000, 1), (1, 3000), (900, 7), (65000, 2)]:
+        assert len(tile_grid(shape)) == 0  # tiles of a pixel or two: the image is detected whole
+    for shape in [(65000, 300), (300, 65000), (3000, 400)]:
+        tiles = tile_grid(shape)
+        assert normal < len(tiles) <= MAX_TILES
+        assert ((tiles[:, 2:] - tiles[:, :2]) >= MIN_TILE_SIDE).all()
+        cover = np.zeros(shape, bool)
+        for x1, y1, x2, y2 in tiles:
+            cover[y1:y2, x1:x2] = True
+        assert cover.all()  # still the whole image
+    det = RedBlobDetector(resolution=64, min_pixels=1)
+    detect_tiled(det, np.zeros((400, 3, 3), np.uint8), TileConfig(include_full=False))
+    assert det.calls == 1  # no tile and no whole-image pass asked for: the whole image all the same
+
+
 def test_tiles_find_small_objects_once(tmp_path):
     red_photo(tmp_path / "p.png", [(200, 150, 214, 164), (20, 20, 140, 140)], size=(480, 640))
     img = read_image(tmp_path / "p.png")

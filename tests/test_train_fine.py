@@ -24,8 +24,9 @@ def test_cli_writes_the_run_folder_and_prints_macro_f1_last(tmp_path, capsys, tr
                                                            classify_workdir):
     out = tmp_path / "run"
     out.mkdir()  # an earlier run, exported to TFLite: none of its files may survive next to the new model
-    for name in ("model.keras", "model.tflite", "model.tflite.json", "report.json", "notes.txt"):
+    for name in ("model.tflite", "model.tflite.json", "report.json", "notes.txt"):
         (out / name).write_text("old run")
+    _old_run(out)
     test_dir = shutil.copytree(heldout_dir, tmp_path / "test")
     (test_dir / "cat" / "broken.jpg").write_bytes((test_dir / "cat" / "cat_000_0.jpg").read_bytes()[:300])
     open_dir = tmp_path / "open" / "noise"  # crops of a class the model never saw
@@ -152,8 +153,7 @@ def test_cli_names_classes_that_cannot_be_split(tmp_path, capsys):
 
 def test_cli_refuses_to_write_over_a_run_without_overwrite(tmp_path, capsys):
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "model.keras").write_text("old run")
+    _old_run(out)
     assert train_fine.main(["--data", str(tmp_path / "missing"), "--output", str(out)]) == 2
     assert re.search(r"already holds a run; pass --overwrite", capsys.readouterr().err)
     assert (out / "model.keras").read_text() == "old run"
@@ -162,13 +162,52 @@ def test_cli_refuses_to_write_over_a_run_without_overwrite(tmp_path, capsys):
     (other / "holiday.jpg").write_text("not a run")
     assert train_fine.main(["--data", str(tmp_path / "missing"), "--output", str(other), "--overwrite"]) == 2
     assert "not a run folder" in capsys.readouterr().err and (other / "holiday.jpg").exists()
+    (other / "config.json").write_text('{"my": "settings"}')  # a file named like a run's is not a run
+    (other / "model.keras").write_text("someone's model")
+    assert train_fine.main(["--data", str(tmp_path / "missing"), "--output", str(other), "--overwrite"]) == 2
+    assert "not a run folder" in capsys.readouterr().err and (other / "holiday.jpg").exists()
+
+
+def _old_run(out):
+    """A run folder as train_fine leaves it (its model.keras a stand-in)."""
+    out.mkdir(exist_ok=True)
+    (out / "model.keras").write_text("old run")
+    (out / "config.json").write_text(json.dumps({"command": "python -m pipelines.train_fine", "classifier": {},
+                                                 "split": {}}))
+
+
+def test_a_run_stopped_while_replacing_the_old_one_gives_the_old_one_back(tmp_path, caplog):
+    from pipelines.run_folder import check_output
+
+    out = tmp_path / "run"
+    _old_run(out)
+    aside = tmp_path / ".run.old-x1"  # killed between the two renames of the swap: no run folder
+    aside.mkdir()
+    out.rename(aside / "run")
+    (tmp_path / ".run.new-x2").mkdir()
+    with pytest.raises(ValueError, match="already holds a run"):
+        check_output(out, overwrite=False)
+    assert (out / "model.keras").read_text() == "old run" and not aside.exists() and "restored" in caplog.text
+
+
+def test_cli_checks_numbers_and_the_cache_folder_before_any_work(tmp_path, capsys):
+    data = tmp_path / "crops"
+    data.mkdir()
+    for flag, value in [("--epochs", "0"), ("--batch-size", "-1"), ("--augment-views", "-1"),
+                        ("--unknown-below", "2"), ("--dense-units", "-1"), ("--min-per-class", "-1")]:
+        with pytest.raises(SystemExit) as exc:
+            train_fine.main(["--data", str(data), "--output", str(tmp_path / "run"), flag, value])
+        assert exc.value.code == 2 and f"argument {flag}: expected" in capsys.readouterr().err
+    for cache in (data / "cache", tmp_path / "run" / "cache"):
+        assert train_fine.main(["--data", str(data), "--output", str(tmp_path / "run"), "--cache-dir",
+                                str(cache)]) == 2
+        assert "--cache-dir" in capsys.readouterr().err and not cache.exists()
 
 
 def test_a_failed_run_leaves_the_old_run_and_no_partial_folder(tmp_path, capsys, monkeypatch, caplog):
     data = write_crops(tmp_path / "crops", photos_per_class=3, crops_per_photo=1, seed=0)
     out = tmp_path / "run"
-    out.mkdir()
-    (out / "model.keras").write_text("old run")
+    _old_run(out)
 
     def broken_fit(self, *args, **kwargs):
         raise ValueError("backbone xyz cannot be fine-tuned; use fine_tune_blocks=0")
@@ -181,7 +220,8 @@ def test_a_failed_run_leaves_the_old_run_and_no_partial_folder(tmp_path, capsys,
     assert capsys.readouterr().err.strip() == "error: backbone xyz cannot be fine-tuned; use fine_tune_blocks=0"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".run.new-killed", "crops", "run"]
     assert ".run.new-killed" in caplog.text
-    assert [p.name for p in out.iterdir()] == ["model.keras"] and (out / "model.keras").read_text() == "old run"
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.keras"]
+    assert (out / "model.keras").read_text() == "old run"
 
 
 def test_predictions_csv_escapes_text_cells_only():
