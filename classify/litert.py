@@ -120,23 +120,35 @@ def _export(clf: FineClassifier, keras_file: Path, target: Path, precision: str)
     data = np.load(keras_file.with_name(CALIBRATION_FILE))
     calibration, heldout = data["calibration"].astype(np.float32), data["heldout"].astype(np.float32)
     export_tflite(clf, target, "int8", calibration=calibration, extra_meta=extra)
-    check = int8_check(clf.predict_batch_proba(heldout), TFLiteClassifier(target).predict_batch_proba(heldout))
+    reference, quantised = clf.predict_batch(heldout), TFLiteClassifier(target).predict_batch(heldout)
+    # the answers label gives: the top class, or unknown by the model's rule (probability floor, open-set score)
+    decisions = [clf.labels_from_proba(*scores) for scores in (reference, quantised)]
+    check = int8_check(reference[0], quantised[0], decisions=decisions)
     meta_path = sidecar(target)
     atomic_write_text(meta_path, json.dumps({**json.loads(meta_path.read_text()), **check}, indent=2) + "\n")
-    logger.info("int8 export: held-out top-1 agreement %.4f on %d crops -> %s", check["argmax_agreement"],
-                check["n"], "may be the default" if check["int8_default"] else "not the default")
+    logger.info("int8 export: held-out top-1 agreement %.4f, answer agreement %.4f on %d crops -> %s",
+                check["argmax_agreement"], check["decision_agreement"], check["n"],
+                "may be the default" if check["int8_default"] else "not the default")
 
 
-def int8_check(reference: np.ndarray, int8: np.ndarray, min_agreement: float = INT8_MIN_AGREEMENT) -> dict:
-    """The agreement of int8 probabilities with the reference's, and whether int8 may be the default (at least
-    `INT8_MIN_HELDOUT` crops, agreeing at least ``min_agreement``)."""
+def int8_check(reference: np.ndarray, int8: np.ndarray, min_agreement: float = INT8_MIN_AGREEMENT,
+               decisions: Sequence[np.ndarray] | None = None) -> dict:
+    """The agreement of int8 probabilities with the reference's (top class, and with ``decisions``, the two models'
+    final answers, unknown included), and whether int8 may be the default (at least `INT8_MIN_HELDOUT` crops, both
+    agreements at least ``min_agreement``)."""
     result = agreement(reference, int8)
+    result["decision_agreement"] = (float(np.mean(np.asarray(decisions[0]) == np.asarray(decisions[1])))
+                                    if decisions is not None and len(decisions[0]) else result["argmax_agreement"])
     return {**result, "min_agreement": min_agreement, "min_heldout": INT8_MIN_HELDOUT,
-            "int8_default": _int8_default(result["n"], result["argmax_agreement"], min_agreement)}
+            "int8_default": _int8_default(result, min_agreement)}
 
 
-def _int8_default(n: int, argmax_agreement: float, min_agreement: float = INT8_MIN_AGREEMENT) -> bool:
-    return bool(n >= INT8_MIN_HELDOUT and argmax_agreement >= min_agreement)
+def _int8_default(check: dict, min_agreement: float = INT8_MIN_AGREEMENT) -> bool:
+    """The rule on a check's (or an export sidecar's) figures; sidecars of earlier versions lack the answers'
+    agreement and are judged on the top class."""
+    decided = check.get("decision_agreement", check.get("argmax_agreement", 0.0))
+    return bool(check.get("n", 0) >= INT8_MIN_HELDOUT and min(check.get("argmax_agreement", 0.0), decided)
+                >= min_agreement)
 
 
 def resolve_precision(model: str | os.PathLike, precision: str) -> str:
@@ -155,7 +167,7 @@ def resolve_precision(model: str | os.PathLike, precision: str) -> str:
         logger.warning("int8 export of %s unavailable (%s: %s); serving float", model, type(exc).__name__, exc)
         return "float"
     # the rule as it stands now, also for exports measured by earlier versions
-    default = _int8_default(meta.get("n", 0), meta.get("argmax_agreement", 0.0))
+    default = _int8_default(meta)
     if not default and meta.get("n", 0) < INT8_MIN_HELDOUT:
         logger.info("int8 classifier not served by default: its agreement was measured on %d held-out crops, fewer "
                     "than %d (--precision int8 serves it)", meta.get("n", 0), INT8_MIN_HELDOUT)

@@ -239,6 +239,14 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         self.train_features_ = train_f
         self.timings_["calibration_s"] = time.perf_counter() - t0
 
+    def score(self, X: Images, y: Sequence[Any], sample_weight: Sequence[float] | None = None) -> float:
+        """Accuracy of `predict` against ``y``, compared as label names (``classes_`` are strings: labels given as
+        integers are named by their text)."""
+        from sklearn.metrics import accuracy_score
+
+        return float(accuracy_score(np.asarray([str(v) for v in y], dtype=object),
+                                    np.asarray(self.predict(X), dtype=object), sample_weight=sample_weight))
+
     def logits_and_features(self, X: Images) -> tuple[np.ndarray, np.ndarray]:
         """The head's logits ``(N, n_classes)`` (before the temperature) and the model's backbone features
         ``(N, D)`` for images ``X`` (features cached in ``cache_dir``)."""

@@ -57,13 +57,16 @@ def scan_inputs(root: str | os.PathLike[str]) -> list[InputEntry]:
     if not root.is_dir():
         raise NotADirectoryError(f"not a folder: {root}")
     found: dict[str, InputEntry] = {}
+    undecodable: list[tuple[str, Path, str]] = []
 
     def add(path: Path, problem: str = "") -> None:
         raw = path.relative_to(root).as_posix()
         rel = printable(raw)
-        if rel != raw and not problem:
-            problem = "the file name is not valid UTF-8; rename the file to process it"
-        found.setdefault(rel, InputEntry(rel, path, problem))
+        if rel != raw:
+            undecodable.append((rel, path, problem or "the file name is not valid UTF-8; rename the file to process "
+                                                      "it"))
+        else:
+            found.setdefault(rel, InputEntry(rel, path, problem))
 
     def unlistable(exc: OSError) -> None:
         if exc.filename is not None and Path(exc.filename) != root:
@@ -84,6 +87,13 @@ def scan_inputs(root: str | os.PathLike[str]) -> list[InputEntry]:
         dirnames[:] = keep
         for name in filenames:
             add(Path(dirpath, name))
+    # an undecodable name shown as \xNN may read like a valid name holding a backslash: both get a row
+    for rel, path, problem in sorted(undecodable, key=lambda u: os.fsencode(u[1])):
+        key, n = rel, 1
+        while key in found:
+            n += 1
+            key = f"{rel} (undecodable name {n})"
+        found[key] = InputEntry(key, path, problem)
     return [found[k] for k in sorted(found)]
 
 

@@ -13,6 +13,7 @@ to review. One run at a time per output folder.
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -146,7 +147,12 @@ def annotated_names(rels: list[str]) -> dict[str, str]:
     """Where each input's annotated copy goes under ``annotated/``: its folder and stem, ``.jpg`` (a short hash of
     the path is added when two inputs would share a name, or a name is too long)."""
     stems = crop_basenames(rels)
-    return {r: (Path(r).parent / f"{stems[r]}.jpg").as_posix() for r in rels}
+    names = {r: (Path(r).parent / f"{stems[r]}.jpg").as_posix() for r in rels}
+    folders = {p.as_posix().casefold() for n in names.values() for p in Path(n).parents}
+    for r, n in names.items():
+        if n.casefold() in folders:  # a.png's copy would be a.jpg, the folder of a.jpg/b.jpg's copy
+            names[r] = (Path(r).parent / f"{stems[r]}_{hashlib.sha1(r.encode('utf-8')).hexdigest()[:8]}.jpg").as_posix()
+    return names
 
 
 def labeled_rows(

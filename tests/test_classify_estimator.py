@@ -122,6 +122,16 @@ def test_fit_predicts_and_validates(data):
         small(tiny_backbone()).fit(X, np.where(y == "red", "unknown", y))
 
 
+def test_integer_labels_are_named_by_their_text_and_score_compares_names(data):
+    X, y = data
+    y_int = np.searchsorted(sorted(COLOURS), y)  # 0, 1, 2
+    clf = small(tiny_backbone(), epochs=15).fit(X, y_int)
+    assert clf.classes_.tolist() == ["0", "1", "2"]
+    predicted = clf.predict(X)
+    score = clf.score(X, y_int)
+    assert score == pytest.approx(np.mean(predicted == y_int.astype(str))) and score > 0.5
+
+
 def test_same_seed_same_model_and_predictions(data):
     X, y = data
     bb = tiny_backbone()

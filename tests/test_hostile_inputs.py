@@ -290,3 +290,12 @@ def test_label_resume_removes_torn_temporaries_and_compares_what_matters(hostile
     capsys.readouterr()
     assert label_cli.main([*base, "--model", str(model_dir), "--max-image-mb", "32", "--resume"]) == 2
     assert "max_image_bytes" in capsys.readouterr().err
+
+
+def test_annotated_copy_names_never_collide_with_a_folder_of_copies():
+    from pipelines.labeling import annotated_names
+
+    names = annotated_names(["a.png", "a.jpg/b.jpg", "A.JPG/c.png", "x/y.jpg", "x.png"])
+    assert names["a.jpg/b.jpg"] == "a.jpg/b.jpg" and names["x.png"] == "x.jpg" and names["x/y.jpg"] == "x/y.jpg"
+    assert names["a.png"] not in ("a.jpg", "A.JPG") and names["a.png"].endswith(".jpg")
+    assert len(set(names.values())) == len(names)

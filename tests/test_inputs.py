@@ -61,3 +61,15 @@ def test_unlistable_folder_is_reported(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "scandir", scandir)
     entries = {e.rel: e for e in scan_inputs(tmp_path)}
     assert list(entries) == ["locked"] and "cannot list the folder" in entries["locked"].problem
+
+
+def test_an_undecodable_name_and_the_valid_name_it_reads_like_both_get_an_entry(tmp_path):
+    with open(os.path.join(os.fsencode(tmp_path), b"photo\xff.jpg"), "wb") as f:
+        f.write(b"x")
+    (tmp_path / "photo\\xff.jpg").write_bytes(b"y")  # a valid name with a backslash: printed the same
+    entries = scan_inputs(tmp_path)
+    assert len(entries) == 2 and len({e.rel for e in entries}) == 2
+    valid = next(e for e in entries if e.path.name == "photo\\xff.jpg")
+    assert valid.rel == "photo\\xff.jpg" and not valid.problem  # the valid one is processed under its own name
+    other = next(e for e in entries if e is not valid)
+    assert "not valid UTF-8" in other.problem and "undecodable name" in other.rel

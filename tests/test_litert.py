@@ -256,6 +256,11 @@ def test_int8_rule():
     few = ref[:INT8_MIN_HELDOUT - 1]
     assert int8_check(few, few)["int8_default"] is False  # all agree, on too few crops to show 99%
     assert int8_check(ref[:INT8_MIN_HELDOUT], ref[:INT8_MIN_HELDOUT])["int8_default"] is True
+    answers = np.array(["a", "b", "c", "d"] * 25, dtype=object)
+    flipped = answers.copy()
+    flipped[:2] = "unknown"  # same top class, but two crops now fall below the open-set threshold
+    check = int8_check(ref, ref, decisions=(answers, flipped))
+    assert check["argmax_agreement"] == 1.0 and check["decision_agreement"] == 0.98 and not check["int8_default"]
 
 
 HELD_OUT = ("astronaut", "coffee", "chelsea")
