@@ -122,6 +122,10 @@ class OpenSetScore(keras.layers.Layer):
                 "score": self.score}
 
 
+#: A temperature whose 90% bootstrap interval spans more than this ratio is reported as uncertain.
+WIDE_TEMPERATURE = 1.25
+
+
 @dataclass
 class OutputFit:
     """What `fit_output_layers` set: the temperature, the open-set threshold (``None``: none) and the calibration
@@ -155,6 +159,11 @@ def fit_calibration(task: Any, logits: np.ndarray, features: np.ndarray, y: np.n
     temperature = fit_temperature(logits, y)
     report = calibration_report(logits, y, temperature, split)
     report["temperature_interval"] = list(temperature_interval(logits, y))
+    lo, hi = report["temperature_interval"]
+    if hi > WIDE_TEMPERATURE * lo:
+        logger.warning("the temperature %.2f fitted on %d %s crops is uncertain (90%% bootstrap interval %.2f-%.2f): "
+                       "probabilities may be off by several points; `detectcrop calibrate` on a few hundred labeled "
+                       "crops narrows it", temperature, len(y), split, lo, hi)
     threshold = None
     if keep is not None:
         means = np.asarray(task.open_set.class_means.numpy())

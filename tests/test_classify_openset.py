@@ -155,3 +155,22 @@ def test_keep_threshold_keeps_at_least_the_share_and_sits_between_scores():
             assert np.min(np.abs(scores - t)) > 1e-7  # no validation score within rounding of it
     tied = np.r_[0.0, np.ones(9)]  # rejecting 20% would cut through the ones: it keeps all of them
     assert keep_threshold(tied, 0.8) == pytest.approx(0.5)
+
+
+def test_an_uncertain_temperature_is_reported_with_its_interval(caplog):
+    from types import SimpleNamespace
+
+    from classify.openset import fit_calibration
+
+    def fake_task():
+        return SimpleNamespace(calibration=SimpleNamespace(temperature=SimpleNamespace(assign=lambda t: None)),
+                               metadata={}, open_set_score=DEFAULT_SCORE, open_set_threshold=None)
+
+    for n, warned in ((40, True), (4000, False)):
+        logits, y = _overconfident(n=n, temperature=3.0, seed=n)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="classify.openset"):
+            fit = fit_calibration(fake_task(), logits, None, y, None, "val")
+        lo, hi = fit.report["temperature_interval"]
+        assert lo <= fit.temperature <= hi
+        assert ("is uncertain" in caplog.text) == warned  # 40 crops leave T wide; 4000 pin it down
