@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 ECE_BINS = 15
 #: ``T`` is searched in ``[1 / T_RANGE, T_RANGE]``.
 T_RANGE = 100.0
+#: `temperature_interval` resamples at most this many samples (a random subset of larger sets).
+MAX_INTERVAL_SAMPLES = 20000
 
 
 def nll(logits: np.ndarray, y: np.ndarray, temperature: float = 1.0) -> float:
@@ -35,15 +37,16 @@ def _exact_nll(logits: np.ndarray, y: np.ndarray, temperature: float) -> float:
     return float(-np.mean(log_softmax(logits / temperature, axis=1)[np.arange(len(y)), y]))
 
 
-def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """The ``T`` that minimises the NLL of ``y`` under ``softmax(logits / T)`` (1.0 without data)."""
+def fit_temperature(logits: np.ndarray, y: np.ndarray, fallback: float = 1.0) -> float:
+    """The ``T`` that minimises the NLL of ``y`` under ``softmax(logits / T)``; ``fallback`` (e.g. the model's
+    current temperature) without data, or when the model gets every sample right (nothing bounds ``T`` then)."""
     if not len(y):
-        return 1.0
+        return fallback
     logits, y = np.asarray(logits, np.float64), np.asarray(y)
     if (logits.argmax(axis=1) == y).all():  # the NLL falls all the way to T -> 0 (every probability 1)
         logger.warning("the temperature cannot be fitted on %d samples that the model all classifies correctly: "
-                       "kept 1.0", len(y))
-        return 1.0
+                       "kept %.3f", len(y), fallback)
+        return fallback
     result = minimize_scalar(lambda log_t: _exact_nll(logits, y, float(np.exp(log_t))),
                              bounds=(-np.log(T_RANGE), np.log(T_RANGE)), method="bounded", options={"xatol": 1e-4})
     best = float(np.exp(result.x))
@@ -51,21 +54,34 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
 
 
 def temperature_interval(logits: np.ndarray, y: np.ndarray, level: float = 0.9, draws: int = 1000,
-                         seed: int = 0) -> tuple[float, float]:
+                         seed: int = 0) -> tuple[float, float] | None:
     """A bootstrap interval of the NLL-optimal temperature on these samples (``level``: its coverage; ``draws``
     resamples with replacement, seeded): how far ``T`` could move with another set of this many crops. Sixty-odd
     validation crops leave it wide (e.g. 1.8-2.5 around 2.1); more labeled crops (``detectcrop calibrate``) narrow
-    it. Each resample's ``T`` is found on a grid of ``log T`` (two passes, about 0.1% apart at the end)."""
+    it. ``None`` when there is nothing to fit (no samples, or every one right: ``T`` is unbounded below). A resample
+    that happens to hold no wrong sample counts at the lower bound of the search, where its NLL is least. Each
+    resample's ``T`` is found on a grid of ``log T`` (two passes, about 0.1% apart at the end); resamples are drawn
+    in chunks, so memory stays bounded for large sets (fewer draws above 5,000 samples)."""
     logits, y = np.asarray(logits, np.float64), np.asarray(y)
-    if not len(y):
-        return 1.0, 1.0
-    counts = np.random.default_rng(seed).multinomial(len(y), np.full(len(y), 1 / len(y)), size=draws)
-    all_right = counts[:, logits.argmax(axis=1) != y].sum(axis=1) == 0
+    rng = np.random.default_rng(seed)
+    if len(y) > MAX_INTERVAL_SAMPLES:  # bounded time and memory; a subset gives a (slightly) wider interval
+        keep = np.sort(rng.choice(len(y), MAX_INTERVAL_SAMPLES, replace=False))
+        logits, y = logits[keep], y[keep]
+    wrong = logits.argmax(axis=1) != y
+    if not len(y) or not wrong.any():
+        return None
+    draws = draws if len(y) <= 5000 else min(draws, 200)
+    all_right = np.zeros(draws, bool)
+    chunks = []
+    for i in range(0, draws, 100):  # resample counts, 100 draws at a time
+        counts = rng.multinomial(len(y), np.full(len(y), 1 / len(y)), size=min(100, draws - i)).astype(np.float64)
+        all_right[i:i + len(counts)] = counts[:, wrong].sum(axis=1) == 0
+        chunks.append(counts)
     grid = np.linspace(-np.log(T_RANGE), np.log(T_RANGE), 401)
     for _ in range(2):
         per_sample = np.stack([-log_softmax(logits / np.exp(t), axis=1)[np.arange(len(y)), y] for t in grid], axis=1)
-        best = (counts @ per_sample).argmin(axis=1)
-        log_t = np.where(all_right, 0.0, grid[best])  # as `fit_temperature`: T = 1 when nothing is wrong
+        best = np.concatenate([(counts @ per_sample).argmin(axis=1) for counts in chunks])
+        log_t = np.where(all_right, -np.log(T_RANGE), grid[best])
         span = best[~all_right] if (~all_right).any() else best
         grid = np.linspace(grid[max(span.min() - 1, 0)], grid[min(span.max() + 1, len(grid) - 1)], 401)
     tail = 100 * (1 - level) / 2

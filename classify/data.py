@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
@@ -78,34 +79,40 @@ class ImageFolder:
         return np.asarray(self.class_names, dtype=object)[self.labels]
 
 
+HIDDEN = "hidden (a name starting with '.'): not read"
+
+
 def list_images(folder: Path, others: list[Path] | None = None,
                 skipped: list[dict[str, str]] | None = None) -> list[Path]:
     """Image files anywhere under ``folder`` (build_crops mirrors deeper photo folders), sorted by relative path.
-    Visible files without an image extension are appended to ``others``; hidden files and files in hidden folders,
-    broken links, links to folders (not followed), FIFOs and other non-regular entries to ``skipped`` with the
-    reason (``{"path", "reason"}``)."""
-    found = []
-    for p in folder.rglob("*"):
-        rel = p.relative_to(folder)
-        reason = None
-        if any(part.startswith(".") for part in rel.parts):
-            if p.is_dir() and not p.is_symlink():
-                continue  # its files are listed one by one
-            reason = "hidden (a name starting with '.', or inside such a folder)"
-        elif p.is_symlink() and p.is_dir():
-            reason = "a symbolic link to a folder (not followed)"
-        elif p.is_dir():
-            continue
-        elif not p.is_file():
-            reason = "broken symbolic link" if p.is_symlink() and not p.exists() else "not a regular file"
-        elif p.suffix.lower() not in IMAGE_EXTENSIONS:
-            if others is not None:
-                others.append(p)
-            continue
-        if reason is None:
-            found.append((rel.as_posix(), p))
-        elif skipped is not None:
-            skipped.append({"path": printable(p), "reason": reason})
+    Visible files without an image extension are appended to ``others``; hidden files and folders (not searched),
+    links to folders (not followed), broken links, FIFOs and other non-regular entries to ``skipped``, once each,
+    with the reason (``{"path", "reason"}``)."""
+    found, left_out = [], []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        keep = []
+        for name in sorted(dirnames):
+            path = Path(dirpath, name)
+            if name.startswith("."):
+                left_out.append((path, HIDDEN))
+            elif path.is_symlink():
+                left_out.append((path, "a symbolic link to a folder (not followed)"))
+            else:
+                keep.append(name)
+        dirnames[:] = keep
+        for name in filenames:
+            path = Path(dirpath, name)
+            if name.startswith("."):
+                left_out.append((path, HIDDEN))
+            elif not path.is_file():
+                left_out.append((path, "broken symbolic link" if path.is_symlink() and not path.exists()
+                                 else "not a regular file"))
+            elif path.suffix.lower() in IMAGE_EXTENSIONS:
+                found.append((path.relative_to(folder).as_posix(), path))
+            elif others is not None:
+                others.append(path)
+    if skipped is not None:
+        skipped += [{"path": printable(p), "reason": reason} for p, reason in sorted(left_out)]
     return [p for _, p in sorted(found)]
 
 
@@ -147,8 +154,9 @@ def load_image_folder(
     others: list[Path] = []
     per_class = {name: list_images(folder, others, skipped) for name, folder in folders.items()}
     skipped += [{"path": printable(p), "reason": "not an image file (extension)"} for p in others]
-    for entry in skipped:
-        logger.warning("skipping %s: %s", entry["path"], entry["reason"])
+    for entry in skipped:  # hidden entries (.DS_Store, .git) are listed, not warned about
+        (logger.debug if entry["reason"] == HIDDEN else logger.warning)("skipping %s: %s", entry["path"],
+                                                                          entry["reason"])
     if check_images:
         per_class = {name: _readable(files, skipped) for name, files in per_class.items()}
     per_class = {name: files for name, files in per_class.items() if files or class_names is None}
@@ -156,6 +164,9 @@ def load_image_folder(
         class_names = sorted(per_class)
     else:
         class_names = list(class_names)
+        # a model trained on another Unicode spelling of a folder name (macOS' NFD) knows it as it saw it
+        spelled = {unicodedata.normalize("NFC", c): c for c in class_names}
+        per_class = {spelled.get(name, name): files for name, files in per_class.items()}
         unknown = sorted(set(per_class) - set(class_names))
         if unknown:
             raise ValueError(f"{root} has class folders the model does not know: {unknown}; known: {class_names}")
@@ -180,9 +191,10 @@ def load_image_folder(
 
 
 def _class_folders(root: Path) -> tuple[dict[str, Path], list[dict[str, str]]]:
-    """``({class name: folder}, skipped)``: the visible sub-folders of ``root``, named in Unicode NFC (a name
-    copied from macOS is often NFD: both spell one class), and the entries that are not class folders (image files
-    at the top level, files in hidden folders; other top-level files, such as manifests, are not inputs)."""
+    """``({class name: folder}, skipped)``: the visible sub-folders of ``root`` (a link to a folder here is a class
+    folder), named in Unicode NFC (a name copied from macOS is often NFD: both spell one class), and the entries
+    that are not class folders (image files at the top level, hidden folders, not searched; other top-level files,
+    such as manifests, are not inputs)."""
     folders: dict[str, Path] = {}
     skipped: list[dict[str, str]] = []
     for p in sorted(root.iterdir()):
@@ -198,8 +210,7 @@ def _class_folders(root: Path) -> tuple[dict[str, Path], list[dict[str, str]]]:
                                  "normalisation form); merge them")
             folders[name] = p
         elif p.is_dir():
-            skipped += [{"path": printable(f), "reason": "hidden (a name starting with '.', or inside such a folder)"}
-                        for f in sorted(p.rglob("*")) if not f.is_dir()]
+            skipped.append({"path": printable(p), "reason": HIDDEN})
         elif p.suffix.lower() in IMAGE_EXTENSIONS:
             skipped.append({"path": printable(p), "reason": f"at the top level, outside a class folder (expected "
                                                             f"{printable(root)}/<class>/...)"})

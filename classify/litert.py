@@ -40,7 +40,7 @@ INT8_MIN_AGREEMENT = 0.99
 #: ... measured on at least this many held-out crops (fewer cannot show a 99% agreement: int8 stays opt-in).
 INT8_MIN_HELDOUT = 50
 #: Bumped when the export recipe changes, so cached exports are rebuilt.
-EXPORT_VERSION = 2  # 2: the serving graph (calibrated probabilities and the open-set score)
+EXPORT_VERSION = 3  # 2: the serving graph (calibrated probabilities and the open-set score); 3: int8 answers checked
 
 
 def model_file(model: str | os.PathLike) -> Path:

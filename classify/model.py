@@ -82,14 +82,19 @@ def check_params(clf: FineClassifier) -> None:
         value = getattr(clf, name)
         if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < least:
             raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
-    for name in ("learning_rate", "fine_tune_learning_rate", "min_learning_rate"):
+    for name, least in (("learning_rate", 0.0), ("fine_tune_learning_rate", 0.0), ("min_learning_rate", None)):
         value = getattr(clf, name)
-        if not np.isfinite(value) or value <= 0:
-            raise ValueError(f"{name} must be a positive number, got {value!r}")
-    if not 0 <= clf.dropout < 1:
+        if not _is_number(value) or not np.isfinite(value) or value < 0 or (least is not None and value <= least):
+            raise ValueError(f"{name} must be a {'positive' if least is not None else 'non-negative'} number, "
+                             f"got {value!r}")
+    if not _is_number(clf.dropout) or not 0 <= clf.dropout < 1:
         raise ValueError(f"dropout must be in [0, 1), got {clf.dropout!r}")
-    if clf.unknown_below is not None and not 0 <= clf.unknown_below <= 1:
+    if clf.unknown_below is not None and (not _is_number(clf.unknown_below) or not 0 <= clf.unknown_below <= 1):
         raise ValueError(f"unknown_below must be a probability in [0, 1] or None, got {clf.unknown_below!r}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
 def sample_weights(y: np.ndarray, n_classes: int, class_weight: str | None) -> np.ndarray:
@@ -205,7 +210,7 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
             raise ValueError(f"need at least 2 classes, got {classes.tolist()}")
         if self.unknown_label in classes:
             raise ValueError(f"a class is named {self.unknown_label!r}, the answer for objects of no known class; "
-                             "rename it, or choose another unknown_label")
+                             "rename its folder (or, in Python, pass another unknown_label=)")
         seed = self.seed if self.seed is not None else int(np.random.default_rng().integers(2**31 - 1))
         train, val = _fit_split(items, y_int, classes, groups, validation_data, self.validation_fraction, seed)
         train.weights = sample_weights(train.y, len(classes), self.class_weight)

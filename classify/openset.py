@@ -152,14 +152,16 @@ def fit_output_layers(task: Any, train_features: np.ndarray, y_train: np.ndarray
 
 
 def fit_calibration(task: Any, logits: np.ndarray, features: np.ndarray, y: np.ndarray, keep: float | None,
-                    split: str) -> OutputFit:
+                    split: str, fallback_temperature: float = 1.0) -> OutputFit:
     """Set ``task``'s temperature (fitted on ``logits``' NLL against labels ``y``) and its open-set threshold (the
     score that keeps ``keep`` of these known objects; ``None`` without ``keep``); ``split`` names the data in the
-    report. The class means stay as they are."""
-    temperature = fit_temperature(logits, y)
+    report; ``fallback_temperature`` is kept when the temperature cannot be fitted (every crop right). The class
+    means stay as they are."""
+    temperature = fit_temperature(logits, y, fallback=fallback_temperature)
     report = calibration_report(logits, y, temperature, split)
-    report["temperature_interval"] = list(temperature_interval(logits, y))
-    lo, hi = report["temperature_interval"]
+    interval = temperature_interval(logits, y)  # None: every crop right, T not fitted (a warning said so)
+    report["temperature_interval"] = None if interval is None else list(interval)
+    lo, hi = interval or (temperature, temperature)
     if hi > WIDE_TEMPERATURE * lo:
         logger.warning("the temperature %.2f fitted on %d %s crops is uncertain (90%% bootstrap interval %.2f-%.2f): "
                        "probabilities may be off by several points; `detectcrop calibrate` on a few hundred labeled "
@@ -172,6 +174,5 @@ def fit_calibration(task: Any, logits: np.ndarray, features: np.ndarray, y: np.n
     task.open_set_threshold = threshold
     task.metadata["calibration"] = report
     logger.info("calibration on %s: temperature %.3f (90%% bootstrap interval %.2f-%.2f, %d crops); open-set score "
-                "%s, threshold %s", split, temperature, *report["temperature_interval"], len(y), task.open_set_score,
-                threshold)
+                "%s, threshold %s", split, temperature, lo, hi, len(y), task.open_set_score, threshold)
     return OutputFit(temperature, threshold, report)

@@ -97,7 +97,8 @@ def recalibrate(clf: FineClassifier, images: Sequence[ImageItem], labels: Sequen
 
     The report: ``{"n", "accuracy", "previous", "recalibrated", "ece_floor", "temperature_interval", "bins", "split",
     "open_set_score", "keep", "n_unseen", "auroc"}``; ``previous`` and ``recalibrated`` are `calibration_state` on
-    these crops; ``temperature_interval`` is the new temperature's 90% bootstrap interval.
+    these crops; ``temperature_interval`` is the new temperature's 90% bootstrap interval (``None`` when every crop
+    is right: the temperature is then kept).
     """
     keep = getattr(clf, "open_set_keep", None) if keep is None else keep
     if keep is not None and not 0 <= keep <= 1:
@@ -108,7 +109,8 @@ def recalibrate(clf: FineClassifier, images: Sequence[ImageItem], labels: Sequen
         logger.warning("recalibrating on %d crops: the temperature and threshold of fewer than %d are noisy",
                        len(crops.y), MIN_CROPS)
     previous = calibration_state(clf, crops, clf.temperature_, clf.open_set_threshold_)
-    fit = fit_calibration(clf.model_, crops.logits, crops.features, crops.y, keep, split)
+    fit = fit_calibration(clf.model_, crops.logits, crops.features, crops.y, keep, split,
+                          fallback_temperature=clf.temperature_)
     clf.temperature_, clf.open_set_threshold_, clf.calibration_ = fit.temperature, fit.threshold, fit.report
     clf.open_set_keep = keep  # saved with the model: a later recalibration keeps the same share by default
     clf.model_.metadata.setdefault("params", {})["open_set_keep"] = keep

@@ -95,7 +95,8 @@ def _starts(length: int, tile: int, overlap: float) -> list[int]:
 
 #: Tiles smaller than this (pixels) are not cut: an image this thin is detected whole.
 MIN_TILE_SIDE = 32
-#: At most this many tiles per image: a very elongated image gets larger tiles instead of more of them.
+#: An image far longer than a 16:9 photo gets at most this many tiles (or twice what a 16:9 image with the same
+#: shorter side gets at the same tile fraction, if more): larger tiles instead of more of them.
 MAX_TILES = 64
 
 
@@ -103,17 +104,20 @@ def tile_grid(image_shape: tuple[int, ...], tile_fraction: float = 0.6, overlap:
     """Square, evenly spaced tiles covering the image: ``(T, 4)`` int64 ``x1, y1, x2, y2``, row by row.
 
     Neighbouring tiles overlap by at least ``overlap`` of a tile; the last row and column touch the image's edges.
-    No tiles when they would be smaller than `MIN_TILE_SIDE`; where more than `MAX_TILES` would be needed (an
-    image far longer than wide), the side grows until they fit (tiles then span the whole short side).
+    No tiles when they would be smaller than `MIN_TILE_SIDE`; an image far longer than wide, which would need more
+    than `MAX_TILES` (and twice a 16:9 image's count), gets larger tiles until they fit.
     """
     h, w = int(image_shape[0]), int(image_shape[1])
-    side = round(tile_fraction * min(h, w))
+    short = min(h, w)
+    side = round(tile_fraction * short)
     if side < MIN_TILE_SIDE:
         return np.zeros((0, 4), dtype=np.int64)
+    wide = round(short * 16 / 9)
+    cap = max(MAX_TILES, 2 * len(_starts(short, side, overlap)) * len(_starts(wide, min(side, wide), overlap)))
     while True:
         tw, th = min(side, w), min(side, h)
         tiles = [(x, y, x + tw, y + th) for y in _starts(h, th, overlap) for x in _starts(w, tw, overlap)]
-        if len(tiles) <= MAX_TILES:
+        if len(tiles) <= cap:
             return np.asarray(tiles, dtype=np.int64).reshape(-1, 4)
         side = math.ceil(side * 1.25)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(exc)
     try:
         try:  # again, now that no other run can finish there in between
-            final = check_output(args.output, args.overwrite, inputs)
+            final = check_output(args.output, args.overwrite, inputs, locked=True)
         except (ValueError, OSError) as exc:
             return fail(exc)
         return _run(args, model_dir, final)
@@ -82,7 +83,9 @@ def _run(args: argparse.Namespace, model_dir: Path, final: Path) -> int:
         clf = FineClassifier.load(model_dir)
         folder = load_image_folder(args.data, min_per_class=0)
         known_classes = set(str(c) for c in clf.classes_)
-        labels = [str(v) for v in folder.label_names]
+        # folder names are read in NFC; a model trained on other spellings (macOS' NFD) knows them as it saw them
+        spelled = {unicodedata.normalize("NFC", c): c for c in known_classes}
+        labels = [spelled.get(str(v), str(v)) for v in folder.label_names]
         known = [i for i, label in enumerate(labels) if label in known_classes]
         unseen = [folder.paths[i] for i, label in enumerate(labels) if label not in known_classes]
         previous_temperature = clf.temperature_
@@ -104,8 +107,9 @@ def _run(args: argparse.Namespace, model_dir: Path, final: Path) -> int:
         return fail(exc)
     before, after = report["previous"], report["recalibrated"]
     print(f"recalibrated on {report['n']} crops (accuracy {report['accuracy']:.3f}): temperature "
-          f"{before['temperature']:.3f} -> {after['temperature']:.3f} (90% bootstrap interval "
-          f"{report['temperature_interval'][0]:.2f}-{report['temperature_interval'][1]:.2f}), "
+          f"{before['temperature']:.3f} -> {after['temperature']:.3f} ("
+          + ("90% bootstrap interval {:.2f}-{:.2f}".format(*report["temperature_interval"])
+             if report["temperature_interval"] else "kept: every crop right") + "), "
           f"ECE {before['ece']:.3f} -> {after['ece']:.3f} "
           f"(in-sample; noise floor {report['ece_floor']:.3f})")
     print(f"known crops marked unknown: {100 * before['known_marked_unknown']:.1f}% -> "

@@ -44,8 +44,8 @@ def add_detection_args(p: argparse.ArgumentParser, what: str = "crop") -> None:
     p.add_argument("--max-crops", type=int, default=None, help="at most this many crops per image (best first)")
     p.add_argument("--tile", action="store_true", help="also detect on overlapping tiles (small objects; slower)")
     p.add_argument("--tile-fraction", type=float, default=TileConfig.tile_fraction,
-                   help="tile side as a fraction of the image's shorter side (no tiles under 32 px; at most 64 "
-                        "tiles, larger ones on a very elongated image)")
+                   help="tile side as a fraction of the image's shorter side (no tiles under 32 px; a very "
+                        "elongated image gets larger tiles, at most 64)")
     p.add_argument("--tile-overlap", type=float, default=TileConfig.overlap, help="overlap between tiles")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help="refuse images with more pixels (decompression bomb guard); 0 = no limit")
@@ -81,9 +81,12 @@ def detection_settings(args: argparse.Namespace) -> tuple[list[int], CropPolicy,
     policy = CropPolicy(pad=args.pad, square=args.square, min_size=args.min_size, max_crops=args.max_crops)
     tile = TileConfig(tile_fraction=args.tile_fraction, overlap=args.tile_overlap) if args.tile else None
     forced = [flag for flag in ("precision", "detector_precision") if getattr(args, flag, None) == "int8"]
-    if forced and args.runtime == "tf":
-        raise ValueError(f"--{forced[0].replace('_', '-')} int8 applies on LiteRT (--runtime litert or auto); "
-                         "TensorFlow runs float")
+    if forced and args.runtime in ("tf", "auto"):
+        from detectcrop.litert import resolve_runtime
+
+        if resolve_runtime(args.runtime) == "tf":
+            raise ValueError(f"--{forced[0].replace('_', '-')} int8 applies on LiteRT (--runtime litert, or auto "
+                             "where LiteRT is installed and there is no GPU); TensorFlow runs float")
     return categories, policy, tile
 
 

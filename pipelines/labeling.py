@@ -78,16 +78,17 @@ class LabelSummary(StatusCounts):
 
 
 def prepare_output(input_path: str | os.PathLike, output: str | os.PathLike) -> Path:
-    """Check the input and prepare a writable output folder (neither inside the other, nor inside a single input
-    file's folder), before any model loads. A folder already holding other files than a label run's is refused, and
-    so is an ``annotated`` entry that is not a plain folder (a link would take the copies elsewhere)."""
+    """Check the input and prepare a writable output folder (neither inside the other), before any model loads. A
+    folder already holding other files than a label run's is refused, and so is an ``annotated`` entry that is not a
+    plain folder (a link would take the copies elsewhere)."""
     src = Path(input_path)
     if src.is_dir():
         out = check_locations(src, output)[1]
     elif not src.is_file():
         raise FileNotFoundError(f"--input does not exist: {input_path}")
     else:
-        check_not_nested(src.parent, Path(output))
+        if Path(output).resolve() in src.resolve().parents:
+            check_not_nested(src, Path(output))
         out = prepare_output_dir(output)
     annotated = out / ANNOTATED_DIR
     if annotated.is_symlink() or (annotated.exists() and not annotated.is_dir()):
@@ -237,11 +238,19 @@ def _resume_state(out: Path, manifest: CsvManifest, config: dict[str, Any], resu
     if not resume:
         raise OutputLocationError(f"{out} already holds predictions; pass --resume to continue, or a new output")
     previous = json.loads((out / CONFIG_JSON).read_text()) if (out / CONFIG_JSON).exists() else {}
-    previous.setdefault("max_image_bytes", DEFAULT_MAX_IMAGE_BYTES)  # runs recorded before it was
+    # what a run recorded by an earlier version did not record cannot be compared: taken as unchanged
+    for key in ("max_image_bytes",):
+        if key not in previous and key in config:
+            logger.warning("%s does not record %s (an earlier version wrote it): not compared", CONFIG_JSON, key)
+            previous[key] = config[key]
+    recorded = previous.get("fingerprints", {})
+    for key in ("classifier_calibration",):
+        if key not in recorded and key in config["fingerprints"] and "classifier" in recorded:
+            recorded[key] = config["fingerprints"][key]
     changed = sorted(k for k in set(previous) | set(config) if _setting(previous, k) != _setting(config, k))
     if "fingerprints" in changed:
-        which = sorted(k for k in config["fingerprints"]
-                       if previous.get("fingerprints", {}).get(k) != config["fingerprints"][k])
+        before, now = previous.get("fingerprints", {}), config["fingerprints"]
+        which = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
         raise OutputLocationError(
             f"cannot resume {out}: the {' and '.join(which)} model changed since the run started (its files' sha256 "
             "differs); label into a new output folder"

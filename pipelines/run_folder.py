@@ -35,23 +35,27 @@ def is_run_folder(path: Path) -> bool:
 
 
 def _restore_interrupted_swap(dst: Path) -> None:
-    """A run killed between the two renames of `staged_run_folder` leaves no ``dst`` and the previous run in a
-    hidden ``.NAME.old-*/run``: put it back (the new run, in ``.NAME.new-*``, may be incomplete)."""
-    if dst.exists():
+    """A run killed between the two renames of `staged_run_folder` leaves no ``dst``, the previous run in a hidden
+    ``.NAME.old-*/run`` and the new one in ``.NAME.new-*``: put the previous run back (the newest such, and only
+    with a new one beside it: an ``.old-*`` alone is what a kill while removing a replaced run leaves, possibly
+    half removed). Call it holding the run folder's lock."""
+    if dst.exists() or dst.is_symlink() or not any(p.is_dir() for p in dst.parent.glob(f".{dst.name}.new-*")):
         return
-    for old in sorted(dst.parent.glob(f".{dst.name}.old-*")):
-        if (old / "run").is_dir():
-            os.replace(old / "run", dst)
-            shutil.rmtree(old, ignore_errors=True)
-            logger.warning("restored the previous run %s from %s (a run was stopped while replacing it)", dst, old)
-            return
+    aside = [old for old in dst.parent.glob(f".{dst.name}.old-*") if (old / "run").is_dir()]
+    if aside:
+        old = max(aside, key=lambda p: p.stat().st_mtime)
+        os.replace(old / "run", dst)
+        shutil.rmtree(old, ignore_errors=True)
+        logger.warning("restored the previous run %s from %s (a run was stopped while replacing it)", dst, old)
 
 
-def check_output(path: Path, overwrite: bool, inputs: Sequence[tuple[str, Path | None]] = ()) -> Path:
+def check_output(path: Path, overwrite: bool, inputs: Sequence[tuple[str, Path | None]] = (),
+                 locked: bool = False) -> Path:
     """The resolved run folder, after checking that a run may be written there (``ValueError`` / `OSError` with
     what to do otherwise): ``inputs`` (``(flag, path)`` pairs; ``None`` paths skipped) must neither hold nor lie
-    inside it, since a run folder is replaced as a whole. Nothing is created or removed here, except that a
-    previous run left aside by a run stopped while replacing it is put back first."""
+    inside it, since a run folder is replaced as a whole. Nothing is created or removed here, except that with
+    ``locked`` (the caller holds the run folder's lock) a previous run left aside by a run stopped while replacing
+    it is put back first."""
     dst = path.resolve()
     for flag, source in inputs:
         if source is None:
@@ -66,7 +70,7 @@ def check_output(path: Path, overwrite: bool, inputs: Sequence[tuple[str, Path |
         raise OutputLocationError(f"cannot create {path}: its parent folder {dst.parent} does not exist")
     if not os.access(dst.parent, os.W_OK | os.X_OK):
         raise OutputLocationError(f"cannot write next to {path}: {dst.parent} is not writable")
-    if dst.parent.is_dir():
+    if locked and dst.parent.is_dir():
         _restore_interrupted_swap(dst)
     if dst.is_dir() and any(dst.iterdir()):
         if not is_run_folder(dst):

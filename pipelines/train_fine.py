@@ -297,7 +297,7 @@ def _main(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
 
     t_start = time.perf_counter()
     try:  # data and output problems are the user's to fix: a one-line message, no traceback
-        final = check_output(args.output, args.overwrite, _inputs(args))
+        final = check_output(args.output, args.overwrite, _inputs(args), locked=True)
         dataset = load_image_folder(args.data, min_per_class=args.min_per_class)
         train, val = split_image_folder(dataset, val_fraction=args.val_fraction, seed=args.seed)
         test = None

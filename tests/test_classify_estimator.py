@@ -115,7 +115,7 @@ def test_fit_predicts_and_validates(data):
         small(tiny_backbone()).fit(X[:3], y[:2])
     for bad in ({"epochs": 0}, {"batch_size": 0}, {"augment_views": -1}, {"dense_units": -1}, {"patience": -1},
                 {"learning_rate": 0.0}, {"fine_tune_learning_rate": float("nan")}, {"dropout": 1.0},
-                {"unknown_below": 2.0}, {"epochs": 2.5}):
+                {"unknown_below": 2.0}, {"epochs": 2.5}, {"dropout": None}, {"min_learning_rate": -1e-6}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             small(tiny_backbone(), **bad).fit(X, y)
     with pytest.raises(ValueError, match="a class is named 'unknown'"):  # its answers would be indistinguishable

@@ -67,7 +67,13 @@ def test_temperature_interval_is_the_spread_of_refitting_on_resamples_and_covers
     assert sum(covered) >= 15
     big_lo, big_hi = temperature_interval(*_overconfident(n=2000, temperature=3.0, seed=3))
     assert big_hi - big_lo < (hi - lo) / 3  # about 1 / sqrt(n) narrower
-    assert temperature_interval(logits[:0], y[:0]) == (1.0, 1.0)
+    assert temperature_interval(logits[:0], y[:0]) is None
+    # one wrong sample among many right: resamples without it have no finite optimum, so the interval reaches far down
+    easy = np.eye(3)[np.arange(100) % 3] * 6.0
+    labels = np.arange(100) % 3
+    easy[0] = [0.0, 0.3, 0.0]  # the one wrong sample, barely
+    lo_easy, hi_easy = temperature_interval(easy, labels)
+    assert lo_easy < fit_temperature(easy, labels) / 10 and hi_easy >= fit_temperature(easy, labels)
 
 
 def test_a_confidently_wrong_sample_is_not_capped_and_a_separable_set_keeps_t_1(caplog):
@@ -76,7 +82,8 @@ def test_a_confidently_wrong_sample_is_not_capped_and_a_separable_set_keeps_t_1(
     logits = np.eye(3)[y] * rng.uniform(4, 8, (100, 1))  # every sample right with a margin of 4-8
     with caplog.at_level("WARNING", logger="classify.calibration"):
         assert fit_temperature(logits, y) == 1.0  # the NLL falls all the way to T -> 0: nothing to fit
-    assert "cannot be fitted" in caplog.text and temperature_interval(logits, y) == (1.0, 1.0)
+    assert "cannot be fitted" in caplog.text and temperature_interval(logits, y) is None  # unbounded: no interval
+    assert fit_temperature(logits, y, fallback=2.1) == 2.1  # recalibration keeps the model's own
     wrong = logits.copy()
     wrong[0] = np.roll(wrong[0], 1) * 8  # one sample wrong with a margin of 32-64
 

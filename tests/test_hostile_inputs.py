@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -265,8 +266,8 @@ def test_label_never_writes_through_a_link_or_over_files_it_did_not_write(hostil
     assert label_cli.main([*base, "--output", str(mine)]) == 2
     assert "no label run" in capsys.readouterr().err and (mine / "report.html").read_text() == "my own report"
     single = ["--input", str(photos / "astronaut.jpg"), *base[2:]]
-    assert label_cli.main([*single, "--output", str(photos / "labels")]) == 2  # inside the photo's folder
-    assert "must not be inside the input" in capsys.readouterr().err
+    assert label_cli.main([*single, "--output", str(photos)]) == 2  # the photo's own folder
+    assert "must not be inside the output folder" in capsys.readouterr().err
     assert label_cli.main([*base, "--output", str(tmp_path / "o"), "--runtime", "tf", "--precision", "int8"]) == 2
     assert "applies on LiteRT" in capsys.readouterr().err
     assert _snapshot(photos, tmp_path / "none") == before
@@ -290,6 +291,12 @@ def test_label_resume_removes_torn_temporaries_and_compares_what_matters(hostile
     capsys.readouterr()
     assert label_cli.main([*base, "--model", str(model_dir), "--max-image-mb", "32", "--resume"]) == 2
     assert "max_image_bytes" in capsys.readouterr().err
+    # a run recorded by an earlier version (no decode limit in its config) resumes: what it lacks is not compared
+    config = json.loads((out / "label_config.json").read_text())
+    del config["max_image_bytes"]
+    (out / "label_config.json").write_text(json.dumps(config))
+    assert label_cli.main([*base, "--model", str(model_dir), "--max-image-mb", "64", "--resume"]) == 0
+    assert (out / "predictions.csv").read_bytes() == first
 
 
 def test_annotated_copy_names_never_collide_with_a_folder_of_copies():
@@ -299,3 +306,25 @@ def test_annotated_copy_names_never_collide_with_a_folder_of_copies():
     assert names["a.jpg/b.jpg"] == "a.jpg/b.jpg" and names["x.png"] == "x.jpg" and names["x/y.jpg"] == "x/y.jpg"
     assert names["a.png"] not in ("a.jpg", "A.JPG") and names["a.png"].endswith(".jpg")
     assert len(set(names.values())) == len(names)
+
+
+def test_resume_compares_what_an_earlier_version_recorded_and_runtime_auto_as_resolved(tmp_path):
+    from detectcrop.io import CsvManifest, OutputLocationError
+    from detectcrop.litert import resolve_runtime
+    from pipelines.labeling import CONFIG_JSON, _resume_state
+    from pipelines.predictions import COLUMNS, PREDICTIONS_CSV
+
+    out = tmp_path / "out"
+    out.mkdir()
+    manifest = CsvManifest(out / PREDICTIONS_CSV, COLUMNS).open()
+    manifest.append([["a.jpg", "no_detection", 10, 10, *[""] * 11], ["b.jpg", "no_detection", 10, 10, *[""] * 11]])
+    earlier = {"input": "/photos", "runtime": "auto", "classifier": "run",
+               "fingerprints": {"detector": "d", "classifier": "c"}}  # no decode limit, no int8 calibration
+    (out / CONFIG_JSON).write_text(json.dumps(earlier))
+    now = {"input": "/photos", "runtime": resolve_runtime("auto"), "classifier": "/elsewhere/run/model.keras",
+           "max_image_bytes": 123, "fingerprints": {"detector": "d", "classifier": "c", "classifier_calibration": "x"}}
+    assert _resume_state(out, CsvManifest(out / PREDICTIONS_CSV, COLUMNS), now, resume=True) == {"a.jpg"}
+    (out / CONFIG_JSON).write_text(json.dumps({**now, "fingerprints": {**now["fingerprints"],
+                                                                       "classifier_calibration": "y"}}))
+    with pytest.raises(OutputLocationError, match="classifier_calibration model changed"):
+        _resume_state(out, CsvManifest(out / PREDICTIONS_CSV, COLUMNS), now, resume=True)

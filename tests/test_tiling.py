@@ -38,6 +38,8 @@ def test_thin_and_elongated_images_get_a_bounded_number_of_tiles():
     normal = len(tile_grid((480, 640)))
     for shape in [(400, 2), (5000, 1), (1, 3000), (900, 7), (65000, 2)]:
         assert len(tile_grid(shape)) == 0  # tiles of a pixel or two: the image is detected whole
+    fine = tile_grid((1080, 1920), tile_fraction=0.15)
+    assert (fine[:, 2] - fine[:, 0] == 162).all() and len(fine) > MAX_TILES  # a photo keeps the fraction asked for
     for shape in [(65000, 300), (300, 65000), (3000, 400)]:
         tiles = tile_grid(shape)
         assert normal < len(tiles) <= MAX_TILES

@@ -86,8 +86,11 @@ def test_cli_writes_the_run_folder_and_prints_macro_f1_last(tmp_path, capsys, tr
     calibration = report["calibration"]
     assert calibration["split"] == "test" and calibration["bins"] == 15 and calibration["temperature"] > 0
     assert 0 <= calibration["ece_before"] <= 1 and 0 <= calibration["ece_after"] <= 1
-    lo, hi = calibration["temperature_interval"]  # the bootstrap interval of the validation fit
-    assert lo <= calibration["temperature"] <= hi
+    interval = calibration["temperature_interval"]  # the bootstrap interval of the validation fit
+    if interval is None:  # every validation crop right: nothing bounds T, which stays 1
+        assert calibration["temperature"] == 1.0 and report["val"]["accuracy"] == 1.0
+    else:
+        assert interval[0] <= calibration["temperature"] <= interval[1]
     for name in ("confusion_matrix.png", "confusion_matrix_val.png", "curves.png", "reliability.png"):
         with Image.open(out / name) as im:
             assert im.format == "PNG"
@@ -185,8 +188,10 @@ def test_a_run_stopped_while_replacing_the_old_one_gives_the_old_one_back(tmp_pa
     aside.mkdir()
     out.rename(aside / "run")
     (tmp_path / ".run.new-x2").mkdir()
+    check_output(out, overwrite=False)  # without the lock: nothing is moved (a running swap may be under way)
+    assert not out.exists() and aside.exists()
     with pytest.raises(ValueError, match="already holds a run"):
-        check_output(out, overwrite=False)
+        check_output(out, overwrite=False, locked=True)
     assert (out / "model.keras").read_text() == "old run" and not aside.exists() and "restored" in caplog.text
 
 
