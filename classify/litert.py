@@ -34,10 +34,10 @@ logger = logging.getLogger(__name__)
 PRECISIONS: tuple[str, ...] = ("float", "int8", "auto")
 #: Calibration and held-out crops saved beside ``model.keras``.
 CALIBRATION_FILE = "calibration.npz"
-#: int8 serves by default (``precision="auto"``) only when its top-1 agreement with the Keras model on held-out
-#: crops is at least this.
+#: int8 serves by default (``precision="auto"``) only when its agreement with the Keras model on held-out crops (top
+#: class, and final answer with unknown) is at least this,
 INT8_MIN_AGREEMENT = 0.99
-#: ... measured on at least this many held-out crops (fewer cannot show a 99% agreement: int8 stays opt-in).
+#: measured on at least this many held-out crops (fewer cannot show a 99% agreement: int8 stays opt-in).
 INT8_MIN_HELDOUT = 50
 #: Bumped when the export recipe changes, so cached exports are rebuilt.
 EXPORT_VERSION = 3  # 2: the serving graph (calibrated probabilities and the open-set score); 3: int8 answers checked

@@ -82,11 +82,10 @@ def check_params(clf: FineClassifier) -> None:
         value = getattr(clf, name)
         if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < least:
             raise ValueError(f"{name} must be a whole number >= {least}, got {value!r}")
-    for name, least in (("learning_rate", 0.0), ("fine_tune_learning_rate", 0.0), ("min_learning_rate", None)):
+    for name, zero_ok in (("learning_rate", False), ("fine_tune_learning_rate", False), ("min_learning_rate", True)):
         value = getattr(clf, name)
-        if not _is_number(value) or not np.isfinite(value) or value < 0 or (least is not None and value <= least):
-            raise ValueError(f"{name} must be a {'positive' if least is not None else 'non-negative'} number, "
-                             f"got {value!r}")
+        if not _is_number(value) or not np.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+            raise ValueError(f"{name} must be a {'non-negative' if zero_ok else 'positive'} number, got {value!r}")
     if not _is_number(clf.dropout) or not 0 <= clf.dropout < 1:
         raise ValueError(f"dropout must be in [0, 1), got {clf.dropout!r}")
     if clf.unknown_below is not None and (not _is_number(clf.unknown_below) or not 0 <= clf.unknown_below <= 1):

@@ -173,6 +173,7 @@ def fit_calibration(task: Any, logits: np.ndarray, features: np.ndarray, y: np.n
     task.calibration.temperature.assign(temperature)
     task.open_set_threshold = threshold
     task.metadata["calibration"] = report
-    logger.info("calibration on %s: temperature %.3f (90%% bootstrap interval %.2f-%.2f, %d crops); open-set score "
-                "%s, threshold %s", split, temperature, lo, hi, len(y), task.open_set_score, threshold)
+    logger.info("calibration on %s: temperature %.3f (%s, %d crops); open-set score %s, threshold %s", split,
+                temperature, "not fitted" if interval is None else f"90% bootstrap interval {lo:.2f}-{hi:.2f}",
+                len(y), task.open_set_score, threshold)
     return OutputFit(temperature, threshold, report)
