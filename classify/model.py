@@ -50,7 +50,18 @@ Images = Sequence[ImageItem] | np.ndarray
 
 
 def encode_labels(y: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """``(classes, y_int)``: the sorted label names as strings and each label's index."""
+    """``(classes, y_int)``: the sorted label names as strings and each label's index (labels are names: ``1`` is
+    the class ``"1"``; two labels of different types with one name, such as ``1`` and ``"1"``, are refused)."""
+    kinds: dict[str, set[str]] = {}
+    for v in y:
+        kind = ("text" if isinstance(v, str) else "bool" if isinstance(v, bool | np.bool_)
+                else "number" if isinstance(v, int | float | np.number) else type(v).__name__)
+        kinds.setdefault(str(v), set()).add(kind)
+    mixed = {name: sorted(types) for name, types in kinds.items() if len(types) > 1}
+    if mixed:
+        name, types = next(iter(mixed.items()))
+        raise ValueError(f"labels of different types share the name {name!r} ({', '.join(types)}): they would be "
+                         "one class; give every label one type")
     labels = np.asarray([str(v) for v in y], dtype=object)
     classes = np.asarray(sorted(set(labels.tolist())), dtype=object)
     return classes, np.searchsorted(classes, labels)
@@ -86,6 +97,8 @@ def check_params(clf: FineClassifier) -> None:
         value = getattr(clf, name)
         if not _is_number(value) or not np.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
             raise ValueError(f"{name} must be a {'non-negative' if zero_ok else 'positive'} number, got {value!r}")
+    if not _is_number(clf.validation_fraction) or not 0 <= clf.validation_fraction < 1:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {clf.validation_fraction!r}")
     if not _is_number(clf.dropout) or not 0 <= clf.dropout < 1:
         raise ValueError(f"dropout must be in [0, 1), got {clf.dropout!r}")
     if clf.unknown_below is not None and (not _is_number(clf.unknown_below) or not 0 <= clf.unknown_below <= 1):
@@ -344,6 +357,8 @@ def _write_task(model: CropClassifier, path: Path) -> None:
 
 def _read_task(path: Path) -> CropClassifier:
     """Load a saved task model; files of older formats fail with one clear error saying to retrain."""
+    if not path.exists():
+        raise FileNotFoundError(f"no model at {path}")
     if not zipfile.is_zipfile(path):  # a .keras file is a zip archive
         raise ValueError(f"{path} is not a readable .keras model file (corrupt, truncated or another format)")
     try:

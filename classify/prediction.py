@@ -44,6 +44,8 @@ def decide_labels(proba: np.ndarray, classes: Sequence[Any], unknown_below: floa
 
 def top_k(proba: np.ndarray, classes: Sequence[Any], k: int) -> list[list[tuple[str, float]]]:
     """The ``k`` most probable ``(label, probability)`` pairs per row of ``proba``, best first (ties: class order)."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise ValueError(f"k must be a whole number >= 1, got {k!r}")
     proba = np.asarray(proba)
     if not len(proba):
         return []
@@ -87,6 +89,8 @@ class ProbabilityPredictor:
         self._check_ready()
         items = iter_items(X)
         bs = int(batch_size or self.prediction_batch_size)
+        if bs < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         probas, scores = [], []
         for i in range(0, len(items), bs):
             proba, score = self.predict_batch(load_batch(items[i : i + bs], self.input_size_).astype(np.float32))

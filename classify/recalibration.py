@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from scipy.special import softmax
 from sklearn.metrics import roc_auc_score
+from sklearn.utils.validation import check_is_fitted
 
 from classify.batches import ImageItem
 from classify.calibration import expected_calibration_error, nll
@@ -100,6 +101,10 @@ def recalibrate(clf: FineClassifier, images: Sequence[ImageItem], labels: Sequen
     these crops; ``temperature_interval`` is the new temperature's 90% bootstrap interval (``None`` when every crop
     is right: the temperature is then kept).
     """
+    check_is_fitted(clf, "classes_")
+    images = list(images)
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
     keep = getattr(clf, "open_set_keep", None) if keep is None else keep
     if keep is not None and not 0 <= keep <= 1:
         raise ValueError(f"keep must be in [0, 1] (0: no open-set threshold), got {keep}")

@@ -193,6 +193,17 @@ _ORIENT = {
 }
 
 
+def upright_rgb8(im: Image.Image) -> np.ndarray:
+    """A Pillow image already open in memory as `read_image` would give its file: `to_rgb8`, turned upright by its
+    EXIF orientation."""
+    arr = to_rgb8(im)
+    try:
+        orientation = im.getexif().get(0x0112, 1)
+    except Exception:  # a damaged EXIF block: as stored
+        orientation = 1
+    return np.ascontiguousarray(_ORIENT[orientation](arr)) if orientation in _ORIENT else arr
+
+
 def _orientation(im: Image.Image, path: Path) -> int:
     try:
         value = im.getexif().get(0x0112, 1)

@@ -10,7 +10,9 @@ is a subfolder of the ground truth's root, e.g. ``scenes/``); a name that two ``
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,16 +21,59 @@ from typing import Any
 from detectcrop.coco import coco_annotation
 from pipelines.predictions import labeled_images, read_predictions
 
+logger = logging.getLogger(__name__)
+
 RESULTS_GT_JSON = "results.coco-gt.json"
 #: The fields of a COCO detection result (``COCO.loadRes`` adds ``id``, ``area`` and ``iscrowd`` itself).
 RESULT_KEYS = ("image_id", "category_id", "bbox", "score")
 
 
 def load_coco(coco_gt: dict[str, Any] | str | os.PathLike) -> dict[str, Any]:
-    """A COCO dict (given, or read from its JSON path)."""
-    if isinstance(coco_gt, dict):
-        return coco_gt
-    return json.loads(Path(coco_gt).read_text(encoding="utf-8"))
+    """A COCO ground-truth dict (given, or read from its JSON path), checked: ``images``, ``annotations`` and
+    ``categories`` lists with integer ids, unique file names and category names, four-number boxes (``area`` and
+    ``iscrowd`` filled in where missing); a ``ValueError`` naming the file and the problem otherwise."""
+    where = "the ground truth" if isinstance(coco_gt, dict) else str(coco_gt)
+    if not isinstance(coco_gt, dict):
+        try:
+            coco_gt = json.loads(Path(coco_gt).read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ValueError(f"{where} is not JSON: {exc}") from exc
+    if not isinstance(coco_gt, dict) or not all(isinstance(coco_gt.get(k), list)
+                                                for k in ("images", "annotations", "categories")):
+        raise ValueError(f"{where} is not COCO ground truth (a JSON object with images, annotations and categories "
+                         "lists; a results file is a list)")
+    _check_entries(coco_gt, where)
+    return coco_gt
+
+
+def _check_entries(coco: dict[str, Any], where: str) -> None:
+    def bad(what: str) -> ValueError:
+        return ValueError(f"{where}: {what}")
+
+    images, categories = coco["images"], coco["categories"]
+    if not all(isinstance(i, dict) and type(i.get("id")) is int and isinstance(i.get("file_name"), str)
+               for i in images):
+        raise bad("every image needs an integer id and a file_name")
+    if not all(isinstance(c, dict) and type(c.get("id")) is int and isinstance(c.get("name"), str)
+               for c in categories):
+        raise bad("every category needs an integer id and a name")
+    listed = {"image id": [i["id"] for i in images], "file_name": [i["file_name"] for i in images],
+              "category id": [c["id"] for c in categories], "category name": [c["name"] for c in categories]}
+    for key, values in listed.items():
+        twice = sorted((v for v, n in Counter(values).items() if n > 1), key=str)
+        if twice:
+            raise bad(f"the {key} {twice[0]!r} appears more than once")
+    image_ids, category_ids = {i["id"] for i in images}, {c["id"] for c in categories}
+    for a in coco["annotations"]:
+        box = a.get("bbox") if isinstance(a, dict) else None
+        if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, int | float) for v in box)):
+            raise bad(f"annotation {a.get('id') if isinstance(a, dict) else a!r} needs a bbox of four numbers")
+        if a.get("image_id") not in image_ids or a.get("category_id") not in category_ids:
+            raise bad(f"annotation {a.get('id')!r} names an image or category that is not listed")
+        a.setdefault("area", float(box[2] * box[3]))
+        a.setdefault("iscrowd", 0)
+    if not coco["annotations"]:
+        logger.warning("%s has no annotations: every prediction will count as a false positive", where)
 
 
 def match_images(rels: Iterable[str], coco_gt: dict[str, Any], image_prefix: str | None = None) -> dict[str, int]:

@@ -124,7 +124,16 @@ class DetectThenClassify(StepParams):
             options = {"runtime": self.runtime, "precision": self.detector_precision,
                        "calibration": self.detector_calibration, **self.__dict__.get("_detector_options", {})}
             return Detector.from_preset(spec, **options)
-        return _load_classifier(spec, self.runtime, self.precision)
+        classifier = _load_classifier(spec, self.runtime, self.precision)
+        for key, value in self.__dict__.get("_classifier_options", {}).items():
+            setattr(classifier, key, value)  # what set_params(classifier__...) changed before a copy was made
+        return classifier
+
+    def set_params(self, **params: Any) -> DetectThenClassify:
+        if "detector__min_score" in params:  # detect_objects passes the pipeline's own to the detector
+            raise ValueError("the pipeline's min_score decides which detections are kept: "
+                             "use set_params(min_score=...)")
+        return super().set_params(**params)
 
     @property
     def detector_(self) -> Any:
@@ -171,17 +180,24 @@ class DetectThenClassify(StepParams):
                 config["detector_options"]["precision"] = detector.precision
         elif "_detector_options" in self.__dict__:
             config["detector_options"] = dict(self._detector_options)
+        if not isinstance(classifier, str | os.PathLike):  # the unknown rule as set on it (set_params included)
+            config["classifier_options"] = {k: getattr(classifier, k) for k in CLASSIFIER_OPTIONS}
+        elif "_classifier_options" in self.__dict__:
+            config["classifier_options"] = dict(self._classifier_options)
         return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> DetectThenClassify:
         config = dict(config)
         options = config.pop("detector_options", None)
+        classifier_options = config.pop("classifier_options", None)
         config["crop_policy"] = CropPolicy(**config["crop_policy"])
         config["tile"] = None if config.get("tile") is None else TileConfig(**config["tile"])
         pipe = cls(**config)
         if options:
             pipe._detector_options = dict(options)  # applied when the detector is loaded
+        if classifier_options:
+            pipe._classifier_options = dict(classifier_options)  # applied when the classifier is loaded
         return pipe
 
     def __getstate__(self) -> dict[str, Any]:
@@ -196,7 +212,9 @@ class DetectThenClassify(StepParams):
 
     # ------------------------------------------------------------------ inference
     def __call__(self, image: np.ndarray | str | os.PathLike) -> ImageResult:
-        """Label one image (an RGB uint8 array or a path)."""
+        """Label one image: a path, or an array or Pillow image (converted as `classify.batches.as_rgb_uint8` says:
+        greyscale, RGBA, uint16 and float arrays are read as their files would be; a ``ValueError`` for what is not an
+        image)."""
         if isinstance(image, str | os.PathLike):
             try:
                 array: np.ndarray | ReducedImage | ImageReadError = read_for_detection(
@@ -204,7 +222,9 @@ class DetectThenClassify(StepParams):
             except ImageReadError as exc:
                 array = exc
             return next(self.label_images([(os.fspath(image), array)]))
-        return next(self.label_images([("<array>", np.asarray(image))]))
+        from classify.batches import as_rgb_uint8
+
+        return next(self.label_images([("<array>", as_rgb_uint8(image))]))
 
     def run(self, inputs: str | os.PathLike | Iterable[str | os.PathLike], *, workers: int = 2,
             prefetch: int = 8, decode_budget: int | None = DEFAULT_DECODE_BUDGET) -> Iterator[ImageResult]:
@@ -272,6 +292,10 @@ class DetectThenClassify(StepParams):
         return (f"DetectThenClassify(detector={_source(self.detector, 'detector', strict=False)!r}, "
                 f"classifier={_source(self.classifier, 'classifier', strict=False)!r}, category={self.category!r}, "
                 f"tile={self.tile is not None})")
+
+
+#: The loaded classifier's settings a copy of the pipeline (pickle, `from_config`, a Ray actor) carries over.
+CLASSIFIER_OPTIONS = ("unknown_below", "unknown_label")
 
 
 def _load_classifier(spec: str | os.PathLike, runtime: str, precision: str) -> Any:

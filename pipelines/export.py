@@ -47,7 +47,11 @@ def class_names(out: str | os.PathLike, rows: list[dict[str, str]]) -> list[str]
     coco = Path(out) / "results.coco.json"
     labels = sorted({r["label"] for r in rows if r["status"] == "ok"})
     if coco.is_file():
-        names = [c["name"] for c in sorted(json.loads(coco.read_text())["categories"], key=lambda c: c["id"])]
+        try:
+            names = [str(c["name"]) for c in sorted(json.loads(coco.read_text())["categories"], key=lambda c: c["id"])]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{coco} is not the label run's COCO results (its categories: {type(exc).__name__}: "
+                             f"{exc}); remove it to order the classes by name") from exc
         return names + [n for n in labels if n not in names]
     return labels
 
@@ -75,11 +79,31 @@ def labelstudio_tasks(rows: list[dict[str, str]], image_url: str = "", model_ver
     return tasks
 
 
+def check_target(out: str | os.PathLike, target: Path, default: str) -> Path:
+    """``target``, unless writing it would replace a file of the label output ``out`` (anything there but the
+    export's own ``default``), ``out`` itself, or write into the photo folder it labeled (``OutputLocationError``)."""
+    from detectcrop.io import OutputLocationError
+
+    out_dir, dst = Path(out).resolve(), target.resolve()
+    if dst == out_dir or (dst.parent == out_dir and dst.name != default and dst.exists()) or (
+            out_dir in dst.parents and dst.relative_to(out_dir).parts[0] != default):
+        raise OutputLocationError(f"--output {target} would write over the label output in {out}; write the export "
+                                  f"to {Path(out) / default} (the default) or outside that folder")
+    try:
+        labeled = json.loads((out_dir / "label_config.json").read_text()).get("input")
+    except (OSError, ValueError, AttributeError):
+        labeled = None
+    if labeled and (dst == Path(labeled) or Path(labeled) in dst.parents):
+        raise OutputLocationError(f"--output {target} lies in the photo folder {labeled} that was labeled: the inputs "
+                                  "are never written")
+    return target
+
+
 def write_labelstudio(out: str | os.PathLike, path: str | os.PathLike | None = None, **options: Any) -> Path:
     """``OUT/labelstudio.json`` (or ``path``) from a label output folder."""
     from detectcrop.io import atomic_write_text
 
-    target = Path(path) if path is not None else Path(out) / LABELSTUDIO_JSON
+    target = check_target(out, Path(path), LABELSTUDIO_JSON) if path is not None else Path(out) / LABELSTUDIO_JSON
     return atomic_write_text(target, json.dumps(labelstudio_tasks(read_predictions(out), **options), indent=1) + "\n")
 
 
@@ -102,7 +126,7 @@ def write_yolo(out: str | os.PathLike, path: str | os.PathLike | None = None, co
 
     rows = read_predictions(out)
     classes = class_names(out, rows)
-    target = Path(path) if path is not None else Path(out) / YOLO_DIR
+    target = check_target(out, Path(path), YOLO_DIR) if path is not None else Path(out) / YOLO_DIR
     written: dict[str, str] = {}
     for im in _readable(rows):
         name = str(PurePosixPath(im.image).with_suffix(".txt"))

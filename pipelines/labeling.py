@@ -239,7 +239,7 @@ def _resume_state(out: Path, manifest: CsvManifest, config: dict[str, Any], resu
         raise OutputLocationError(f"{out} already holds predictions; pass --resume to continue, or a new output")
     previous = json.loads((out / CONFIG_JSON).read_text()) if (out / CONFIG_JSON).exists() else {}
     # what a run recorded by an earlier version did not record cannot be compared: taken as unchanged
-    for key in ("max_image_bytes",):
+    for key in ("max_image_bytes", "classifier_options"):
         if key not in previous and key in config:
             logger.warning("%s does not record %s (an earlier version wrote it): not compared", CONFIG_JSON, key)
             previous[key] = config[key]

@@ -53,8 +53,14 @@ def read_predictions(out: str | os.PathLike) -> list[dict[str, str]]:
     path = path / PREDICTIONS_CSV if path.is_dir() else path
     if not path.is_file():
         raise FileNotFoundError(f"no predictions file: {path} (pass a `label` output folder)")
-    with path.open(encoding="utf-8", newline="") as f:
+    with path.open(encoding="utf-8-sig", newline="") as f:  # -sig: a copy saved by a spreadsheet starts with a BOM
         header, *rows = list(csv.reader(f)) or [[]]
+    missing = [c for c in COLUMNS if c not in header]
+    if header and missing:
+        raise ValueError(f"{path} is not a `label` predictions.csv: it lacks the columns {', '.join(missing)}")
+    short = next((i for i, r in enumerate(rows, 2) if len(r) < len(header)), None)
+    if short is not None:
+        raise ValueError(f"{path}, line {short}: fewer cells than columns (an edited or torn file)")
     return [dict(zip(header, (csv_unsafe(v) for v in r), strict=False)) for r in rows]
 
 

@@ -186,3 +186,35 @@ def test_class_folder_names_are_unicode_normalised_and_must_be_utf8(tmp_path):
     os.mkdir(os.path.join(os.fsencode(bad), b"caf\xe9"))
     with pytest.raises(ValueError, match=r"caf\\xe9.*not valid UTF-8"):
         load_image_folder(bad)
+
+
+def test_arrays_and_pillow_images_are_read_as_their_files(tmp_path):
+    from PIL import Image
+    from skimage import data
+
+    from classify.batches import as_rgb_uint8, iter_items
+    from detectcrop.images import read_image
+
+    rgb = data.astronaut()[::4, ::4]
+    rgba = np.dstack([rgb, np.tile(np.linspace(0, 255, rgb.shape[1], dtype=np.uint8), (rgb.shape[0], 1))])
+    files = {"rgba.png": Image.fromarray(rgba), "gray16.png": Image.fromarray(rgb[..., 1].astype(np.uint16) * 257),
+             "palette.png": Image.fromarray(rgb).convert("P"), "cmyk.jpg": Image.fromarray(rgb).convert("CMYK")}
+    rotated = Image.fromarray(rgb)
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # stored sideways, shown upright
+    rotated.save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    for name, image in files.items():
+        image.save(tmp_path / name)
+    for name in [*files, "rotated.jpg"]:
+        from_file = read_image(tmp_path / name)
+        with Image.open(tmp_path / name) as opened:
+            np.testing.assert_array_equal(as_rgb_uint8(opened), from_file)  # a Pillow image: as its file
+            if opened.mode in ("RGBA", "I;16", "I"):
+                np.testing.assert_array_equal(as_rgb_uint8(np.asarray(opened)), from_file)  # its pixels too
+    np.testing.assert_array_equal(as_rgb_uint8(rgb / 255.0), rgb)  # float in [0, 1]
+    np.testing.assert_array_equal(as_rgb_uint8(rgb.astype(np.float32)), rgb)  # float in [0, 255]
+    assert as_rgb_uint8(np.ones((2, 2), bool)).max() == 255
+    with pytest.raises(TypeError, match="not a single"):
+        iter_items(rgb)
+    with pytest.raises(ValueError, match="empty image"):
+        as_rgb_uint8(np.zeros((0, 5, 3), np.uint8))

@@ -118,6 +118,10 @@ def test_fit_predicts_and_validates(data):
                 {"unknown_below": 2.0}, {"epochs": 2.5}, {"dropout": None}, {"min_learning_rate": -1e-6}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             small(tiny_backbone(), **bad).fit(X, y)
+    with pytest.raises(ValueError, match="share the name '1'"):  # 1 and "1" would be one class
+        small(tiny_backbone()).fit(X, [1 if i % 2 else "1" for i in range(len(y))])
+    with pytest.raises(TypeError, match=r"not a single \(20, 24, 3\) image"):
+        clf.predict(X[0])  # one image, not a list of them
     with pytest.raises(ValueError, match="a class is named 'unknown'"):  # its answers would be indistinguishable
         small(tiny_backbone()).fit(X, np.where(y == "red", "unknown", y))
 

@@ -95,3 +95,26 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
                          "--image-prefix", "nope/"]) == 2
     assert "--image-prefix" in capsys.readouterr().err
     assert console.main(["evaluate", "--predictions", str(tmp_path / "none"), "--ground-truth", str(gt_path)]) == 2
+
+
+def test_foreign_or_damaged_ground_truth_and_predictions_are_one_line_errors(tmp_path, capsys):
+    from pipelines import evaluate as evaluate_cli
+    from pipelines import export as export_cli
+
+    gt = ground_truth()
+    out, gt_path = write_label_output(tmp_path, gt, predictions(gt))
+    cases = {"a results list": [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}],
+             "null": None, "short box": {**gt, "annotations": [{**gt["annotations"][0], "bbox": [1, 2]}]},
+             "twice the name": {**gt, "categories": [*gt["categories"], {**gt["categories"][0], "id": 999}]}}
+    for name, bad in cases.items():
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(bad))
+        assert evaluate_cli.main(["--predictions", str(out), "--ground-truth", str(path)]) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and "Traceback" not in err and str(path) in err, err
+    csv_file = out / "predictions.csv"
+    csv_file.write_bytes(b"\xef\xbb\xbf" + csv_file.read_bytes())  # saved again by a spreadsheet: a BOM
+    assert export_cli.main(["--predictions", str(out), "--format", "yolo"]) == 0
+    csv_file.write_text("split,path,label\nval,a.jpg,x\n")  # a train_fine predictions.csv
+    assert export_cli.main(["--predictions", str(out), "--format", "yolo"]) == 2
+    assert "is not a `label` predictions.csv" in capsys.readouterr().err

@@ -82,3 +82,22 @@ def test_yolo_without_confidence_has_five_columns(tmp_path):
     (out / "predictions.csv").write_text(csv_text([COLUMNS, row]))
     assert console.main(["export", "--predictions", str(out), "--format", "yolo"]) == 0
     assert (out / "yolo" / "labels" / "a.txt").read_text() == "0 0.200000 0.500000 0.200000 0.800000\n"
+
+
+def test_an_export_never_writes_over_the_label_output_or_into_the_photos(label_out, tmp_path, capsys):
+    before = {p.name: p.read_bytes() for p in label_out.iterdir() if p.is_file()}
+    for output, fmt in ((label_out / "predictions.csv", "labelstudio"), (label_out, "yolo"),
+                        (label_out / "annotated" / "x.json", "labelstudio")):
+        assert console.main(["export", "--predictions", str(label_out), "--format", fmt, "--output", str(output)]) == 2
+        assert "would write over the label output" in capsys.readouterr().err
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    config = label_out / "label_config.json"
+    config.write_text(json.dumps({"input": str(photos)}))
+    before["label_config.json"] = config.read_bytes()
+    assert console.main(["export", "--predictions", str(label_out), "--format", "yolo", "--output",
+                         str(photos / "yolo")]) == 2
+    assert "photo folder" in capsys.readouterr().err and not any(photos.iterdir())
+    assert {p.name: p.read_bytes() for p in label_out.iterdir() if p.is_file()} == before
+    assert console.main(["export", "--predictions", str(label_out), "--format", "labelstudio", "--output",
+                         str(tmp_path / "review.json")]) == 0  # anywhere else is fine

@@ -214,6 +214,30 @@ def test_pickles_as_config_and_rebuilds(bench, pipe):
         pickle.dumps(DetectThenClassify(_BoxDetector(), _MeanColourClassifier()))
 
 
+def test_a_copy_carries_the_classifier_settings_changed_on_it_and_detector_min_score_is_the_pipelines(bench, pipe):
+    changed = pickle.loads(pickle.dumps(pipe)).load()
+    changed.set_params(classifier__unknown_below=0.999999)  # on the loaded classifier, not in the saved model
+    path = bench / "scenes" / "scene_0002.jpg"
+    assert {o.label for o in changed(path).objects} == {"unknown"}
+    for rebuilt in (pickle.loads(pickle.dumps(changed)), DetectThenClassify.from_config(changed.to_config())):
+        assert [o.label for o in rebuilt(path).objects] == [o.label for o in changed(path).objects]
+    with pytest.raises(ValueError, match=r"set_params\(min_score"):
+        changed.set_params(detector__min_score=0.9)  # detect_objects passes the pipeline's own min_score
+
+
+def test_arrays_are_read_as_their_files_would_be(bench, pipe, tmp_path):
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(bench / "scenes" / "scene_0002.jpg"))
+    reference = [(o.label, round(o.probability, 4)) for o in pipe(rgb).objects]
+    assert reference
+    for variant in (rgb / 255.0, rgb.astype(np.uint16) * 257, np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]),
+                    Image.fromarray(rgb)):
+        assert [(o.label, round(o.probability, 4)) for o in pipe(variant).objects] == reference
+    with pytest.raises(ValueError, match="expected an"):
+        pipe(rgb[..., :2])
+
+
 def test_models_load_only_when_asked(pipe):
     fresh = DetectThenClassify(**pipe.get_params(deep=False))
     with pytest.raises(AttributeError, match=r"call load\(\) first"):

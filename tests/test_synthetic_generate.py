@@ -133,9 +133,20 @@ def test_generated_sizes_within_spec(dataset: tuple[Path, dict]) -> None:
         assert lo - 0.01 <= ann["rel_size"] <= hi + 0.01
 
 
-def test_refuses_to_overwrite_and_checks_arguments(dataset: tuple[Path, dict]) -> None:
+def test_refuses_to_overwrite_and_checks_arguments(dataset: tuple[Path, dict], tmp_path: Path) -> None:
     root, _ = dataset
     with pytest.raises(FileExistsError):
         generate(root, brands=1, photos_per_brand=1, size=SIZE)
+    mine = tmp_path / "project"
+    (mine / "photos" / "vacation").mkdir(parents=True)
+    (mine / "photos" / "vacation" / "IMG_0001.jpg").write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match="not a watch dataset"):  # not one made here: never removed
+        generate(mine, brands=1, photos_per_brand=1, size=SIZE, overwrite=True)
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "photos").symlink_to(mine / "photos")
+    with pytest.raises(FileExistsError, match="symbolic link"):
+        generate(linked, brands=1, photos_per_brand=1, size=SIZE, overwrite=True)
+    assert (mine / "photos" / "vacation" / "IMG_0001.jpg").read_bytes() == b"precious"
     with pytest.raises(ValueError, match="small_photo_fraction"):
         generate(root / "x", brands=1, photos_per_brand=1, size=SIZE, small_photo_fraction=2)

@@ -89,14 +89,27 @@ def _execute(tasks: list[tuple[Job, _Settings]], workers: int, show_progress: bo
 
 
 def _prepare(out: Path, overwrite: bool) -> None:
-    if (out / "annotations.json").exists() or (out / "photos").exists() or (out / "scenes").exists():
-        if not overwrite:
-            raise FileExistsError(
-                f"{out} already holds a watch dataset; pass overwrite=True (--overwrite) to replace it"
-            )
-        for sub in ("photos", "scenes"):
-            shutil.rmtree(out / sub, ignore_errors=True)
-        (out / "annotations.json").unlink(missing_ok=True)
+    """Make room for a dataset in ``out``: an earlier watch dataset there is replaced only with ``overwrite``; a
+    ``photos``/``scenes`` entry that is a link, or that is not part of a watch dataset, is never removed."""
+    parts = [out / name for name in ("annotations.json", "photos", "scenes")]
+    if not any(p.exists() or p.is_symlink() for p in parts):
+        return
+    for p in parts:
+        if p.is_symlink():
+            raise FileExistsError(f"{p} is a symbolic link; make_watches writes only into a folder of its own")
+    try:
+        ours = "catalogue" in json.loads((out / "annotations.json").read_text())
+    except (OSError, ValueError, TypeError):
+        ours = False
+    if not ours:
+        raise FileExistsError(f"{out} holds photos/, scenes/ or annotations.json that are not a watch dataset made "
+                              "here; choose another output folder")
+    if not overwrite:
+        raise FileExistsError(f"{out} already holds a watch dataset; pass overwrite=True (--overwrite) to replace it")
+    for sub in ("photos", "scenes"):
+        if (out / sub).exists():
+            shutil.rmtree(out / sub)
+    (out / "annotations.json").unlink(missing_ok=True)
 
 
 def generate(
