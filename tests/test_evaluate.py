@@ -102,7 +102,7 @@ def test_foreign_or_damaged_ground_truth_and_predictions_are_one_line_errors(tmp
     from pipelines import export as export_cli
 
     gt = ground_truth()
-    out, gt_path = write_label_output(tmp_path, gt, predictions(gt))
+    out, _ = write_label_output(tmp_path, gt, predictions(gt))
     cases = {"a results list": [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 1, 1], "score": 0.5}],
              "null": None, "short box": {**gt, "annotations": [{**gt["annotations"][0], "bbox": [1, 2]}]},
              "twice the name": {**gt, "categories": [*gt["categories"], {**gt["categories"][0], "id": 999}]}}

@@ -190,8 +190,8 @@ def test_params_follow_scikit_learn(pipe):
     params = pipe.get_params(deep=False)
     assert params["detector"] == zoo.OFFLINE_DETECTOR and params["top_k"] == 2
     clone = DetectThenClassify(**params)
-    clone.set_params(crop_policy__pad=0.3, tile=None, detector__min_score=0.2)
-    assert clone.crop_policy.pad == 0.3 and clone.tile is None and clone.detector_.min_score == 0.2
+    clone.set_params(crop_policy__pad=0.3, tile=None, detector__nms_iou=0.4)
+    assert clone.crop_policy.pad == 0.3 and clone.tile is None and clone.detector_.nms_iou == 0.4
     assert pipe.crop_policy.pad == 0.1  # the original is untouched
     assert "classifier__batch_size" not in clone.get_params()  # get_params never loads a model
     clone.load()
