@@ -48,7 +48,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="'normal' (the original benchmark) or 'hard' (fine-grained headroom)")
     parser.add_argument("--size", type=_size, default=(640, 480), help="image size WIDTHxHEIGHT (default 640x480)")
     parser.add_argument("--workers", type=int, default=1, help="processes (output does not depend on it)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset in OUT")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a watch dataset made earlier in OUT (never other files)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
     return parser
 
