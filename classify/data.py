@@ -164,8 +164,7 @@ def load_image_folder(
         class_names = sorted(per_class)
     else:
         class_names = list(class_names)
-        # a model trained on another Unicode spelling of a folder name (macOS' NFD) knows it as it saw it
-        spelled = {unicodedata.normalize("NFC", c): c for c in class_names}
+        spelled = nfc_spellings(class_names)
         per_class = {spelled.get(name, name): files for name, files in per_class.items()}
         unknown = sorted(set(per_class) - set(class_names))
         if unknown:
@@ -188,6 +187,12 @@ def load_image_folder(
     logger.info("read %d images in %d classes from %s (%d files skipped)", len(dataset), len(class_names), root,
                 len(skipped))
     return dataset
+
+
+def nfc_spellings(class_names: Sequence[str]) -> dict[str, str]:
+    """``{NFC form: name}`` of a model's class names: class folders are read in NFC, and a model trained on another
+    Unicode spelling of a folder name (macOS' NFD) knows the class as it saw it."""
+    return {unicodedata.normalize("NFC", c): c for c in class_names}
 
 
 def _class_folders(root: Path) -> tuple[dict[str, Path], list[dict[str, str]]]:

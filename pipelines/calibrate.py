@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -74,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, model_dir: Path, final: Path) -> int:
-    from classify.data import load_image_folder
+    from classify.data import load_image_folder, nfc_spellings
     from classify.model import FineClassifier
     from classify.recalibration import recalibrate
     from classify.report import plot_reliability, write_json
@@ -83,8 +82,7 @@ def _run(args: argparse.Namespace, model_dir: Path, final: Path) -> int:
         clf = FineClassifier.load(model_dir)
         folder = load_image_folder(args.data, min_per_class=0)
         known_classes = set(str(c) for c in clf.classes_)
-        # folder names are read in NFC; a model trained on other spellings (macOS' NFD) knows them as it saw them
-        spelled = {unicodedata.normalize("NFC", c): c for c in known_classes}
+        spelled = nfc_spellings(known_classes)
         labels = [spelled.get(str(v), str(v)) for v in folder.label_names]
         known = [i for i, label in enumerate(labels) if label in known_classes]
         unseen = [folder.paths[i] for i, label in enumerate(labels) if label not in known_classes]

@@ -29,7 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
-from pipelines.predictions import LabeledImage, labeled_images, read_predictions
+from pipelines.predictions import CONFIG_JSON, LabeledImage, labeled_images, read_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def check_target(out: str | os.PathLike, target: Path, default: str) -> Path:
         raise OutputLocationError(f"--output {target} would write over the label output in {out}; write the export "
                                   f"to {Path(out) / default} (the default) or outside that folder")
     try:
-        labeled = json.loads((out_dir / "label_config.json").read_text()).get("input")
+        labeled = json.loads((out_dir / CONFIG_JSON).read_text()).get("input")
     except (OSError, ValueError, AttributeError):
         labeled = None
     if labeled and (dst == Path(labeled) or Path(labeled) in dst.parents):

@@ -47,14 +47,15 @@ from detectcrop.io import (
 from detectcrop.locks import OutputLock
 from detectcrop.ray_engine import RayOptions, ray_map
 from pipelines.compose import DetectThenClassify, ImageResult
-from pipelines.predictions import COLUMNS, PREDICTIONS_CSV, labeled_images
+from pipelines.predictions import COLUMNS, CONFIG_JSON, PREDICTIONS_CSV, labeled_images
 from pipelines.report_html import write_label_report
 
 logger = logging.getLogger(__name__)
 
 COCO_JSON = "results.coco.json"
 SUMMARY_JSON = "summary.json"
-CONFIG_JSON = "label_config.json"
+#: Settings that label_config.json holds only since a later version (not compared when a resumed run lacks them).
+NOT_RECORDED_BEFORE = ("max_image_bytes", "classifier_options")
 ANNOTATED_DIR = "annotated"
 #: JPEG's largest side; larger annotated copies are scaled down to it.
 JPEG_MAX_SIDE = 65500
@@ -239,14 +240,13 @@ def _resume_state(out: Path, manifest: CsvManifest, config: dict[str, Any], resu
         raise OutputLocationError(f"{out} already holds predictions; pass --resume to continue, or a new output")
     previous = json.loads((out / CONFIG_JSON).read_text()) if (out / CONFIG_JSON).exists() else {}
     # what a run recorded by an earlier version did not record cannot be compared: taken as unchanged
-    for key in ("max_image_bytes", "classifier_options"):
+    for key in NOT_RECORDED_BEFORE:
         if key not in previous and key in config:
             logger.warning("%s does not record %s (an earlier version wrote it): not compared", CONFIG_JSON, key)
             previous[key] = config[key]
     recorded = previous.get("fingerprints", {})
-    for key in ("classifier_calibration",):
-        if key not in recorded and key in config["fingerprints"] and "classifier" in recorded:
-            recorded[key] = config["fingerprints"][key]
+    if "classifier_calibration" in config["fingerprints"] and "classifier" in recorded:
+        recorded.setdefault("classifier_calibration", config["fingerprints"]["classifier_calibration"])
     changed = sorted(k for k in set(previous) | set(config) if _setting(previous, k) != _setting(config, k))
     if "fingerprints" in changed:
         before, now = previous.get("fingerprints", {}), config["fingerprints"]

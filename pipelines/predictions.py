@@ -19,6 +19,8 @@ from detectcrop.detections import Detections
 from detectcrop.io import csv_unsafe
 
 PREDICTIONS_CSV = "predictions.csv"
+#: The label run's settings and model fingerprints (`pipelines.labeling`).
+CONFIG_JSON = "label_config.json"
 #: The columns of predictions.csv: one row per object, or one per image with no detection or an error.
 COLUMNS = ["image", "status", "width", "height", "object", "x1", "y1", "x2", "y2", "det_score", "det_class",
            "label", "probability", "top_k", "error"]

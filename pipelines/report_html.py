@@ -202,11 +202,11 @@ def write_label_report(out: str | os.PathLike, low_confidence: float = 0.5, unkn
     from detectcrop.decoding import ReducedImage, Reduction, read_for_detection
     from detectcrop.draw import draw_boxes
     from detectcrop.images import resize_image
-    from pipelines.predictions import read_predictions
+    from pipelines.predictions import CONFIG_JSON, read_predictions
 
     out = Path(out)
     rows = read_predictions(out)
-    config = json.loads((out / "label_config.json").read_text()) if (out / "label_config.json").is_file() else {}
+    config = json.loads((out / CONFIG_JSON).read_text()) if (out / CONFIG_JSON).is_file() else {}
     src = Path(config.get("input", out))
     root = src if src.is_dir() else src.parent
     images: dict[str, list[dict[str, str]]] = {}
