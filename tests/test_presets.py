@@ -39,7 +39,7 @@ def test_defaults_come_from_the_registry():
 
 def test_offline_models_are_the_offline_records():
     assert set(zoo.OFFLINE_MODELS) == set(presets.names(offline=True)) == {
-        "centernet_mobilenetv3_512", "mobilenet_v2_torchvision"}
+        "centernet_mobilenetv3_512", "mobilenet_v2_torchvision", "efficientnet_lite1", "efficientnet_lite2"}
     for name, model in zoo.OFFLINE_MODELS.items():
         recipe = presets.get(name).recipe
         assert (model.client, model.package, model.members) == (recipe.client, recipe.package, dict(recipe.members))
@@ -52,7 +52,7 @@ def test_online_records_carry_both_handle_forms():
             assert p.handle.startswith("https://tfhub.dev/") and p.kaggle.count("/") == 4
             assert p.kaggle_url == f"https://www.kaggle.com/models/{p.kaggle}"
         if p.kind == "backbone":
-            assert p.preprocessing in ("torch", "tf", "unit") and p.feature_dim and p.input_size
+            assert p.preprocessing in ("torch", "tf", "lite", "unit") and p.feature_dim and p.input_size
 
 
 def test_lookup_errors_name_the_presets():

@@ -1,0 +1,228 @@
+"""Which offline backbone, and which recipe, labels best: measured on the hard and normal synthetic benchmarks.
+
+    python -m bench.backbone_benchmark --work /tmp/backbone_bench --json bench/backbone_benchmark.json
+
+Data: ``make_watches`` training photos (seed 0) and test photos (seed 1) of the same catalogue, cut at their
+ground-truth boxes (pad 0.1). Each variant is split twice into known and held-out brands: the last brands by name
+(hard: the fifth family) and the first ones (hard: the first family); the model learns the known brands, is tested on
+their test crops, and the held-out brands' test crops are the open set. Every run is the ``train_fine`` command with
+``--test-data`` and ``--open-set-data``; its ``report.json`` gives the model's and the linear probe's test macro-F1,
+the open-set AUROC of every score and the ECE after temperature scaling.
+
+Speed (``--stage speed``), side by side in one process, alternating the backbones: labeling cost per crop (a forward
+pass of a batch of 32) and one fine-tuning step (batch 32, forward and backward with the top 4 blocks unfrozen).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger("bench.backbone")
+
+VARIANTS = {  # brands, training photos per brand, test photos per brand, held-out brands per split
+    "hard": (20, 20, 10, 4),
+    "normal": (8, 20, 10, 2),
+}
+RECIPES = {
+    "default": [],
+    "head": ["--fine-tune-blocks", "0"],
+}
+SCORES = ("max_softmax", "max_logit", "energy", "class_mean_cosine", "knn_cosine")
+
+
+def make_crops(work: Path, variant: str, split: str, seed: int, photos_per_brand: int) -> Path:
+    """Ground-truth crops of one photo set, one folder per brand (written once)."""
+    from detectcrop.crops import CropPolicy, save_jpeg
+    from pipelines.synthetic import generate, ground_truth_crops, load_ground_truth
+
+    brands = VARIANTS[variant][0]
+    photos, crops = work / f"{variant}_{split}_photos", work / f"{variant}_{split}_crops"
+    if not (photos / "annotations.json").exists():
+        generate(photos, brands=brands, photos_per_brand=photos_per_brand, seed=seed, difficulty=variant,
+                 overwrite=True)
+    if not (crops / "done").exists():
+        truth = load_ground_truth(photos / "annotations.json", split="photos")
+        for crop in ground_truth_crops(truth, CropPolicy(pad=0.1, min_size=0)):
+            (crops / crop.label).mkdir(parents=True, exist_ok=True)
+            save_jpeg(crops / crop.label / f"{Path(crop.file_name).stem}_{crop.annotation_id}.jpg", crop.image,
+                      fsync=False)
+        (crops / "done").write_text("")
+    return crops
+
+
+def split_folders(crops: Path, out: Path, held_out: list[str]) -> tuple[Path, Path]:
+    """``out/known`` and ``out/unseen``: hard links to the crops of the known and the held-out brands."""
+    known, unseen = out / "known", out / "unseen"
+    if not (out / "done").exists():
+        for brand in sorted(p.name for p in crops.iterdir() if p.is_dir()):
+            dest = (unseen if brand in held_out else known) / brand
+            dest.mkdir(parents=True, exist_ok=True)
+            for f in sorted((crops / brand).iterdir()):
+                if not (dest / f.name).exists():
+                    os.link(f, dest / f.name)
+        (out / "done").write_text("")
+    return known, unseen
+
+
+def run_train_fine(args: argparse.Namespace, run: Path, train: Path, test: Path, unseen: Path, backbone: str,
+                   recipe: str, seed: int) -> dict[str, Any]:
+    """One ``train_fine`` run (skipped when its report exists); the figures this benchmark reports."""
+    cmd = [sys.executable, "-m", "pipelines.train_fine", "--data", str(train), "--test-data", str(test),
+           "--open-set-data", str(unseen), "--output", str(run), "--backbone", backbone, "--seed", str(seed),
+           "--cache-dir", str(args.work / "cache"), "--no-progress", "--log-level", "WARNING", *RECIPES[recipe]]
+    if not (run / "report.json").exists():
+        run.parent.mkdir(parents=True, exist_ok=True)
+        logger.info("running %s", " ".join(cmd[1:]))
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    report = json.loads((run / "report.json").read_text())
+    config = json.loads((run / "config.json").read_text())
+    test_m, cal, open_set = report["test"], report.get("calibration", {}), report["open_set"]
+    return {
+        "backbone": backbone, "recipe": recipe, "seed": seed,
+        "test_macro_f1": test_m["macro_f1"], "test_accuracy": test_m["accuracy"],
+        "probe_macro_f1": test_m.get("linear_probe_macro_f1"),
+        "val_macro_f1": report["val"]["macro_f1"],
+        "auroc": {s: open_set["scores"][s]["auroc"] for s in SCORES if s in open_set["scores"]},
+        "fpr_at_95_tpr": {s: open_set["scores"][s]["fpr_at_95_tpr"] for s in SCORES if s in open_set["scores"]},
+        "temperature": cal.get("temperature"), "ece_before": cal.get("ece_before"), "ece_after": cal.get("ece_after"),
+        "wall_s": config.get("wall_s"),
+    }
+
+
+def accuracy_stage(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rows = []
+    for variant in args.variants:
+        _, train_ppb, test_ppb, n_out = VARIANTS[variant]
+        train_crops = make_crops(args.work, variant, "train", 0, train_ppb)
+        test_crops = make_crops(args.work, variant, "test", 1, test_ppb)
+        names = sorted(p.name for p in train_crops.iterdir() if p.is_dir())
+        for split, held in (("last", names[-n_out:]), ("first", names[:n_out])):
+            if split not in args.splits:
+                continue
+            train, _ = split_folders(train_crops, args.work / f"{variant}_{split}" / "train", held)
+            test, unseen = split_folders(test_crops, args.work / f"{variant}_{split}" / "test", held)
+            for backbone in args.backbones:
+                for recipe in args.recipes:
+                    for seed in args.seeds:
+                        run = args.work / "runs" / f"{variant}_{split}_{backbone}_{recipe}_s{seed}"
+                        row = {"variant": variant, "split": split, "held_out": held,
+                               **run_train_fine(args, run, train, test, unseen, backbone, recipe, seed)}
+                        logger.info("%s", {k: v for k, v in row.items() if k not in ("auroc", "fpr_at_95_tpr")})
+                        rows.append(row)
+    return rows
+
+
+def speed_stage(backbones: list[str], rounds: int) -> dict[str, Any]:
+    """Per-crop labeling cost and one fine-tuning step of each backbone, alternating in one process."""
+    import keras
+
+    from classify.backbones import Backbone, copy_model, set_fine_tunable
+
+    rng = np.random.default_rng(0)
+    batch = rng.integers(0, 256, (32, 480, 480, 3), dtype=np.uint8)
+    models = {}
+    for name in backbones:
+        bb = Backbone.from_preset(name)
+        net = copy_model(bb.net)
+        set_fine_tunable(net, 4)
+        inputs = keras.Input((*bb.input_size, 3))
+        outputs = keras.layers.Dense(16, activation="softmax")(net(bb.model.layers[1](inputs)))
+        trainer = keras.Model(inputs, outputs)
+        trainer.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        models[name] = (bb, trainer, bb.prepare(batch))
+    labels = rng.integers(0, 16, 32)
+    times: dict[str, dict[str, list[float]]] = {n: {"infer": [], "train": []} for n in backbones}
+    for r in range(rounds + 1):  # round 0 warms up
+        for name, (bb, trainer, x) in models.items():
+            t = time.perf_counter()
+            bb.predict(batch)  # resize + forward, as label does
+            infer = time.perf_counter() - t
+            t = time.perf_counter()
+            trainer.train_on_batch(x, labels)
+            train = time.perf_counter() - t
+            if r:
+                times[name]["infer"].append(infer / len(batch))
+                times[name]["train"].append(train / len(batch))
+    base = backbones[0]
+    out = {}
+    for name in backbones:
+        ratio_i = np.median(np.array(times[name]["infer"]) / np.array(times[base]["infer"]))
+        ratio_t = np.median(np.array(times[name]["train"]) / np.array(times[base]["train"]))
+        out[name] = {"input_size": list(models[name][0].input_size),
+                     "label_ms_per_crop": 1000 * float(np.median(times[name]["infer"])),
+                     "fine_tune_ms_per_crop": 1000 * float(np.median(times[name]["train"])),
+                     "label_ratio": float(ratio_i), "fine_tune_ratio": float(ratio_t)}
+    return out
+
+
+def markdown(rows: list[dict[str, Any]], speed: dict[str, Any]) -> str:
+    lines = ["| variant | split | backbone | recipe | seeds | test macro-F1 (each seed) | probe | gain | "
+             "AUROC energy | AUROC max_softmax | AUROC class_mean_cosine | AUROC knn_cosine | ECE after |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["variant"], r["split"], r["backbone"], r["recipe"]), []).append(r)
+
+    def mean(rs, f):
+        vals = [f(r) for r in rs if f(r) is not None]
+        return f"{np.mean(vals):.3f}" if vals else "-"
+
+    for (variant, split, backbone, recipe), rs in groups.items():
+        each = ", ".join(f"{r['test_macro_f1']:.3f}" for r in rs)
+        gain = mean(rs, lambda r: r["test_macro_f1"] - r["probe_macro_f1"] if r["probe_macro_f1"] is not None
+                    else None)
+        lines.append(
+            f"| {variant} | {split} | `{backbone}` | {recipe} | {len(rs)} | {mean(rs, lambda r: r['test_macro_f1'])} "
+            f"({each}) | {mean(rs, lambda r: r['probe_macro_f1'])} | {gain} | "
+            + " | ".join(mean(rs, lambda r, s=s: r["auroc"].get(s)) for s in
+                         ("energy", "max_softmax", "class_mean_cosine", "knn_cosine"))
+            + f" | {mean(rs, lambda r: r['ece_after'])} |")
+    if speed:
+        lines += ["", "| backbone | input | label ms/crop | vs first | fine-tune step ms/crop | vs first |",
+                  "|---|---|---|---|---|---|"]
+        for name, s in speed.items():
+            lines.append(f"| `{name}` | {s['input_size'][0]} | {s['label_ms_per_crop']:.1f} | {s['label_ratio']:.2f}x "
+                         f"| {s['fine_tune_ms_per_crop']:.1f} | {s['fine_tune_ratio']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", type=Path, default=Path("/tmp/backbone_bench"))
+    p.add_argument("--json", type=Path)
+    p.add_argument("--stage", choices=["accuracy", "speed", "all"], default="all")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--splits", nargs="+", default=["last", "first"], choices=["last", "first"])
+    p.add_argument("--backbones", nargs="+", default=["mobilenet_v2_torchvision", "efficientnet_lite2"])
+    p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--rounds", type=int, default=5, help="speed: alternating rounds")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args.work.mkdir(parents=True, exist_ok=True)
+    rows = accuracy_stage(args) if args.stage in ("accuracy", "all") else []
+    speed = speed_stage(args.backbones, args.rounds) if args.stage in ("speed", "all") else {}
+    result = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+              "python": platform.python_version(), "command": " ".join(["python -m bench.backbone_benchmark",
+                                                                        *(argv if argv is not None else sys.argv[1:])]),
+              "runs": rows, "speed": speed}
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    print(markdown(rows, speed))
+    return result
+
+
+if __name__ == "__main__":
+    main()
