@@ -124,11 +124,20 @@ def accuracy_stage(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-def speed_stage(backbones: list[str], rounds: int) -> dict[str, Any]:
-    """Per-crop labeling cost and one fine-tuning step of each backbone, alternating in one process."""
+def speed_stage(work: Path, backbones: list[str], rounds: int) -> dict[str, Any]:
+    """Per-crop labeling cost (TensorFlow, and LiteRT float on a trained run's classifier when the accuracy stage
+    left one) and one fine-tuning step of each backbone, alternating in one process."""
     import keras
 
     from classify.backbones import Backbone, copy_model, set_fine_tunable
+    from classify.litert import load_litert_classifier
+
+    crops = sorted((work / "hard_last" / "test" / "known").rglob("*.jpg"))[:64]
+    litert = {}
+    for name in backbones:
+        run = work / "runs" / f"hard_last_{name}_head_s0"
+        if (run / "model.keras").exists() and crops:
+            litert[name] = load_litert_classifier(run, precision="float")
 
     rng = np.random.default_rng(0)
     batch = rng.integers(0, 256, (32, 480, 480, 3), dtype=np.uint8)
@@ -143,7 +152,7 @@ def speed_stage(backbones: list[str], rounds: int) -> dict[str, Any]:
         trainer.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
         models[name] = (bb, trainer, bb.prepare(batch))
     labels = rng.integers(0, 16, 32)
-    times: dict[str, dict[str, list[float]]] = {n: {"infer": [], "train": []} for n in backbones}
+    times: dict[str, dict[str, list[float]]] = {n: {"infer": [], "train": [], "litert": []} for n in backbones}
     for r in range(rounds + 1):  # round 0 warms up
         for name, (bb, trainer, x) in models.items():
             t = time.perf_counter()
@@ -152,9 +161,15 @@ def speed_stage(backbones: list[str], rounds: int) -> dict[str, Any]:
             t = time.perf_counter()
             trainer.train_on_batch(x, labels)
             train = time.perf_counter() - t
+            if name in litert:
+                t = time.perf_counter()
+                litert[name].predict_proba(crops)  # read + resize + LiteRT forward
+                times[name]["litert"].append((time.perf_counter() - t) / len(crops))
             if r:
                 times[name]["infer"].append(infer / len(batch))
                 times[name]["train"].append(train / len(batch))
+            elif name in litert:
+                times[name]["litert"].clear()
     base = backbones[0]
     out = {}
     for name in backbones:
@@ -164,6 +179,10 @@ def speed_stage(backbones: list[str], rounds: int) -> dict[str, Any]:
                      "label_ms_per_crop": 1000 * float(np.median(times[name]["infer"])),
                      "fine_tune_ms_per_crop": 1000 * float(np.median(times[name]["train"])),
                      "label_ratio": float(ratio_i), "fine_tune_ratio": float(ratio_t)}
+        if times[name]["litert"] and times[base]["litert"]:
+            out[name]["litert_ms_per_crop"] = 1000 * float(np.median(times[name]["litert"]))
+            out[name]["litert_ratio"] = float(np.median(np.array(times[name]["litert"])
+                                                        / np.array(times[base]["litert"])))
     return out
 
 
@@ -190,11 +209,13 @@ def markdown(rows: list[dict[str, Any]], speed: dict[str, Any]) -> str:
                          ("energy", "max_softmax", "class_mean_cosine", "knn_cosine"))
             + f" | {mean(rs, lambda r: r['ece_after'])} |")
     if speed:
-        lines += ["", "| backbone | input | label ms/crop | vs first | fine-tune step ms/crop | vs first |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", "| backbone | input | label ms/crop, TF | vs first | label ms/crop, LiteRT float | vs first | "
+                  "fine-tune step ms/crop | vs first |", "|---|---|---|---|---|---|---|---|"]
         for name, s in speed.items():
+            lite = (f"{s['litert_ms_per_crop']:.1f} | {s['litert_ratio']:.2f}x" if "litert_ms_per_crop" in s
+                    else "- | -")
             lines.append(f"| `{name}` | {s['input_size'][0]} | {s['label_ms_per_crop']:.1f} | {s['label_ratio']:.2f}x "
-                         f"| {s['fine_tune_ms_per_crop']:.1f} | {s['fine_tune_ratio']:.2f}x |")
+                         f"| {lite} | {s['fine_tune_ms_per_crop']:.1f} | {s['fine_tune_ratio']:.2f}x |")
     return "\n".join(lines) + "\n"
 
 
@@ -213,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args.work.mkdir(parents=True, exist_ok=True)
     rows = accuracy_stage(args) if args.stage in ("accuracy", "all") else []
-    speed = speed_stage(args.backbones, args.rounds) if args.stage in ("speed", "all") else {}
+    speed = speed_stage(args.work, args.backbones, args.rounds) if args.stage in ("speed", "all") else {}
     result = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
               "python": platform.python_version(), "command": " ".join(["python -m bench.backbone_benchmark",
                                                                         *(argv if argv is not None else sys.argv[1:])]),

@@ -121,9 +121,10 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
 
     Args:
         backbone: preset name (``"densenet121"``, ``"mobilenet_v2"``, ``"mobilenet_v2_hub"``,
-            ``"mobilenet_v2_torchvision"``), a `classify.Backbone`, or a `keras.Model` mapping ``(H, W, 3)`` float
-            ``[0, 255]`` images to pooled features. Only read: fine-tuning trains a copy, `sklearn.base.clone`
-            shares a Backbone (a bare keras.Model is deep-copied by clone, as any parameter).
+            ``"mobilenet_v2_torchvision"``, ``"efficientnet_lite1"``, ``"efficientnet_lite2"``), a
+            `classify.Backbone`, or a `keras.Model` mapping ``(H, W, 3)`` float ``[0, 255]`` images to pooled
+            features. Only read: fine-tuning trains a copy, `sklearn.base.clone` shares a Backbone (a bare
+            keras.Model is deep-copied by clone, as any parameter).
         input_size: square input side in pixels for a preset backbone (``None``: the preset's, 224). Larger inputs
             keep the fine detail of small crops (on the hard benchmark the default fine-tuned recipe gained 0.02 and
             0.10 test macro-F1 at 448, two seeds, see BENCHMARKS.md) at about ``(input_size / 224) ** 2`` times the

@@ -44,7 +44,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--fine-tune-blocks", default=None, metavar="K|auto",
                    help="backbone blocks to fine-tune (default: train_fine's, auto; 0: the head alone, faster)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-level", default="WARNING", help="logging level of the stages")
+    p.add_argument("--log-level", default="ERROR",
+                   help="logging level of the stages (the demo reports the damaged upload it adds itself)")
     p.add_argument("--benchmarks", type=Path, default=None, metavar="MARKDOWN",
                    help="also write the results table into this file, between its "
                         f"'{TABLE_START}' and '{TABLE_END}' lines (e.g. BENCHMARKS.md)")
@@ -184,6 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
           "(top class of every object)")
     print(f"   files accounted for in predictions.csv:         {result['files_accounted_for']} "
           f"({summary['n_error']} error)")
+    for row in rows:
+        if row["status"] == "error":
+            print(f"      {row['image']}: status error, {row['error']}")
     print(f"   speed: build_crops {result['build_crops_images_per_s']:.1f} images/s (incl. model load), "
           f"label with tiles {result['label_images_per_s']:.2f} images/s; train {train_seconds:.0f} s")
     print(f"   total {result['seconds']:.0f} s")
