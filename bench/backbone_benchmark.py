@@ -9,6 +9,9 @@ their test crops, and the held-out brands' test crops are the open set. Every ru
 ``--test-data`` and ``--open-set-data``; its ``report.json`` gives the model's and the linear probe's test macro-F1,
 the open-set AUROC of every score and the ECE after temperature scaling.
 
+Frozen features (``--stage probe``): the linear probe and two open-set scores of each candidate backbone and input
+size on the same crops, without training.
+
 Speed (``--stage speed``), side by side in one process, alternating the backbones: labeling cost per crop (a forward
 pass of a batch of 32) and one fine-tuning step (batch 32, forward and backward with the top 4 blocks unfrozen).
 """
@@ -124,6 +127,48 @@ def accuracy_stage(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def probe_stage(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Frozen features only: the linear probe's test macro-F1 and the energy / class-mean cosine open-set AUROC of
+    each ``name@size`` candidate in ``--probe-candidates``, on the crops of the accuracy stage (all training crops,
+    no validation split)."""
+    from scipy.special import logsumexp
+    from sklearn.metrics import f1_score, roc_auc_score
+
+    from classify import Backbone
+    from classify.probe import fit_linear_probe
+    from detectcrop.images import read_image
+
+    def folder(crops: Path) -> tuple[list[np.ndarray], np.ndarray]:
+        files = sorted(crops.glob("*/*.jpg"))
+        return [read_image(f) for f in files], np.array([f.parent.name for f in files])
+
+    rows = []
+    for variant in args.variants:
+        _, train_ppb, test_ppb, n_out = VARIANTS[variant]
+        tr_x, tr_y = folder(make_crops(args.work, variant, "train", 0, train_ppb))
+        te_x, te_y = folder(make_crops(args.work, variant, "test", 1, test_ppb))
+        brands = sorted(set(tr_y))
+        for candidate in args.probe_candidates:
+            name, _, size = candidate.partition("@")
+            bb = Backbone.from_preset(name, input_size=int(size) if size else None)
+            f_tr, f_te = bb.predict(tr_x), bb.predict(te_x)
+            for split, held in (("last", brands[-n_out:]), ("first", brands[:n_out])):
+                known_tr, known_te = ~np.isin(tr_y, held), ~np.isin(te_y, held)
+                probe = fit_linear_probe(f_tr[known_tr], tr_y[known_tr])
+                f1 = f1_score(te_y[known_te], probe.predict(f_te[known_te]), average="macro")
+                energy = logsumexp(probe.decision_function(f_te), axis=1)
+                unit = f_tr[known_tr] / np.linalg.norm(f_tr[known_tr], axis=1, keepdims=True)
+                means = np.stack([unit[tr_y[known_tr] == c].mean(0) for c in probe.classes_])
+                means /= np.linalg.norm(means, axis=1, keepdims=True)
+                cosine = (f_te / np.linalg.norm(f_te, axis=1, keepdims=True) @ means.T).max(1)
+                row = {"variant": variant, "split": split, "backbone": name, "input_size": bb.input_size[0],
+                       "probe_macro_f1": float(f1), "auroc_energy": float(roc_auc_score(known_te, energy)),
+                       "auroc_class_mean_cosine": float(roc_auc_score(known_te, cosine))}
+                logger.info("%s", row)
+                rows.append(row)
+    return rows
+
+
 def speed_stage(work: Path, backbones: list[str], rounds: int) -> dict[str, Any]:
     """Per-crop labeling cost (TensorFlow, and LiteRT float on a trained run's classifier when the accuracy stage
     left one) and one fine-tuning step of each backbone, alternating in one process."""
@@ -186,7 +231,7 @@ def speed_stage(work: Path, backbones: list[str], rounds: int) -> dict[str, Any]
     return out
 
 
-def markdown(rows: list[dict[str, Any]], speed: dict[str, Any]) -> str:
+def markdown(rows: list[dict[str, Any]], speed: dict[str, Any], probes: list[dict[str, Any]] = ()) -> str:
     lines = ["| variant | split | backbone | recipe | seeds | test macro-F1 (each seed) | probe | gain | "
              "AUROC energy | AUROC max_softmax | AUROC class_mean_cosine | AUROC knn_cosine | ECE after |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -194,9 +239,9 @@ def markdown(rows: list[dict[str, Any]], speed: dict[str, Any]) -> str:
     for r in rows:
         groups.setdefault((r["variant"], r["split"], r["backbone"], r["recipe"]), []).append(r)
 
-    def mean(rs, f):
+    def mean(rs, f, fmt=".3f"):
         vals = [f(r) for r in rs if f(r) is not None]
-        return f"{np.mean(vals):.3f}" if vals else "-"
+        return f"{np.mean(vals):{fmt}}" if vals else "-"
 
     for (variant, split, backbone, recipe), rs in groups.items():
         each = ", ".join(f"{r['test_macro_f1']:.3f}" for r in rs)
@@ -208,6 +253,22 @@ def markdown(rows: list[dict[str, Any]], speed: dict[str, Any]) -> str:
             + " | ".join(mean(rs, lambda r, s=s: r["auroc"].get(s)) for s in
                          ("energy", "max_softmax", "class_mean_cosine", "knn_cosine"))
             + f" | {mean(rs, lambda r: r['ece_after'])} |")
+    lines += ["", "| variant | split | backbone | probe | head | default | best | train s/run, head | "
+              "train s/run, default |", "|---|---|---|---|---|---|---|---|---|"]
+    for variant, split, backbone in dict.fromkeys(k[:3] for k in groups):
+        per = {rc: groups.get((variant, split, backbone, rc), []) for rc in RECIPES}
+        f1 = {rc: mean(rs, lambda r: r["test_macro_f1"]) for rc, rs in per.items()}
+        best = max((v, rc) for rc, v in f1.items() if v != "-")
+        probe = mean([r for rs in per.values() for r in rs], lambda r: r["probe_macro_f1"])
+        lines.append(f"| {variant} | {split} | `{backbone}` | {probe} | {f1['head']} | {f1['default']} | "
+                     f"{best[0]} ({best[1]}) | {mean(per['head'], lambda r: r['wall_s'], '.0f')} | "
+                     f"{mean(per['default'], lambda r: r['wall_s'], '.0f')} |")
+    if probes:
+        lines += ["", "| variant | split | backbone | input | probe macro-F1 | AUROC energy | "
+                  "AUROC class_mean_cosine |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['variant']} | {r['split']} | `{r['backbone']}` | {r['input_size']} | "
+                  f"{r['probe_macro_f1']:.3f} | {r['auroc_energy']:.3f} | {r['auroc_class_mean_cosine']:.3f} |"
+                  for r in probes]
     if speed:
         lines += ["", "| backbone | input | label ms/crop, TF | vs first | label ms/crop, LiteRT float | vs first | "
                   "fine-tune step ms/crop | vs first |", "|---|---|---|---|---|---|---|---|"]
@@ -223,25 +284,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, default=Path("/tmp/backbone_bench"))
     p.add_argument("--json", type=Path)
-    p.add_argument("--stage", choices=["accuracy", "speed", "all"], default="all")
+    p.add_argument("--stage", choices=["accuracy", "probe", "speed", "all"], default="all")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--splits", nargs="+", default=["last", "first"], choices=["last", "first"])
     p.add_argument("--backbones", nargs="+", default=["mobilenet_v2_torchvision", "efficientnet_lite2"])
     p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--probe-candidates", nargs="+", metavar="NAME[@SIZE]",
+                   default=["mobilenet_v2_torchvision", "efficientnet_lite1", "efficientnet_lite2",
+                            "efficientnet_lite2@384"])
     p.add_argument("--rounds", type=int, default=5, help="speed: alternating rounds")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args.work.mkdir(parents=True, exist_ok=True)
     rows = accuracy_stage(args) if args.stage in ("accuracy", "all") else []
+    probes = probe_stage(args) if args.stage in ("probe", "all") else []
     speed = speed_stage(args.work, args.backbones, args.rounds) if args.stage in ("speed", "all") else {}
     result = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
               "python": platform.python_version(), "command": " ".join(["python -m bench.backbone_benchmark",
                                                                         *(argv if argv is not None else sys.argv[1:])]),
-              "runs": rows, "speed": speed}
+              "runs": rows, "probes": probes, "speed": speed}
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
-    print(markdown(rows, speed))
+    print(markdown(rows, speed, probes))
     return result
 
 

@@ -23,6 +23,7 @@ def commands(work: Path) -> dict[str, list[str]]:
         "build_crops": ["bench.build_crops_benchmark", "--work", str(work / "build_crops"), "--repeats", "5"],
         "train_fine": ["bench.train_fine_benchmark", "--work", str(work / "train_fine")],
         "label": ["bench.label_benchmark", "--work", str(work / "label")],
+        "backbone": ["bench.backbone_benchmark", "--work", str(work / "backbone")],
     }
 
 

@@ -69,14 +69,18 @@ def _is_debug(level: str | int) -> bool:
 def quiet_tensorflow(level: str | int) -> None:
     """Keep TensorFlow's own log lines out of a command's output unless ``level`` is DEBUG.
 
-    Sets ``TF_CPP_MIN_LOG_LEVEL=3`` (unless the user set it), raises the ``tensorflow`` and ``absl`` Python loggers to
-    ERROR, and, as TensorFlow writes a few lines to stderr while it loads (before its log settings apply), routes
-    those lines of the ``import tensorflow`` that follows to this module's DEBUG log. Call it before TensorFlow is
-    imported; with DEBUG it changes nothing.
+    Sets ``TF_CPP_MIN_LOG_LEVEL=3`` whatever the user's shell set (a common ``2`` still lets TensorFlow's errors
+    about a missing CUDA driver through), raises the ``tensorflow`` and ``absl`` Python loggers to ERROR, and, as
+    TensorFlow writes a few lines to stderr while it loads (before its log settings apply), routes those lines of the
+    ``import tensorflow`` that follows to this module's DEBUG log. Call it before TensorFlow is imported; with DEBUG
+    it changes nothing, so the user's own ``TF_CPP_MIN_LOG_LEVEL`` applies.
     """
     if _is_debug(level):
         return
-    os.environ.setdefault(TF_LOG_ENV, "3")
+    if os.environ.get(TF_LOG_ENV, "3") != "3":
+        logger.debug("%s=%s replaced by 3 (TensorFlow's lines show with --log-level DEBUG)", TF_LOG_ENV,
+                     os.environ[TF_LOG_ENV])
+    os.environ[TF_LOG_ENV] = "3"
     for name in ("tensorflow", "absl"):
         logging.getLogger(name).setLevel(logging.ERROR)
     if "tensorflow" not in sys.modules and not any(isinstance(f, _QuietImportFinder) for f in sys.meta_path):

@@ -66,9 +66,11 @@ def test_quiet_tensorflow_sets_the_log_level_except_for_debug(monkeypatch):
     assert environment.TF_LOG_ENV not in os.environ
     environment.quiet_tensorflow("INFO")
     assert os.environ[environment.TF_LOG_ENV] == "3"
-    monkeypatch.setenv(environment.TF_LOG_ENV, "1")  # the user's own setting wins
-    environment.quiet_tensorflow("WARNING")
+    monkeypatch.setenv(environment.TF_LOG_ENV, "1")  # the user's own setting applies at DEBUG only
+    environment.quiet_tensorflow("DEBUG")
     assert os.environ[environment.TF_LOG_ENV] == "1"
+    environment.quiet_tensorflow("WARNING")
+    assert os.environ[environment.TF_LOG_ENV] == "3"
 
 
 def test_a_command_that_loads_a_model_prints_no_tensorflow_log_lines(tmp_path):
@@ -80,9 +82,10 @@ def test_a_command_that_loads_a_model_prints_no_tensorflow_log_lines(tmp_path):
     cv2.imwrite(str(photos / "a.jpg"), np.random.default_rng(0).integers(0, 255, (64, 80, 3), np.uint8))
     env = {k: v for k, v in os.environ.items() if k != environment.TF_LOG_ENV}
 
-    def run(out: str, *extra: str) -> list[str]:
+    def run(out: str, *extra: str, user_level: str | None = None) -> list[str]:
+        user_env = env if user_level is None else {**env, environment.TF_LOG_ENV: user_level}
         proc = _run("-m", "pipelines.build_crops", "--input", str(photos), "--output", str(tmp_path / out),
-                    "--detector", zoo.OFFLINE_DETECTOR, "--no-progress", *extra, env=env)
+                    "--detector", zoo.OFFLINE_DETECTOR, "--no-progress", *extra, env=user_env)
         assert proc.returncode == 0, proc.stderr
         return [line for line in proc.stderr.splitlines() if environment.is_tensorflow_log_line(line)]
 
@@ -90,6 +93,8 @@ def test_a_command_that_loads_a_model_prints_no_tensorflow_log_lines(tmp_path):
     if not debug_lines:
         pytest.skip("TensorFlow printed no log lines on this machine even at DEBUG; nothing to compare")
     assert run("quiet") == []
+    for user_level in ("0", "1", "2"):  # whatever the shell sets, the command stays quiet
+        assert run(f"quiet{user_level}", user_level=user_level) == [], user_level
 
 
 def test_readme_lists_the_subcommands():
