@@ -13,7 +13,7 @@ import os
 import re
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -88,8 +88,9 @@ def quiet_tensorflow(level: str | int) -> None:
 
 
 @contextlib.contextmanager
-def _tensorflow_lines_to_debug() -> Iterator[None]:
-    """Capture file descriptor 2; on exit log TensorFlow's lines at DEBUG and write every other line back."""
+def stderr_lines_to_debug(is_noise: Callable[[str], bool] = lambda line: True, source: str = "") -> Iterator[None]:
+    """Capture file descriptor 2 (where C++ libraries log); on exit log the lines ``is_noise`` accepts at DEBUG
+    (prefixed with ``source``) and write every other line back to stderr."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
@@ -102,8 +103,8 @@ def _tensorflow_lines_to_debug() -> Iterator[None]:
             os.close(saved)
             captured.seek(0)
             for line in captured.read().decode(errors="replace").splitlines():
-                if is_tensorflow_log_line(line):
-                    logger.debug("tensorflow: %s", line)
+                if is_noise(line):
+                    logger.debug("%s%s", f"{source}: " if source else "", line)
                 else:
                     print(line, file=sys.stderr)
 
@@ -121,7 +122,7 @@ class _QuietLoader(importlib.abc.Loader):
         module.__loader__ = self._loader  # the package sees its own loader
         if module.__spec__ is not None:
             module.__spec__.loader = self._loader
-        with _tensorflow_lines_to_debug():
+        with stderr_lines_to_debug(is_tensorflow_log_line, "tensorflow"):
             self._loader.exec_module(module)
 
 

@@ -28,8 +28,20 @@ logger = logging.getLogger(__name__)
 Payload = dict[str, Any]
 
 
-class RayUnavailableError(RuntimeError):
+class RayError(RuntimeError):
+    """The Ray engine cannot run: the base of the two errors below, each a one-line message for the user."""
+
+
+class RayUnavailableError(RayError):
     """The optional package ``ray[data]`` is not installed."""
+
+
+class RayConnectionError(RayError):
+    """The Ray cluster at the given address cannot be joined (not running, or it refuses this machine's token)."""
+
+
+#: Where Ray looks for a cluster's token, in its order, when ``RAY_AUTH_MODE=token``.
+TOKEN_SOURCES = "RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH names, or ~/.ray/auth_token"
 
 
 def import_ray() -> Any:
@@ -48,7 +60,8 @@ class RayOptions:
     """How to run on Ray.
 
     Args:
-        address: ``None`` starts a local Ray (this machine's cores); ``"auto"`` or ``"HOST:PORT"`` joins a cluster.
+        address: ``None`` starts a new local Ray (this machine's cores); ``"auto"`` (the cluster ``ray start`` runs
+            here) or ``"HOST:PORT"`` joins a cluster.
         actors: the actor pool's size, or ``(min, max)`` to let it grow with the work; ``None``: from 1 up to as many
             as the cluster's CPUs allow (``cpus_per_actor`` each).
         cpus_per_actor: CPU cores each actor reserves (and the TensorFlow threads it uses).
@@ -98,13 +111,54 @@ class RayOptions:
         raise ValueError(f"--actors must be N or MIN,MAX, got {text!r}")
 
 
+def check_cluster(address: str) -> None:
+    """Raise `RayConnectionError` with one line saying why, unless the cluster at ``address`` (``"auto"`` or
+    ``HOST:PORT``) answers and accepts this machine's token; Ray's own C++ lines of the try go to the DEBUG log.
+
+    Without this, ``ray.init`` retries for about 20 seconds and then reports only that it could not connect, whatever
+    the reason; a cluster with token authentication (the default of ``ray start`` since Ray 2.59) refuses a driver
+    without its token."""
+    ray = import_ray()
+    from ray.exceptions import AuthenticationError
+
+    from detectcrop.environment import stderr_lines_to_debug
+
+    try:
+        from ray._private.services import canonicalize_bootstrap_address
+        from ray._raylet import GcsClient
+    except ImportError:  # Ray moved its internals: ray.init reports on its own
+        return
+    try:
+        bootstrap = canonicalize_bootstrap_address(address) or address
+    except (ConnectionError, ValueError) as exc:
+        raise RayConnectionError(f"--ray-address {address}: {exc}") from exc
+    mode = os.environ.get("RAY_AUTH_MODE", "disabled")
+    try:
+        with stderr_lines_to_debug(source="ray"):
+            GcsClient(address=bootstrap)
+    except AuthenticationError as exc:
+        if mode != "token":
+            how = ("it uses token authentication: set RAY_AUTH_MODE=token here (as on its nodes) and give this "
+                   f"machine the cluster's token ({TOKEN_SOURCES})")
+        else:
+            how = f"this machine's token differs from the cluster's (looked up in {TOKEN_SOURCES})"
+        raise RayConnectionError(f"the Ray cluster at {address} refused this machine: {how}") from exc
+    except ray.exceptions.RayError as exc:
+        reason = str(exc).rstrip(".")
+        raise RayConnectionError(f"no Ray cluster answers at {address} ({bootstrap}): {reason}; start one with "
+                                 "`ray start --head` or check the address") from exc
+
+
 def connect(options: RayOptions) -> Any:
-    """``ray.init`` once per process: a local Ray with this machine's cores, or the cluster at ``options.address``."""
+    """``ray.init`` once per process: a new local Ray with this machine's cores (even where ``ray start`` runs one),
+    or the cluster at ``options.address``, checked first (`check_cluster`)."""
     ray = import_ray()
     if not ray.is_initialized():
         verbose = logging.getLogger("detectcrop").getEffectiveLevel() <= logging.DEBUG
         for name in ("ray", "ray.data"):  # Ray's own progress and start-up lines, unless asked for
             logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+        # "Progress bars disabled" is a warning, though --no-progress asked for it
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.INFO if verbose else logging.ERROR)
         kwargs: dict[str, Any] = {
             "include_dashboard": False, "logging_level": logging.INFO if verbose else logging.WARNING,
             "log_to_driver": verbose,  # actors' logs stay in Ray's session logs; every file's fate is in the rows
@@ -112,7 +166,12 @@ def connect(options: RayOptions) -> Any:
         }
         if options.address is None:
             kwargs["num_cpus"] = os.cpu_count() or 1
-        ray.init(address=options.address, **kwargs)
+        else:
+            check_cluster(options.address)
+        try:
+            ray.init(address=options.address or "local", **kwargs)
+        except ConnectionError as exc:
+            raise RayConnectionError(f"could not join the Ray cluster at {options.address}: {exc}") from exc
     return ray
 
 

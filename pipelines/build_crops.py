@@ -17,7 +17,7 @@ from detectcrop.crops import CropPolicy
 from detectcrop.dataset import build_crops, check_locations
 from detectcrop.dedupe import DEFAULT_MAX_DISTANCE
 from detectcrop.locks import OutputLock
-from detectcrop.ray_engine import RayUnavailableError
+from detectcrop.ray_engine import RayError
 from detectcrop.tiling import TileConfig
 from pipelines import cli
 
@@ -45,10 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.setup_logging(args.log_level)
     try:
         categories, policy, tile = cli.detection_settings(args)
+        cli.join_ray_cluster(args)
         check_locations(args.input, args.output)  # before loading any model
         with OutputLock(args.output, "build_crops"):  # held from the start: a second run fails at once
             return _run(args, categories, policy, tile)
-    except (ValueError, OSError, RayUnavailableError) as exc:
+    except (ValueError, OSError, RayError) as exc:
         return cli.fail(exc)
 
 

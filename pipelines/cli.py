@@ -104,6 +104,15 @@ def ray_options(args: argparse.Namespace) -> RayOptions:
                       batch_size=args.batch_per_actor)
 
 
+def join_ray_cluster(args: argparse.Namespace) -> None:
+    """With ``--engine ray --ray-address``, join the cluster now, before any model loads or output is written, so a
+    cluster that is down or refuses this machine's token is one line (`RayConnectionError`) within seconds."""
+    if args.engine == "ray" and args.ray_address:
+        from detectcrop.ray_engine import connect
+
+        connect(ray_options(args))
+
+
 def whole_number(least: int, unit: str = "") -> Callable[[str], int]:
     """An argparse type: a whole number (of ``unit``) >= ``least``."""
 

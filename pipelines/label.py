@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from detectcrop.crops import CropPolicy
-from detectcrop.ray_engine import RayUnavailableError
+from detectcrop.ray_engine import RayError
 from detectcrop.tiling import TileConfig
 from pipelines import cli
 
@@ -71,10 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError("--top-k must be >= 1")
         if args.coco_gt is not None and not args.coco_gt.is_file():
             raise FileNotFoundError(f"--coco-gt does not exist: {args.coco_gt}")
+        cli.join_ray_cluster(args)
         out = prepare_output(args.input, args.output)  # before loading any model
         with OutputLock(out, "label"):  # held from the start: a second run fails at once
             return _run(args, model, categories, policy, tile)
-    except (ValueError, OSError, RayUnavailableError) as exc:
+    except (ValueError, OSError, RayError) as exc:
         return cli.fail(exc)
 
 

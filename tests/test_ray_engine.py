@@ -43,7 +43,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 def ray_session():
     """One local Ray for the module (2 CPUs, as on CI)."""
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
