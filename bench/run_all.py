@@ -24,6 +24,8 @@ def commands(work: Path) -> dict[str, list[str]]:
         "train_fine": ["bench.train_fine_benchmark", "--work", str(work / "train_fine")],
         "label": ["bench.label_benchmark", "--work", str(work / "label")],
         "backbone": ["bench.backbone_benchmark", "--work", str(work / "backbone")],
+        # installs supervision, faster-coco-eval and Label Studio into their own environments under --work
+        "clients": ["bench.client_check", "--demo", str(work / "demo"), "--work", str(work / "clients")],
     }
 
 

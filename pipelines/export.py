@@ -4,11 +4,13 @@
     python -m pipelines.export --predictions OUT --format yolo [--confidence]
     detectcrop export ...   # the same
 
-- ``labelstudio`` writes ``OUT/labelstudio.json``: one task per readable image, ``data.image`` = PREFIX + the image's
-  path relative to the labeled folder (URL-quoted; e.g. ``/data/local-files/?d=photos/`` for Label Studio's local file
-  storage), and one prediction per task (``model_version``, ``score`` = its least confident object, ``result``:
-  ``rectanglelabels`` boxes in percent of the image, ``from_name="label"``, ``to_name="image"`` as in Label Studio's
-  "Object Detection with Bounding Boxes" template).
+- ``labelstudio`` writes ``OUT/labelstudio.json`` and ``OUT/labelstudio.xml``, the labeling config to create the
+  project with (an image, a ``RectangleLabels`` with every class). The tasks: one per readable image,
+  ``data.image`` = PREFIX + the image's path relative to the labeled folder (URL-quoted; e.g.
+  ``/data/local-files/?d=photos/`` for Label Studio's local file storage), and one prediction per task
+  (``model_version``, ``score`` = its least confident object, ``result``: ``rectanglelabels`` boxes in percent of the
+  image, ``from_name="label"``, ``to_name="image"`` as in Label Studio's "Object Detection with Bounding Boxes"
+  template).
 - ``yolo`` writes ``OUT/yolo/labels/<image path>.txt`` (one per readable image, empty when nothing was detected:
   ``class x_center y_center width height``, normalised to 0-1, plus the confidence with ``--confidence``),
   ``OUT/yolo/classes.txt`` (one name per line, line k = class k) and ``OUT/yolo/data.yaml`` (``names``).
@@ -28,12 +30,15 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
+from xml.sax.saxutils import quoteattr
 
 from pipelines.predictions import CONFIG_JSON, LabeledImage, labeled_images, read_predictions
 
 logger = logging.getLogger(__name__)
 
 LABELSTUDIO_JSON = "labelstudio.json"
+#: The labeling config (Label Studio's XML) of a project for those tasks, written beside them.
+LABELSTUDIO_XML = "labelstudio.xml"
 YOLO_DIR = "yolo"
 
 
@@ -79,6 +84,14 @@ def labelstudio_tasks(rows: list[dict[str, str]], image_url: str = "", model_ver
     return tasks
 
 
+def labelstudio_config(classes: Sequence[str], from_name: str = "label", to_name: str = "image") -> str:
+    """Label Studio's labeling config for `labelstudio_tasks`: the image and a rectangle label per class."""
+    labels = "".join(f"    <Label value={quoteattr(c)}/>\n" for c in classes)
+    return (f"<View>\n  <Image name={quoteattr(to_name)} value=\"$image\"/>\n"
+            f"  <RectangleLabels name={quoteattr(from_name)} toName={quoteattr(to_name)}>\n{labels}"
+            "  </RectangleLabels>\n</View>\n")
+
+
 def check_target(out: str | os.PathLike, target: Path, default: str) -> Path:
     """``target``, unless writing it would replace a file of the label output ``out`` (anything there but the
     export's own ``default``), ``out`` itself, or write into the photo folder it labeled (``OutputLocationError``)."""
@@ -100,11 +113,21 @@ def check_target(out: str | os.PathLike, target: Path, default: str) -> Path:
 
 
 def write_labelstudio(out: str | os.PathLike, path: str | os.PathLike | None = None, **options: Any) -> Path:
-    """``OUT/labelstudio.json`` (or ``path``) from a label output folder."""
+    """``OUT/labelstudio.json`` (or ``path``) from a label output folder, and beside it ``labelstudio.xml`` (the
+    same name with ``.xml``): the labeling config to create the project with, every class a label."""
     from detectcrop.io import atomic_write_text
 
     target = check_target(out, Path(path), LABELSTUDIO_JSON) if path is not None else Path(out) / LABELSTUDIO_JSON
-    return atomic_write_text(target, json.dumps(labelstudio_tasks(read_predictions(out), **options), indent=1) + "\n")
+    config = target.with_suffix(".xml")
+    if config == target:
+        raise ValueError(f"--output {target}: the label config is written beside the tasks with the suffix .xml; "
+                         "give the tasks file another suffix (.json)")
+    if path is not None:
+        check_target(out, config, LABELSTUDIO_XML)
+    rows = read_predictions(out)
+    names = {k: options[k] for k in ("from_name", "to_name") if k in options}
+    atomic_write_text(config, labelstudio_config(class_names(out, rows), **names))
+    return atomic_write_text(target, json.dumps(labelstudio_tasks(rows, **options), indent=1) + "\n")
 
 
 def yolo_lines(image: LabeledImage, classes: list[str], confidence: bool = False) -> list[str]:
@@ -149,7 +172,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", required=True, type=Path, help="a `label` output folder (its predictions.csv)")
     p.add_argument("--format", required=True, choices=["labelstudio", "yolo"])
     p.add_argument("--output", type=Path, default=None,
-                   help=f"where to write (default: OUT/{LABELSTUDIO_JSON} or OUT/{YOLO_DIR}/)")
+                   help=f"where to write (default: OUT/{LABELSTUDIO_JSON} with OUT/{LABELSTUDIO_XML} beside it, "
+                        f"or OUT/{YOLO_DIR}/)")
     p.add_argument("--image-url", default="",
                    help="labelstudio: prefix of each image's relative path in data.image "
                         "(e.g. '/data/local-files/?d=photos/')")
@@ -173,6 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as exc:
         return fail(exc)
     print(f"{args.format}: {path}")
+    if args.format == "labelstudio":
+        print(f"labelstudio label config: {path.with_suffix('.xml')}")
     return 0
 
 

@@ -53,6 +53,29 @@ def test_labelstudio_tasks_hold_percent_boxes_of_every_readable_image(label_out,
         assert pred["score"] == min((r["score"] for r in pred["result"]), default=1.0)
 
 
+def test_labelstudio_config_has_every_label_the_tasks_use(label_out, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    rows = read_predictions(label_out)
+    hostile = 'a <b> & "c"'
+    assert rows[0]["status"] == "ok"
+    rows[0]["label"] = hostile
+    (label_out / "predictions.csv").write_text(csv_text([COLUMNS, *[[r[c] for c in COLUMNS] for r in rows]]))
+    assert console.main(["export", "--predictions", str(label_out), "--format", "labelstudio"]) == 0
+    root = ET.fromstring((label_out / "labelstudio.xml").read_text())
+    (image,), (rect,) = root.findall("Image"), root.findall("RectangleLabels")
+    assert image.get("value") == "$image" and (rect.get("name"), rect.get("toName")) == ("label", image.get("name"))
+    labels = [e.get("value") for e in rect.findall("Label")]
+    tasks = json.loads((label_out / "labelstudio.json").read_text())
+    used = {v for t in tasks for r in t["predictions"][0]["result"] for v in r["value"]["rectanglelabels"]}
+    assert used <= set(labels) and hostile in labels and len(labels) == len(set(labels))
+    assert console.main(["export", "--predictions", str(label_out), "--format", "labelstudio", "--output",
+                         str(tmp_path / "tasks.xml")]) == 2  # the config would replace the tasks
+    assert console.main(["export", "--predictions", str(label_out), "--format", "labelstudio", "--output",
+                         str(tmp_path / "review.json")]) == 0
+    assert (tmp_path / "review.xml").read_text() == (label_out / "labelstudio.xml").read_text()
+
+
 def test_yolo_txt_reads_back_to_the_boxes_and_labels(label_out):
     assert console.main(["export", "--predictions", str(label_out), "--format", "yolo", "--confidence"]) == 0
     yolo = label_out / "yolo"

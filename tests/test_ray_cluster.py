@@ -125,7 +125,7 @@ def photos(tmp_path_factory) -> Path:
     from pipelines.synthetic import generate
 
     gen = tmp_path_factory.mktemp("watches")
-    generate(gen, brands=2, photos_per_brand=7, scenes=2, seed=5)
+    generate(gen, brands=2, photos_per_brand=4, scenes=2, seed=5)
     root = gen / "photos"
     (root / "scenes").mkdir()
     for p in sorted((gen / "scenes").glob("*.jpg")):
