@@ -28,8 +28,13 @@ class ChecksumError(RuntimeError):
 
 
 def home_dir() -> Path:
-    """The cache root: ``$DETECTCROP_HOME`` or ``~/.cache/detectcrop``."""
-    return Path(os.environ.get("DETECTCROP_HOME") or Path.home() / ".cache" / "detectcrop").expanduser()
+    """The cache root: ``$DETECTCROP_HOME`` or ``~/.cache/detectcrop``; `NotADirectoryError` if it is a file."""
+    path = Path(os.environ.get("DETECTCROP_HOME") or Path.home() / ".cache" / "detectcrop").expanduser()
+    if path.exists() and not path.is_dir():
+        where = "DETECTCROP_HOME" if os.environ.get("DETECTCROP_HOME") else "the default model cache"
+        raise NotADirectoryError(f"{where} {path} is a file, not a folder: point DETECTCROP_HOME at a folder for "
+                                 "the model cache (it is created if missing)")
+    return path
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from detectcrop import dedupe
+from detectcrop import dedupe, input_stamps
 from detectcrop.core import DetectSteps, ImageCrops, StatusCounts, category_ids, process_image
 from detectcrop.crop_writer import CropWorker, ImageRows, ManifestWriter, detector_config, label_of
 from detectcrop.crops import JPEG_QUALITY, CropPolicy
@@ -297,8 +297,10 @@ def build_crops(
     with OutputLock(out, "build_crops"):
         config = _config(src, steps, max_pixels, max_image_bytes, drop_duplicates, max_distance)
         done = _prepare_resume(out, config, resume)
-        atomic_write_text(out / CONFIG_JSON, json.dumps(config, indent=2, sort_keys=True) + "\n")
         entries = scan_inputs(src)
+        input_stamps.check_unchanged(out, entries, done)
+        input_stamps.record(out, entries, done)
+        atomic_write_text(out / CONFIG_JSON, json.dumps(config, indent=2, sort_keys=True) + "\n")
         names = crop_basenames([e.rel for e in entries])
         todo = [InputEntry(e.rel, e.path, _entry_problem(e)) for e in entries if e.rel not in done]
         logger.info("%d entries under %s, %d already done, %d to process", len(entries), src,

@@ -260,7 +260,12 @@ def ray_map(
     ctx.execution_options.preserve_order = True  # rows come back in input order: manifests as the local engine's
     ctx.enable_progress_bars = show_progress
     low, high = options.pool_size
-    counter = ray.remote(num_cpus=0)(_Attempts).remote()
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    # the counter lives on the driver's node: a worker node that dies takes its actors' batches elsewhere, and must
+    # not take the job's bookkeeping with it
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    counter = ray.remote(num_cpus=0, scheduling_strategy=here)(_Attempts).remote()
     blocks = min(len(items), max(2 * high, -(-len(items) // options.batch_size)))
     ds = ray.data.from_items([{"item": json.dumps(i)} for i in items], override_num_blocks=blocks)
     ds = ds.map_batches(

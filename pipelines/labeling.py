@@ -26,6 +26,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from detectcrop import input_stamps
 from detectcrop.cache import tree_digest
 from detectcrop.coco import category_name, coco_annotation
 from detectcrop.core import StatusCounts
@@ -315,7 +316,11 @@ def label_folder(
         config = {"input": str(src.resolve()), "annotate": annotate, "fingerprints": _fingerprints(pipeline),
                   "max_image_bytes": max_image_bytes, **(run_config or {})}
         manifest = CsvManifest(out / PREDICTIONS_CSV, COLUMNS)
+        if resume and manifest.path.exists():  # before anything is rewritten; the last image is redone anyway
+            finished = list(dict.fromkeys(r["image"] for r in manifest.rows()))
+            input_stamps.check_unchanged(out, entries, set(finished[:-1]))
         done = _resume_state(out, manifest, config, resume)
+        input_stamps.record(out, entries, done)
         atomic_write_text(out / CONFIG_JSON, json.dumps(config, indent=2, sort_keys=True) + "\n")
         manifest.open()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import pickle
+import time
 from pathlib import Path
 
 import numpy as np
@@ -329,3 +330,36 @@ def test_match_boxes_is_one_to_one():
     pred = np.array([[0, 0, 10, 11], [1, 0, 10, 10], [50, 50, 60, 60]])
     assert match_boxes(gt, pred, np.array([0.5, 0.9, 0.99])) == [1, -1]
     assert match_boxes(gt, np.zeros((0, 4)), np.zeros(0)) == [-1, -1]
+
+
+def _summary(result) -> tuple:
+    return (result.source, result.status, tuple((o.label, round(o.probability, 4), tuple(np.round(o.xyxy, 1)))
+                                                for o in result.objects))
+
+
+def test_a_pipeline_used_from_two_threads_gives_each_the_single_thread_answers(pipe, bench):
+    from concurrent.futures import ThreadPoolExecutor
+
+    scenes = sorted((bench / "scenes").glob("scene_*.jpg"))
+    alone = [_summary(pipe(p)) for p in scenes]
+    with ThreadPoolExecutor(2) as pool:  # both threads share one loaded pipeline, interleaving their calls
+        together = list(pool.map(lambda p: _summary(pipe(p)), scenes * 2))
+    assert together == alone * 2
+
+
+def test_an_abandoned_run_generator_leaves_no_threads_and_the_next_run_is_whole(pipe, bench):
+    import gc
+    import threading
+
+    before = threading.active_count()
+    stream = pipe.run(bench / "scenes", workers=2, prefetch=2)
+    first = next(stream)
+    stream.close()  # abandoned after one image: the decoding threads must stop
+    del stream
+    gc.collect()
+    deadline = time.monotonic() + 30
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert threading.active_count() <= before
+    again = list(pipe.run(bench / "scenes"))
+    assert _summary(again[0]) == _summary(first) and len(again) == len(list((bench / "scenes").iterdir()))

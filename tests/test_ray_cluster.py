@@ -71,8 +71,12 @@ class Cluster:
         self._wait(f"from ray._raylet import GcsClient; GcsClient(address={self.address!r})")
         self.worker = self._start("worker", "--address", self.address,
                                   "--dashboard-agent-listen-port", str(_free_port()), *node)
+        self.wait_nodes(2)
+
+    def wait_nodes(self, alive: int) -> None:
+        """Until the cluster counts ``alive`` live nodes."""
         self._wait(f"import ray; ray.init(address={self.address!r}, log_to_driver=False); "
-                   "assert sum(n['Alive'] for n in ray.nodes()) == 2")
+                   f"assert sum(n['Alive'] for n in ray.nodes()) == {alive}")
 
     def _start(self, name: str, *args: str) -> subprocess.Popen:
         with open(self.logs / f"{name}.log", "wb") as log:
@@ -190,7 +194,8 @@ def test_label_on_the_cluster_survives_losing_the_worker_node(cluster, photos, f
     assert proc.poll() is None, "the run ended before the worker node could be killed"
     raylet.kill()  # the worker node dies mid-run; its actor's batches go to the head node
     _, err = proc.communicate(timeout=300)
-    if proc.returncode != 0:  # a run that gave up keeps its rows: --resume finishes it
+    if proc.returncode != 0:  # a run that gave up keeps its rows: --resume finishes it, once Ray knows the node died
+        cluster.wait_nodes(1)
         again = _driver(cluster, "pipelines.label", *common, "--output", str(out), "--resume")
         _, err = again.communicate(timeout=300)
         assert again.returncode == 0, err
