@@ -8,6 +8,7 @@ partial crops are removed. Only a failure to append to the manifests themselves 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import queue
 import threading
@@ -30,6 +31,29 @@ class ImageRows:
 
     image: list[Any]
     crops: list[list[Any]] = field(default_factory=list)
+
+
+#: Errors of the output's file system rather than of one image (full disk, quota, read-only): the run stops.
+OUTPUT_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+class OutputUnwritableError(OSError):
+    """The output folder's file system refuses writes; what was finished is in the manifests, --resume continues."""
+
+    def __init__(self, out: Path, cause: OSError) -> None:
+        super().__init__(cause.errno, f"cannot write into {out}: {cause.strerror}. What was finished is kept: free "
+                                      "space (or make the folder writable), then run again with --resume")
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def stop_error(failure: BaseException) -> BaseException:
+    """What the main thread raises for the writer thread's ``failure``: an `OSError` as it is (a one-line message
+    for the command line), anything else wrapped."""
+    if isinstance(failure, OSError):
+        return failure
+    return RuntimeError(f"writing the outputs failed: {failure}")
 
 
 def label_of(rel_path: str) -> str:
@@ -59,6 +83,8 @@ def save_image_crops(out: Path, base_name: str, job: ImageCrops) -> ImageRows:
         for path in written:
             with contextlib.suppress(OSError):
                 path.unlink()
+        if isinstance(exc, OSError) and exc.errno in OUTPUT_FULL_ERRNOS:  # not this image's fault: stop the run
+            raise OutputUnwritableError(out, exc) from exc
         reason = one_line(f"WriteError: {type(exc).__name__}: {exc}")
         logger.warning("%s: %s", job.source, reason)
         return ImageRows([job.source, "error", 0, reason])
@@ -91,7 +117,7 @@ class ManifestWriter(threading.Thread):
     def put(self, job: ImageCrops | ImageRows | None) -> None:
         while True:
             if self.failure is not None:
-                raise RuntimeError(f"writing the outputs failed: {self.failure}") from self.failure
+                raise stop_error(self.failure) from self.failure
             try:
                 self.jobs.put(job, timeout=0.5)
                 return

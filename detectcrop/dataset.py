@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from detectcrop import dedupe, input_stamps
 from detectcrop.core import DetectSteps, ImageCrops, StatusCounts, category_ids, process_image
-from detectcrop.crop_writer import CropWorker, ImageRows, ManifestWriter, detector_config, label_of
+from detectcrop.crop_writer import CropWorker, ImageRows, ManifestWriter, detector_config, label_of, stop_error
 from detectcrop.crops import JPEG_QUALITY, CropPolicy
 from detectcrop.decoding import DEFAULT_DECODE
 from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS
@@ -373,7 +373,7 @@ def _write(
     finally:
         writer.join()
     if writer.failure is not None:
-        raise RuntimeError(f"writing the outputs failed: {writer.failure}") from writer.failure
+        raise stop_error(writer.failure) from writer.failure
     return time.perf_counter() - loop_start
 
 

@@ -30,6 +30,7 @@ from detectcrop import input_stamps
 from detectcrop.cache import tree_digest
 from detectcrop.coco import category_name, coco_annotation
 from detectcrop.core import StatusCounts
+from detectcrop.crop_writer import OUTPUT_FULL_ERRNOS, OutputUnwritableError
 from detectcrop.crops import save_jpeg
 from detectcrop.dataset import check_locations, check_not_nested, crop_basenames, decode_hint
 from detectcrop.draw import draw_boxes
@@ -139,6 +140,8 @@ def _annotate(path: Path, result: ImageResult, out: Path, name: str, read: dict[
             image = resize_image(image, (max(1, round(h * scale)), max(1, round(w * scale))))
         save_jpeg(target, image, quality=90)
     except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno in OUTPUT_FULL_ERRNOS:  # the disk, not this image: stop the run
+            raise OutputUnwritableError(out, exc) from exc
         text = str(exc) if str(exc).startswith(type(exc).__name__) else f"{type(exc).__name__}: {exc}"
         reason = one_line(f"AnnotateError: no annotated copy: {text}")
         logger.warning("%s: %s", printable(path), reason)

@@ -98,3 +98,58 @@ def test_a_model_cache_path_that_is_a_file_is_one_line(tmp_path, monkeypatch):
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
         assert proc.stderr.startswith("error: DETECTCROP_HOME") and "is a file" in proc.stderr
     assert home.read_text() == "not a folder"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 40 KB tmpfs (needs root and mount; skipped elsewhere), grown with ``grow()``."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if shutil.which("mount") is None or os.geteuid() != 0 or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=40k", "tmpfs", str(mnt)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+
+    def grow() -> None:
+        subprocess.run(["mount", "-o", "remount,size=8m", str(mnt)], check=True)
+
+    try:
+        yield mnt, grow
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _one_error_line(capsys) -> str:
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1
+    return err[0]
+
+
+def test_a_full_disk_stops_build_crops_and_resume_finishes_it(photos, detector, small_disk, tmp_path, capsys):
+    disk, grow = small_disk
+    reference = tmp_path / "reference"
+    build_crops(photos, reference, detector, category="clock")
+    args = ["--input", str(photos), "--output", str(disk / "crops"), "--detector", zoo.OFFLINE_DETECTOR,
+            "--no-progress"]
+    assert crops_cli.main(args) == 2  # not one "error" row per photo: the disk is full, not the photos broken
+    line = _one_error_line(capsys)
+    assert "No space left on device" in line and "--resume" in line
+    grow()
+    assert crops_cli.main([*args, "--resume"]) == 0
+    assert _tree(disk / "crops") == _tree(reference)
+
+
+def test_a_full_disk_stops_label_and_resume_finishes_it(photos, fitted, small_disk, tmp_path, capsys):
+    disk, grow = small_disk
+    run = tmp_path / "run"
+    fitted[0].save(run / "model.keras")
+    common = ["--input", str(photos), "--model", str(run), "--detector", zoo.OFFLINE_DETECTOR, "--annotate",
+              "--no-progress"]
+    assert label_cli.main([*common, "--output", str(tmp_path / "reference")]) == 0
+    capsys.readouterr()
+    assert label_cli.main([*common, "--output", str(disk / "labels")]) == 2
+    assert "No space left on device" in _one_error_line(capsys)
+    grow()
+    assert label_cli.main([*common, "--output", str(disk / "labels"), "--resume"]) == 0
+    got, want = _tree(disk / "labels"), _tree(tmp_path / "reference")
+    volatile = {"summary.json", "report.html"}  # timings
+    assert {k: v for k, v in got.items() if k not in volatile} == {k: v for k, v in want.items() if k not in volatile}
