@@ -1,8 +1,9 @@
 """Writing one image's crops and manifest rows: shared by the local writer thread and the Ray workers.
 
 `save_image_crops` turns an `ImageCrops` into files and rows; a failure to write one image's crops (a name the file
-system refuses, an image too large for JPEG, a full or read-only subfolder) becomes that image's ``error`` row and its
-partial crops are removed. Only a failure to append to the manifests themselves stops a run.
+system refuses, an image too large for JPEG, a subfolder it cannot create) becomes that image's ``error`` row and its
+partial crops are removed. A full disk, a quota or a read-only file system (`OUTPUT_FULL_ERRNOS`) is no image's fault:
+it stops the run (`OutputUnwritableError`), as a failure to append to the manifests does, and ``--resume`` continues.
 """
 
 from __future__ import annotations

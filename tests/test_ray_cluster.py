@@ -1,6 +1,7 @@
 """A real two-node Ray cluster on 127.0.0.1, started with ``ray start`` in token mode as the README's recipe says:
-build_crops and label through ``--ray-address`` write the local engine's outputs, a driver without the cluster's
-token is refused in one line, and killing the worker node's raylet mid-run loses and doubles nothing."""
+build_crops and label (with annotated copies) through ``--ray-address`` write the local engine's outputs, odd files
+included, a driver without the cluster's token is refused in one line, and killing the worker node's raylet mid-run
+loses and doubles nothing."""
 
 from __future__ import annotations
 
@@ -125,7 +126,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
-    """Synthetic watch photos in brand folders, two scenes and a truncated file."""
+    """Synthetic watch photos in brand folders, two scenes and broken and odd files."""
     from pipelines.synthetic import generate
 
     gen = tmp_path_factory.mktemp("watches")
@@ -136,6 +137,9 @@ def photos(tmp_path_factory) -> Path:
         p.rename(root / "scenes" / p.name)
     first = next(iter(sorted(root.rglob("*.jpg"))))
     (root / "truncated.jpg").write_bytes(first.read_bytes()[:3000])
+    (root / "empty.jpg").write_bytes(b"")
+    (root / "notes.txt").write_text("not a photo")
+    os.mkfifo(root / "pipe.jpg")
     return root
 
 
@@ -179,7 +183,7 @@ def fitted_run(fitted, tmp_path_factory) -> Path:
 
 
 def test_label_on_the_cluster_survives_losing_the_worker_node(cluster, photos, fitted_run, tmp_path):
-    common = ["--input", str(photos), "--model", str(fitted_run), "--detector", zoo.OFFLINE_DETECTOR]
+    common = ["--input", str(photos), "--model", str(fitted_run), "--detector", zoo.OFFLINE_DETECTOR, "--annotate"]
     local, out = tmp_path / "local", tmp_path / "cluster"
     assert label_cli.main([*common, "--output", str(local), "--no-progress"]) == 0
     raylet = cluster.raylet(cluster.worker)
@@ -205,3 +209,4 @@ def test_label_on_the_cluster_survives_losing_the_worker_node(cluster, photos, f
     assert sorted(map(str, rows)) == sorted(map(str, reference))
     coco = [json.loads((d / "results.coco.json").read_text()) for d in (local, out)]
     assert coco[0]["annotations"] == coco[1]["annotations"] and coco[0]["images"] == coco[1]["images"]
+    assert _tree(out / "annotated") == _tree(local / "annotated")  # the actors' copies, written on either node
