@@ -3,13 +3,13 @@
 `save_image_crops` turns an `ImageCrops` into files and rows; a failure to write one image's crops (a name the file
 system refuses, an image too large for JPEG, a subfolder it cannot create) becomes that image's ``error`` row and its
 partial crops are removed. A full disk, a quota or a read-only file system (`OUTPUT_FULL_ERRNOS`) is no image's fault:
-it stops the run (`OutputUnwritableError`), as a failure to append to the manifests does, and ``--resume`` continues.
+it stops the run (`detectcrop.io.OutputUnwritableError`), as a failure to append to the manifests does, and
+``--resume`` continues.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import queue
 import threading
@@ -21,7 +21,7 @@ from detectcrop import dedupe
 from detectcrop.core import DetectSteps, ImageCrops, process_image
 from detectcrop.crops import JPEG_QUALITY, save_jpeg
 from detectcrop.inputs import InputEntry, read_entries
-from detectcrop.io import CsvManifest, inside, one_line
+from detectcrop.io import OUTPUT_FULL_ERRNOS, CsvManifest, inside, one_line, output_unwritable
 
 logger = logging.getLogger(__name__)
 
@@ -32,21 +32,6 @@ class ImageRows:
 
     image: list[Any]
     crops: list[list[Any]] = field(default_factory=list)
-
-
-#: Errors of the output's file system rather than of one image (full disk, quota, read-only): the run stops.
-OUTPUT_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
-
-
-class OutputUnwritableError(OSError):
-    """The output folder's file system refuses writes; what was finished is in the manifests, --resume continues."""
-
-    def __init__(self, out: Path, cause: OSError) -> None:
-        super().__init__(cause.errno, f"cannot write into {out}: {cause.strerror}. What was finished is kept: free "
-                                      "space (or make the folder writable), then run again with --resume")
-
-    def __str__(self) -> str:
-        return str(self.strerror)
 
 
 def stop_error(failure: BaseException) -> BaseException:
@@ -85,7 +70,7 @@ def save_image_crops(out: Path, base_name: str, job: ImageCrops) -> ImageRows:
             with contextlib.suppress(OSError):
                 path.unlink()
         if isinstance(exc, OSError) and exc.errno in OUTPUT_FULL_ERRNOS:  # not this image's fault: stop the run
-            raise OutputUnwritableError(out, exc) from exc
+            raise output_unwritable(out, exc) from exc
         reason = one_line(f"WriteError: {type(exc).__name__}: {exc}")
         logger.warning("%s: %s", job.source, reason)
         return ImageRows([job.source, "error", 0, reason])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import os
 import tempfile
@@ -22,6 +23,24 @@ TMP_SUFFIX = ".tmp"
 
 class OutputLocationError(OSError):
     """The output folder cannot be used (missing parent, not a folder, read-only, inside the input...)."""
+
+
+#: Errors of the output's file system rather than of one input (full disk, quota, read-only): they stop a run.
+OUTPUT_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+class OutputUnwritableError(OSError):
+    """The output folder's file system refuses writes; what was finished is in the manifests, --resume continues."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def output_unwritable(out: str | os.PathLike[str], cause: OSError) -> OutputUnwritableError:
+    """The `OutputUnwritableError` for ``cause`` (one of `OUTPUT_FULL_ERRNOS`) while writing into ``out``."""
+    return OutputUnwritableError(cause.errno, f"cannot write into {out}: {cause.strerror}. What was finished is "
+                                              "kept: free space (or make the folder writable), then run again with "
+                                              "--resume")
 
 
 def prepare_output_dir(output_dir: str | os.PathLike[str]) -> Path:

@@ -40,6 +40,9 @@ class RayConnectionError(RayError):
     """The Ray cluster at the given address cannot be joined (not running, or it refuses this machine's token)."""
 
 
+#: The payload key of an actor that could not write into the output folder (full disk, quota, read-only).
+STOP = "__stop__"
+
 #: Where Ray looks for a cluster's token, in its order, when ``RAY_AUTH_MODE=token``.
 TOKEN_SOURCES = "RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH names, or ~/.ray/auth_token"
 
@@ -157,8 +160,10 @@ def connect(options: RayOptions) -> Any:
         verbose = logging.getLogger("detectcrop").getEffectiveLevel() <= logging.DEBUG
         for name in ("ray", "ray.data"):  # Ray's own progress and start-up lines, unless asked for
             logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
-        # "Progress bars disabled" is a warning, though --no-progress asked for it
-        logging.getLogger("ray.data._internal.progress").setLevel(logging.INFO if verbose else logging.ERROR)
+        # "Progress bars disabled" is a warning, though --no-progress asked for it; so is the notice that the local
+        # Ray this engine starts uses token authentication (Ray's default since 2.59)
+        for name in ("ray.data._internal.progress", "ray._private.authentication.authentication_token_setup"):
+            logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
         kwargs: dict[str, Any] = {
             "include_dashboard": False, "logging_level": logging.INFO if verbose else logging.WARNING,
             "log_to_driver": verbose,  # actors' logs stay in Ray's session logs; every file's fate is in the rows
@@ -223,6 +228,18 @@ class _Actor:
         self.counter, self.max_attempts = counter, max_attempts
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+
+        try:
+            return self._process(batch)
+        except OSError as exc:  # the output's disk is full or read-only: the driver stops the job with one line
+            from detectcrop.io import OUTPUT_FULL_ERRNOS
+
+            if exc.errno not in OUTPUT_FULL_ERRNOS:
+                raise
+            stop = json.dumps({STOP: {"errno": exc.errno, "message": str(exc.strerror)}})
+            return {"payload": [stop] * len(batch["item"])}
+
+    def _process(self, batch: dict[str, Any]) -> dict[str, Any]:
         import ray
 
         items = [json.loads(s) for s in batch["item"]]
@@ -279,4 +296,9 @@ def ray_map(
         batch_format="pandas",
     )
     for row in ds.iter_rows():
-        yield json.loads(row["payload"])
+        payload = json.loads(row["payload"])
+        if STOP in payload:
+            from detectcrop.io import OutputUnwritableError
+
+            raise OutputUnwritableError(payload[STOP]["errno"], payload[STOP]["message"])
+        yield payload

@@ -30,18 +30,19 @@ from detectcrop import input_stamps
 from detectcrop.cache import tree_digest
 from detectcrop.coco import category_name, coco_annotation
 from detectcrop.core import StatusCounts
-from detectcrop.crop_writer import OUTPUT_FULL_ERRNOS, OutputUnwritableError
 from detectcrop.crops import save_jpeg
 from detectcrop.dataset import check_locations, check_not_nested, crop_basenames, decode_hint
 from detectcrop.draw import draw_boxes
 from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_BYTES, read_image, resize_image
 from detectcrop.inputs import InputEntry, read_entries, scan_inputs
 from detectcrop.io import (
+    OUTPUT_FULL_ERRNOS,
     CsvManifest,
     OutputLocationError,
     atomic_write_text,
     inside,
     one_line,
+    output_unwritable,
     prepare_output_dir,
     printable,
     remove_stale_temporaries,
@@ -141,7 +142,7 @@ def _annotate(path: Path, result: ImageResult, out: Path, name: str, read: dict[
         save_jpeg(target, image, quality=90)
     except Exception as exc:
         if isinstance(exc, OSError) and exc.errno in OUTPUT_FULL_ERRNOS:  # the disk, not this image: stop the run
-            raise OutputUnwritableError(out, exc) from exc
+            raise output_unwritable(out, exc) from exc
         text = str(exc) if str(exc).startswith(type(exc).__name__) else f"{type(exc).__name__}: {exc}"
         reason = one_line(f"AnnotateError: no annotated copy: {text}")
         logger.warning("%s: %s", printable(path), reason)

@@ -153,3 +153,20 @@ def test_a_full_disk_stops_label_and_resume_finishes_it(photos, fitted, small_di
     got, want = _tree(disk / "labels"), _tree(tmp_path / "reference")
     volatile = {"summary.json", "report.html"}  # timings
     assert {k: v for k, v in got.items() if k not in volatile} == {k: v for k, v in want.items() if k not in volatile}
+
+
+def test_a_full_disk_stops_build_crops_on_ray_in_one_line(photos, detector, small_disk, tmp_path, capsys):
+    pytest.importorskip("ray")
+    disk, grow = small_disk
+    reference = tmp_path / "reference"
+    build_crops(photos, reference, detector, category="clock")
+    args = ["--input", str(photos), "--output", str(disk / "crops"), "--detector", zoo.OFFLINE_DETECTOR,
+            "--no-progress"]
+    proc = subprocess.run([sys.executable, "-m", "pipelines.build_crops", *args, "--engine", "ray", "--actors", "1"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert "No space left on device" in line and "--resume" in line
+    grow()
+    assert crops_cli.main([*args, "--resume"]) == 0  # resumed by the local engine
+    assert _tree(disk / "crops") == _tree(reference)
