@@ -170,3 +170,18 @@ def test_a_full_disk_stops_build_crops_on_ray_in_one_line(photos, detector, smal
     grow()
     assert crops_cli.main([*args, "--resume"]) == 0  # resumed by the local engine
     assert _tree(disk / "crops") == _tree(reference)
+
+
+def test_a_read_only_output_is_one_line_before_any_model_loads(photos, small_disk, tmp_path, capsys):
+    disk, _ = small_disk
+    (disk / "out").mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)  # root writes through permissions, not this
+    assert crops_cli.main(["--input", str(photos), "--output", str(disk / "out"), "--detector",
+                           "no-such-detector-is-loaded", "--no-progress"]) == 2
+    assert "Read-only file system" in _one_error_line(capsys)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.keras").write_bytes(b"")  # never read: the output is checked first
+    assert label_cli.main(["--input", str(photos), "--output", str(disk / "out"), "--model", str(tmp_path / "run"),
+                           "--no-progress"]) == 2
+    assert "Read-only file system" in _one_error_line(capsys)
+    assert list((disk / "out").iterdir()) == []
