@@ -5,7 +5,6 @@ loses and doubles nothing."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -23,6 +22,8 @@ import pytest
 pytest.importorskip("ray")
 psutil = pytest.importorskip("psutil")
 
+from ray_testdata import csv_rows, odd_photos, tree  # noqa: E402
+
 from detectcrop import cache, zoo  # noqa: E402
 from detectcrop.dataset import build_crops  # noqa: E402
 from pipelines import label as label_cli  # noqa: E402
@@ -36,16 +37,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and not p.name.startswith(".")}
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 class Cluster:
@@ -126,21 +117,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
-    """Synthetic watch photos in brand folders, two scenes and broken and odd files."""
-    from pipelines.synthetic import generate
-
-    gen = tmp_path_factory.mktemp("watches")
-    generate(gen, brands=2, photos_per_brand=4, scenes=2, seed=5)
-    root = gen / "photos"
-    (root / "scenes").mkdir()
-    for p in sorted((gen / "scenes").glob("*.jpg")):
-        p.rename(root / "scenes" / p.name)
-    first = next(iter(sorted(root.rglob("*.jpg"))))
-    (root / "truncated.jpg").write_bytes(first.read_bytes()[:3000])
-    (root / "empty.jpg").write_bytes(b"")
-    (root / "notes.txt").write_text("not a photo")
-    os.mkfifo(root / "pipe.jpg")
-    return root
+    return odd_photos(tmp_path_factory.mktemp("watches"), photos_per_brand=4, scenes=2, seed=5)
 
 
 def _driver(cluster: Cluster, module: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -172,7 +149,7 @@ def test_build_crops_on_the_cluster_writes_the_local_engines_bytes(cluster, phot
                    "--detector", zoo.OFFLINE_DETECTOR, "--actors", "2", "--batch-per-actor", "2")
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    assert _tree(out) == _tree(local)
+    assert tree(out) == tree(local)
 
 
 @pytest.fixture(scope="module")
@@ -203,10 +180,10 @@ def test_label_on_the_cluster_survives_losing_the_worker_node(cluster, photos, f
         again = _driver(cluster, "pipelines.label", *common, "--output", str(out), "--resume")
         _, err = again.communicate(timeout=300)
         assert again.returncode == 0, err
-    rows, reference = _rows(predictions), _rows(local / "predictions.csv")
+    rows, reference = csv_rows(predictions), csv_rows(local / "predictions.csv")
     # nothing lost, nothing doubled: every file with as many rows (objects) as locally, and the same rows
     assert Counter(r["image"] for r in rows) == Counter(r["image"] for r in reference)
     assert sorted(map(str, rows)) == sorted(map(str, reference))
     coco = [json.loads((d / "results.coco.json").read_text()) for d in (local, out)]
     assert coco[0]["annotations"] == coco[1]["annotations"] and coco[0]["images"] == coco[1]["images"]
-    assert _tree(out / "annotated") == _tree(local / "annotated")  # the actors' copies, written on either node
+    assert tree(out / "annotated") == tree(local / "annotated")  # the actors' copies, written on either node

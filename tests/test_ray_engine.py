@@ -4,7 +4,6 @@ compared with the local engine on a real two-node cluster in test_ray_cluster.py
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import subprocess
@@ -17,6 +16,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from ray_testdata import csv_rows, odd_photos, tree  # noqa: E402
+
 from detectcrop import zoo  # noqa: E402
 from detectcrop.dataset import build_crops  # noqa: E402
 from detectcrop.ray_engine import RayOptions  # noqa: E402
@@ -26,16 +27,6 @@ pytestmark = pytest.mark.slow  # starts Ray clusters and kills workers
 REPO = Path(__file__).resolve().parents[1]
 OPTIONS = RayOptions(actors=2, batch_size=2)
 RAY_ARGS = ["--engine", "ray", "--actors", "2", "--batch-per-actor", "2", "--no-progress"]
-
-
-def _tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and not p.name.startswith(".")}
-
-
-def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="module")
@@ -49,21 +40,7 @@ def ray_session():
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory) -> Path:
-    """Synthetic watch photos in brand folders, plus broken and odd files."""
-    from pipelines.synthetic import generate
-
-    gen = tmp_path_factory.mktemp("watches")
-    generate(gen, brands=2, photos_per_brand=5, scenes=3, seed=11)
-    root = gen / "photos"
-    (root / "scenes").mkdir()
-    for p in sorted((gen / "scenes").glob("*.jpg")):
-        p.rename(root / "scenes" / p.name)
-    first = next(iter(sorted(root.rglob("*.jpg"))))
-    (root / "empty.jpg").write_bytes(b"")
-    (root / "truncated.jpg").write_bytes(first.read_bytes()[:3000])
-    (root / "notes.txt").write_text("not a photo")
-    os.mkfifo(root / "pipe.jpg")
-    return root
+    return odd_photos(tmp_path_factory.mktemp("watches"), photos_per_brand=5, scenes=3, seed=11)
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +54,7 @@ def test_build_crops_on_ray_is_byte_identical(ray_session, photos, local_crops, 
     out = tmp_path / "crops"
     summary = build_crops(photos, out, detector, category="clock", engine="ray", ray=OPTIONS)
     assert summary.n_crops > 5 and summary.n_error == 4
-    assert _tree(out) == _tree(local_crops)  # crops, images.csv, crops.csv, build_crops.json
+    assert tree(out) == tree(local_crops)  # crops, images.csv, crops.csv, build_crops.json
 
 
 class _Killer:
@@ -113,15 +90,15 @@ def test_killed_actors_are_survived_and_a_poison_file_becomes_an_error_row(ray_s
     build_crops(photos, out, killer, category="clock", engine="ray", ray=RayOptions(actors=2, batch_size=2,
                                                                                     max_attempts=2))
     assert (tmp_path / "died-once").exists()  # a worker was killed
-    rows = {r["path"]: r for r in _rows(out / "images.csv")}
-    reference = {r["path"]: r for r in _rows(local_crops / "images.csv")}
+    rows = {r["path"]: r for r in csv_rows(out / "images.csv")}
+    reference = {r["path"]: r for r in csv_rows(local_crops / "images.csv")}
     poison = files[3].relative_to(photos).as_posix()
     assert rows[poison]["status"] == "error" and "WorkerDied" in rows[poison]["error"]
-    assert len(_rows(out / "images.csv")) == len(reference)  # nothing lost, nothing doubled
+    assert len(csv_rows(out / "images.csv")) == len(reference)  # nothing lost, nothing doubled
     del rows[poison], reference[poison]
     assert rows == reference
-    expected = [r for r in _rows(local_crops / "crops.csv") if r["source_path"] != poison]
-    got = _rows(out / "crops.csv")
+    expected = [r for r in csv_rows(local_crops / "crops.csv") if r["source_path"] != poison]
+    got = csv_rows(out / "crops.csv")
     assert [(r["crop_path"], r["x1"], r["score"]) for r in got] == [(r["crop_path"], r["x1"], r["score"])
                                                                      for r in expected]
 
@@ -147,10 +124,10 @@ def test_killed_driver_resumes_to_the_same_bytes(photos, local_crops, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)  # then whatever of its local Ray is left
         except ProcessLookupError:
             pass
-    n_done = _rows(out / "images.csv")
-    assert 3 <= len(n_done) < len(_rows(local_crops / "images.csv"))
+    n_done = csv_rows(out / "images.csv")
+    assert 3 <= len(n_done) < len(csv_rows(local_crops / "images.csv"))
     assert crops_cli.main([*args, "--resume", "--engine", "local"]) == 0  # resumable by either engine
-    assert _tree(out) == _tree(local_crops)
+    assert tree(out) == tree(local_crops)
 
 
 def test_engine_ray_without_ray_is_one_clear_line(monkeypatch, photos, tmp_path, capsys):
