@@ -82,7 +82,7 @@ def split_folders(crops: Path, out: Path, held_out: list[str]) -> tuple[Path, Pa
 def run_train_fine(args: argparse.Namespace, run: Path, train: Path, test: Path, unseen: Path, backbone: str,
                    recipe: str, seed: int) -> dict[str, Any]:
     """One ``train_fine`` run (skipped when its report exists); the figures this benchmark reports."""
-    cmd = [sys.executable, "-m", "pipelines.train_fine", "--data", str(train), "--test-data", str(test),
+    cmd = [sys.executable, "-m", "pipelines.cli.train_fine", "--data", str(train), "--test-data", str(test),
            "--open-set-data", str(unseen), "--output", str(run), "--backbone", backbone, "--seed", str(seed),
            "--cache-dir", str(args.work / "cache"), "--no-progress", "--log-level", "WARNING", *RECIPES[recipe]]
     if not (run / "report.json").exists():
@@ -136,7 +136,7 @@ def probe_stage(args: argparse.Namespace) -> list[dict[str, Any]]:
 
     from classify import Backbone
     from classify.probe import fit_linear_probe
-    from detectcrop.images import read_image
+    from detectcrop.io.images import read_image
 
     def folder(crops: Path) -> tuple[list[np.ndarray], np.ndarray]:
         files = sorted(crops.glob("*/*.jpg"))
@@ -175,7 +175,7 @@ def speed_stage(work: Path, backbones: list[str], rounds: int) -> dict[str, Any]
     import keras
 
     from classify.backbones import Backbone, copy_model, set_fine_tunable
-    from classify.litert import load_litert_classifier
+    from detectcrop.runtime.classifier_cache import load_litert_classifier
 
     crops = sorted((work / "hard_last" / "test" / "known").rglob("*.jpg"))[:64]
     litert = {}

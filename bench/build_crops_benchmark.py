@@ -30,7 +30,7 @@ import numpy as np
 
 from detectcrop import boxes as bx
 from detectcrop.dataset import build_crops
-from detectcrop.images import read_image
+from detectcrop.io.images import read_image
 from detectcrop.tiling import TileConfig, detect_tiled, run_detector
 
 logger = logging.getLogger("bench.build_crops")

@@ -3,7 +3,7 @@ small to see an ECE of a few percent), and what recalibration on crops from anot
 
     python -m bench.calibration_check --photos BIG [--recalibrate-on CAL] RUN [RUN ...]
 
-``BIG`` (and ``CAL``) are `pipelines.make_watches` outputs. Every run is scored on the ground-truth crops of ``BIG``
+``BIG`` (and ``CAL``) are `pipelines.cli.make_watches` outputs. Every run is scored on the ground-truth crops of ``BIG``
 of the classes it knows, with its own saved temperature: accuracy, ECE before/after and NLL before/after
 (`classify.calibration.calibration_report`), and the share of those known crops its open-set rule marks unknown
 (and of ``BIG``'s crops of brands it does not know, with the AUROC). With ``--recalibrate-on``, the run is also

@@ -144,7 +144,7 @@ def check_supervision(work: Path, demo: Path) -> dict[str, Any]:
 
 
 def check_coco_eval(work: Path, demo: Path) -> dict[str, Any]:
-    from pipelines.evaluate import COCO_STATS
+    from pipelines.cli.evaluate import COCO_STATS
 
     labels = demo / "labels"
     reference = json.loads((labels / "evaluation.json").read_text())["coco"]
@@ -293,7 +293,7 @@ def _free_port() -> int:
 
 
 def export(demo: Path) -> None:
-    from pipelines import export as export_cli
+    from pipelines.cli import export as export_cli
 
     labels = demo / "labels"
     for args in (["--format", "yolo"], ["--format", "labelstudio", "--image-url", IMAGE_URL]):
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args.work.mkdir(parents=True, exist_ok=True)
     if not (args.demo / "labels" / "evaluation.json").is_file():
-        subprocess.run([sys.executable, "-m", "pipelines.demo", "--output", str(args.demo)], check=True)
+        subprocess.run([sys.executable, "-m", "pipelines.cli.demo", "--output", str(args.demo)], check=True)
     export(args.demo)
     checks = {"supervision": check_supervision, "coco_eval": check_coco_eval, "label_studio": check_label_studio}
     result: dict[str, Any] = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, "

@@ -37,8 +37,8 @@ from detectcrop.core import DetectSteps, process_image
 from detectcrop.crops import CropPolicy
 from detectcrop.dataset import CROPS_COLUMNS, CROPS_CSV
 from detectcrop.decoding import ReducedImage, Reduction, read_for_detection
-from detectcrop.images import decode_image, read_image
 from detectcrop.io import CsvManifest
+from detectcrop.io.images import decode_image, read_image
 from pipelines.compose import DetectThenClassify
 from pipelines.labeling import label_folder
 from pipelines.predictions import labeled_images, read_predictions

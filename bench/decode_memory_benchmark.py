@@ -21,7 +21,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from detectcrop import zoo
-from detectcrop.images import DEFAULT_DECODE_BUDGET, decode_bytes
+from detectcrop.io.images import DEFAULT_DECODE_BUDGET, decode_bytes
 
 
 def make_photos(folder: Path, count: int, side: int) -> int:
@@ -41,7 +41,7 @@ def make_photos(folder: Path, count: int, side: int) -> int:
 
 
 def peak_rss_mb(args: list[str]) -> tuple[float, str]:
-    proc = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-m", "pipelines.build_crops", *args],
+    proc = subprocess.run(["/usr/bin/time", "-v", sys.executable, "-m", "pipelines.cli.build_crops", *args],
                           capture_output=True, text=True, check=False)
     match = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
     if proc.returncode != 0 or match is None:

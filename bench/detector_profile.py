@@ -22,7 +22,7 @@ import numpy as np
 
 from bench.litert_benchmark import _model_flops
 from detectcrop import zoo
-from detectcrop.litert import make_interpreter
+from detectcrop.runtime import make_interpreter
 
 _P = "PartitionedCall/PartitionedCall/tower_0/"
 #: Cumulative sub-graphs of centernet_mobilenetv3_512: name -> fetched tensors (``None``: the model's outputs).

@@ -32,15 +32,15 @@ from pathlib import Path
 import numpy as np
 
 from classify import FineClassifier
-from classify.litert import load_litert_classifier, resolve_precision, save_calibration
 from detectcrop import Detector, TileConfig, boxes, read_image, zoo
-from detectcrop.litert import (
-    TFLiteDetectorModel,
+from detectcrop.runtime import (
+    LiteRTDetector,
     conversion_info,
     converted_detector,
     detector_flatbuffer,
     make_interpreter,
 )
+from detectcrop.runtime.classifier_cache import load_litert_classifier, resolve_precision, save_representative_data
 from detectcrop.tiling import detect_tiled
 from pipelines.compose import DetectThenClassify
 from pipelines.labeling import label_folder
@@ -60,7 +60,7 @@ def _train(bench: Path, out: Path) -> tuple[Path, list]:
     return run, crops
 
 
-def _detector_calibration(bench: Path, truth: list, out: Path, n_photos: int = 24) -> Path:
+def _detector_representative_data(bench: Path, truth: list, out: Path, n_photos: int = 24) -> Path:
     """A calibration folder: ``n_photos`` training photos, and the held-out scenes with their ground-truth boxes."""
     import json
 
@@ -99,8 +99,8 @@ def _shape_profile(saved_model: Path, static: Path, rounds: int = 11) -> dict[st
     interpreter is re-planned for every new size) vs the static 512x512 graph (resize outside), alternating."""
     import tensorflow as tf
 
-    dynamic = TFLiteDetectorModel(tf.lite.TFLiteConverter.from_saved_model(str(saved_model)).convert(), 1)
-    fixed = TFLiteDetectorModel(static, 1)
+    dynamic = LiteRTDetector(tf.lite.TFLiteConverter.from_saved_model(str(saved_model)).convert(), 1)
+    fixed = LiteRTDetector(static, 1)
     rng = np.random.default_rng(0)
     sizes = [(480 + 7 * i, 640 - 5 * i) for i in range(rounds + 1)]
     a_times, b_times = [], []
@@ -211,10 +211,10 @@ def _decode(paths: list[Path], target: int = 512) -> dict[str, float]:
 
 
 def _peak_rss(model: Path, scenes: Path, runtime: str, precision: str, work: Path) -> tuple[float, float, bool]:
-    """``(peak RSS MB, wall s, whether TensorFlow was imported)`` of one fresh ``pipelines.label`` process."""
+    """``(peak RSS MB, wall s, whether TensorFlow was imported)`` of one fresh ``pipelines.cli.label`` process."""
     out = work / f"rss_{runtime}_{precision}"
     code = ("import sys, runpy; sys.argv = sys.argv[1:]; \n"
-            "try:\n    runpy.run_module('pipelines.label', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "try:\n    runpy.run_module('pipelines.cli.label', run_name='__main__')\nexcept SystemExit:\n    pass\n"
             "print('tensorflow' in sys.modules, "
             "[l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])")
     cmd = [sys.executable, "-c", code, "label", "--input", str(scenes), "--model", str(model), "--output", str(out),
@@ -242,20 +242,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     truth = load_ground_truth(bench / "annotations.json", split="scenes")
     held = [c.image for c in ground_truth_crops(truth)]
     clf = FineClassifier.load(run)
-    save_calibration(run, [c.image for c in train_crops][:300], held, clf.input_size_)
+    save_representative_data(run, [c.image for c in train_crops][:300], held, clf.input_size_)
     scenes = bench / "scenes"
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; date {time.strftime('%Y-%m-%d')}")
     print(f"command: python -m bench.litert_benchmark --scenes {args.scenes} --rounds {args.rounds}\n")
 
-    calibration = _detector_calibration(bench, truth, work / "detector_calibration")
-    served = Detector.from_preset(zoo.OFFLINE_DETECTOR, runtime="litert", precision="auto", calibration=calibration)
+    calibration = _detector_representative_data(bench, truth, work / "detector_representative_data")
+    served = Detector.from_preset(zoo.OFFLINE_DETECTOR, runtime="litert", precision="auto", representative_data=calibration)
     print(f"(litert auto serves the classifier {resolve_precision(run, 'auto')}, the detector {served.precision})\n")
     print("| mode | runtime | label images/s | speed-up vs tf (median of paired ratios) | recall | label accuracy |")
     print("|---|---|---|---|---|---|")
     for mode, tile in (("whole image", None), ("tiles", TileConfig())):
         pipes = {name: DetectThenClassify(zoo.OFFLINE_DETECTOR, str(run), category="clock", tile=tile,
                                           runtime=rt, precision=prec, detector_precision=dprec,
-                                          detector_calibration=str(calibration)).load()
+                                          detector_representative_data=str(calibration)).load()
                  for name, rt, prec, dprec in RUNTIMES}
         quality = {name: _quality(pipe, truth) for name, pipe in pipes.items()}  # also the warm-up
         times = _label_speed(pipes, scenes, work, args.rounds)
@@ -295,7 +295,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     per_core = _conv_gflops(1)
     image = np.ascontiguousarray(read_image(sorted(scenes.glob("*.jpg"))[0]))
     batch = np.ascontiguousarray(image[None])
-    models = {(p, t): TFLiteDetectorModel(f, t) for p, f in (("float", tflite), ("int8", int8_path)) for t in (1, 2)}
+    models = {(p, t): LiteRTDetector(f, t) for p, f in (("float", tflite), ("int8", int8_path)) for t in (1, 2)}
     ts: dict[tuple, list[float]] = {k: [] for k in models}
     for model in models.values():
         model(batch)
@@ -335,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"\ndecode of 12 MP JPEGs (median of {len(photos)}): full {d['full_ms']:.0f} ms, reduced (draft to >= 512 "
           f"px) {d['reduced_ms']:.0f} ms")
 
-    print("\n| runtime | peak RSS of pipelines.label, MB | wall s (fresh process) | TensorFlow imported |"
+    print("\n| runtime | peak RSS of pipelines.cli.label, MB | wall s (fresh process) | TensorFlow imported |"
           "\n|---|---|---|---|")
     for name, rt, prec, _ in RUNTIMES[:3]:
         rss, wall, imported = _peak_rss(run, scenes, rt, prec, work)

@@ -6,7 +6,7 @@ Every op becomes a one-op model (its non-constant inputs made graph inputs, fill
 is timed alone (median of ``--rounds`` invokes after 3 warm-up ones); the whole graph is timed the same way. An op
 alone runs with its inputs in cache, so the sum of the ops is a lower bound on the whole graph's time: the
 difference is memory traffic between ops (and ops that cannot run alone: index arithmetic, top-k, gathers, which
-are skipped and listed). Needs TensorFlow (`detectcrop.tflite_graph`).
+are skipped and listed). Needs TensorFlow (`detectcrop.runtime.graph`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detectcrop.litert import make_interpreter
+from detectcrop.runtime import make_interpreter
 
 #: Ops whose inputs are indices or shapes: random inputs would fail or measure nothing.
 SKIPPED = ("GATHER", "GATHER_ND", "TOPK_V2", "CAST", "FLOOR_DIV", "FLOOR_MOD", "PACK", "STRIDED_SLICE", "RESHAPE",
@@ -50,7 +50,7 @@ def _timed(content: bytes, threads: int, rounds: int) -> float:
 def op_times(flatbuffer: bytes, threads: int = 1, rounds: int = 15) -> tuple[list[dict], float]:
     """``([{"index", "op", "shape", "ms"}, ...], whole-graph ms)`` for the first subgraph; skipped ops have ``ms``
     ``None``."""
-    from detectcrop.tflite_graph import Graph, read_model, schema, write_model
+    from detectcrop.runtime.graph import Graph, read_model, schema, write_model
 
     names = {v: k for k, v in vars(schema().BuiltinOperator).items() if not k.startswith("_")}
     model = read_model(flatbuffer)

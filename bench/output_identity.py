@@ -1,4 +1,5 @@
-"""The folder commands' outputs on the demo data, written into one folder, for a byte-by-byte comparison across versions.
+"""The folder commands' outputs on the demo data, written into one folder, for a byte-by-byte comparison across
+versions.
 
     python -m bench.output_identity --work WORK --tag before      # data and model made once in WORK, reused
     python -m bench.output_identity --work WORK --tag after
@@ -21,7 +22,7 @@ from detectcrop.zoo import OFFLINE_BACKBONE, OFFLINE_DETECTOR
 
 
 def _run(*args: str) -> None:
-    cmd = [sys.executable, "-m", "pipelines.console", *args, *(["--no-progress"] if args[0] in {
+    cmd = [sys.executable, "-m", "pipelines.cli.console", *args, *(["--no-progress"] if args[0] in {
         "crops", "label", "train"} else []), "--log-level", "ERROR"]
     print("$", " ".join(cmd[2:]), flush=True)
     subprocess.run(cmd, check=True)
@@ -30,7 +31,7 @@ def _run(*args: str) -> None:
 def prepare(work: Path) -> tuple[Path, Path]:
     data, model = work / "data", work / "model"
     if not (data / "annotations.json").exists():
-        subprocess.run([sys.executable, "-m", "pipelines.make_watches", str(data), "--brands", "4",
+        subprocess.run([sys.executable, "-m", "pipelines.cli.make_watches", str(data), "--brands", "4",
                         "--photos-per-brand", "12", "--scenes", "8", "--quiet"], check=True)
         (data / "scenes" / "damaged upload.jpg").write_bytes((data / "scenes" / "scene_0000.jpg").read_bytes()[:2000])
     if not (model / "model.keras").exists():

@@ -50,7 +50,7 @@ def _rows(path: Path) -> int:
 
 
 def run(photos: Path, out: Path, extra: list[str]) -> dict[str, float]:
-    cmd = [sys.executable, "-m", "pipelines.build_crops", "--input", str(photos), "--output", str(out),
+    cmd = [sys.executable, "-m", "pipelines.cli.build_crops", "--input", str(photos), "--output", str(out),
            "--detector", zoo.OFFLINE_DETECTOR, "--no-progress", "--log-level", "WARNING", *extra]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

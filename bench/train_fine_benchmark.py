@@ -62,7 +62,7 @@ def make_crops(photos: Path, out: Path, mode: str) -> tuple[Path, str]:
         cmd = [
             sys.executable,
             "-m",
-            "pipelines.build_crops",
+            "pipelines.cli.build_crops",
             "--input",
             str(photos / "photos"),
             "--output",
@@ -188,7 +188,7 @@ def acceptance(args: argparse.Namespace, train_crops: Path, test_crops: Path) ->
     cmd = [
         sys.executable,
         "-m",
-        "pipelines.train_fine",
+        "pipelines.cli.train_fine",
         "--data",
         str(train_crops),
         "--test-data",
@@ -199,7 +199,7 @@ def acceptance(args: argparse.Namespace, train_crops: Path, test_crops: Path) ->
         args.backbone,
         "--seed",
         str(args.seed),
-        "--tflite",
+        "--litert",
         "--no-progress",
     ]
     start = time.perf_counter()
@@ -215,7 +215,7 @@ def acceptance(args: argparse.Namespace, train_crops: Path, test_crops: Path) ->
         "test_accuracy": report["test"]["accuracy"],
         "test_n": report["test"]["n"],
         "best_epoch": report["best_epoch"],
-        "tflite": {q: {k: v for k, v in r.items() if k != "path"} for q, r in report.get("tflite", {}).items()},
+        "tflite": {q: {k: v for k, v in r.items() if k != "path"} for q, r in report.get("litert", {}).items()},
     }
 
 

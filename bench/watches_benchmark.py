@@ -5,7 +5,7 @@
 1. Generates the dataset (unless ``--data`` already holds one) and times it.
 2. Runs the offline COCO detector on every photo and scene: a ground-truth watch counts as found when a "clock"
    detection with score >= ``--min-score`` overlaps it with IoU >= 0.5 (one-to-one, highest score first, as in
-   `pipelines.evaluate.match_boxes`). Reports
+   `pipelines.cli.evaluate.match_boxes`). Reports
    recall per size bucket (watch side / image's shorter side: < 15%, 15-25%, >= 25%), precision (matched clock
    detections / all clock detections at that score), the spread of each watch's best clock score, recall per
    background, and what the detector called the watches it missed.
@@ -44,8 +44,8 @@ from tqdm import tqdm
 
 from detectcrop import boxes
 from detectcrop.coco import COCO_NAMES, category_id
-from detectcrop.images import read_image
-from pipelines.evaluate import match_boxes
+from detectcrop.io.images import read_image
+from pipelines.cli.evaluate import match_boxes
 from pipelines.synthetic import GroundTruthImage, generate, ground_truth_crops, load_ground_truth, read_catalogue
 
 logger = logging.getLogger(__name__)

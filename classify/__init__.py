@@ -1,9 +1,10 @@
 """classify: stage 2 of detect-then-classify. Crops in -> fine-grained labels, with an F1 report.
 
-The names below load on first use, so the LiteRT runner (`classify.tflite`, `classify.litert`) runs without
-importing TensorFlow. `CropClassifier` (the saved Keras task model) is registered with Keras when `classify.task`
-is imported: by ``from classify import CropClassifier``, by every `FineClassifier` load, and by ``import classify``
-itself once Keras is imported, so ``keras.saving.load_model("RUN/model.keras")`` needs nothing else::
+The names below load on first use, so the LiteRT runner (`detectcrop.runtime.classifier`,
+`detectcrop.runtime.classifier_cache`) runs without importing TensorFlow. `CropClassifier` (the saved Keras task model)
+is registered with Keras when `classify.task` is imported: by ``from classify import CropClassifier``, by every
+`FineClassifier` load, and by ``import classify`` itself once Keras is imported, so
+``keras.saving.load_model("RUN/model.keras")`` needs nothing else::
 
     import keras
     import classify
@@ -15,6 +16,8 @@ from __future__ import annotations
 import importlib
 import sys
 from typing import TYPE_CHECKING, Any
+
+from detectcrop import _moved
 
 if TYPE_CHECKING:
     from classify.backbones import Backbone
@@ -53,3 +56,5 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'classify' has no attribute {name!r}")
+
+_moved.install()  # old module paths keep importing (detectcrop._moved)

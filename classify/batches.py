@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from detectcrop.images import read_image, resize_image, upright_rgb8
+from detectcrop.io.images import read_image, resize_image, upright_rgb8
 
 ImageItem = str | Path | np.ndarray | Image.Image
 

@@ -1,8 +1,8 @@
 """Folder datasets (``ROOT/<class>/*.jpg``) and a stratified train/validation split grouped by source photo.
 
-When ``ROOT/crops.csv`` (written by ``pipelines.build_crops``) is present, every crop is tied to its source photo and,
-where the manifest has one, its duplicate group: crops linked by either are kept on the same side of the split, so no
-photo is seen in training and validation at once. Other manifests (``images.csv``) are ignored.
+When ``ROOT/crops.csv`` (written by ``pipelines.cli.build_crops``) is present, every crop is tied to its source photo
+and, where the manifest has one, its duplicate group: crops linked by either are kept on the same side of the split, so
+no photo is seen in training and validation at once. Other manifests (``images.csv``) are ignored.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from detectcrop.images import IMAGE_EXTENSIONS, ImageReadError, read_image
 from detectcrop.io import csv_unsafe, printable
+from detectcrop.io.images import IMAGE_EXTENSIONS, ImageReadError, read_image
 
 logger = logging.getLogger(__name__)
 

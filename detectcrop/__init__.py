@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from detectcrop import _moved
 from detectcrop.coco import COCO_NAMES, category_id, category_name
 from detectcrop.detections import Detections
 
@@ -16,8 +17,8 @@ if TYPE_CHECKING:
     from detectcrop.crops import CropPolicy
     from detectcrop.dataset import BuildSummary, build_crops
     from detectcrop.detector import Detector
-    from detectcrop.images import ImageReadError, iter_images, read_image
-    from detectcrop.inputs import discover_images, scan_inputs
+    from detectcrop.io.images import ImageReadError, iter_images, read_image
+    from detectcrop.io.inputs import discover_images, scan_inputs
     from detectcrop.tiling import TileConfig, detect_tiled
     from detectcrop.zoo import ModelUnavailableError
 
@@ -27,11 +28,11 @@ _LAZY = {
     "build_crops": "detectcrop.dataset",
     "Detector": "detectcrop.detector",
     "ModelUnavailableError": "detectcrop.zoo",
-    "ImageReadError": "detectcrop.images",
-    "discover_images": "detectcrop.inputs",
-    "scan_inputs": "detectcrop.inputs",
-    "iter_images": "detectcrop.images",
-    "read_image": "detectcrop.images",
+    "ImageReadError": "detectcrop.io.images",
+    "discover_images": "detectcrop.io.inputs",
+    "scan_inputs": "detectcrop.io.inputs",
+    "iter_images": "detectcrop.io.images",
+    "read_image": "detectcrop.io.images",
     "TileConfig": "detectcrop.tiling",
     "detect_tiled": "detectcrop.tiling",
 }
@@ -66,3 +67,5 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
+
+_moved.install()  # old module paths keep importing (detectcrop._moved)

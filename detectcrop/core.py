@@ -16,8 +16,8 @@ from detectcrop.coco import category_id
 from detectcrop.crops import CropPolicy, crop_image, select_crops
 from detectcrop.decoding import DECODE_MODES, DEFAULT_DECODE, ReducedImage, Reduction, reduction_for
 from detectcrop.detections import Detections
-from detectcrop.images import ImageReadError
 from detectcrop.io import one_line
+from detectcrop.io.images import ImageReadError
 from detectcrop.tiling import SupportsDetect, TileConfig, detect_tiled
 
 

@@ -20,8 +20,8 @@ from typing import Any
 from detectcrop import dedupe
 from detectcrop.core import DetectSteps, ImageCrops, process_image
 from detectcrop.crops import JPEG_QUALITY, save_jpeg
-from detectcrop.inputs import InputEntry, read_entries
 from detectcrop.io import OUTPUT_FULL_ERRNOS, CsvManifest, inside, one_line, output_unwritable
+from detectcrop.io.inputs import InputEntry, read_entries
 
 logger = logging.getLogger(__name__)
 

@@ -32,13 +32,11 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from detectcrop import dedupe, input_stamps
+from detectcrop import dedupe
 from detectcrop.core import DetectSteps, ImageCrops, StatusCounts, category_ids, process_image
 from detectcrop.crop_writer import CropWorker, ImageRows, ManifestWriter, detector_config, label_of, stop_error
 from detectcrop.crops import JPEG_QUALITY, CropPolicy
 from detectcrop.decoding import DEFAULT_DECODE
-from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS
-from detectcrop.inputs import InputEntry, read_entries, scan_inputs
 from detectcrop.io import (
     CsvManifest,
     OutputLocationError,
@@ -47,7 +45,10 @@ from detectcrop.io import (
     prepare_output_dir,
     remove_stale_temporaries,
 )
-from detectcrop.locks import RUN_LOCK, OutputLock
+from detectcrop.io import stamps as input_stamps
+from detectcrop.io.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS
+from detectcrop.io.inputs import InputEntry, read_entries, scan_inputs
+from detectcrop.io.locks import RUN_LOCK, OutputLock
 from detectcrop.ray_engine import RayOptions, ray_map
 from detectcrop.tiling import SupportsDetect, TileConfig
 
@@ -257,8 +258,8 @@ def build_crops(
 ) -> BuildSummary:
     """Detect ``category`` in every photo under ``input_dir`` and save the crops under ``output_dir``.
 
-    Every entry under ``input_dir`` gets one images.csv row (`detectcrop.inputs.scan_inputs` says how links, hidden
-    folders and special files count). One run at a time per output folder (`detectcrop.locks.OutputLock`).
+    Every entry under ``input_dir`` gets one images.csv row (`detectcrop.io.inputs.scan_inputs` says how links, hidden
+    folders and special files count). One run at a time per output folder (`detectcrop.io.locks.OutputLock`).
 
     Args:
         input_dir: photo folder; its subfolders (class labels) are mirrored in ``output_dir``.
@@ -273,7 +274,7 @@ def build_crops(
         drop_duplicates: delete all but the first crop of each near-duplicate group (rows stay, ``dropped=1``).
         max_distance: Hamming radius (of 64 bits) for near-duplicates.
         max_pixels: refuse larger images (decompression bombs); ``None``: no limit.
-        max_image_bytes: refuse images that need more memory to decode (`detectcrop.images.decode_bytes`).
+        max_image_bytes: refuse images that need more memory to decode (`detectcrop.io.images.decode_bytes`).
         decode_budget: bytes of images decoded ahead at once (one that needs more decodes alone); ``None``: no limit.
         workers, prefetch: decoding threads and how many images they may decode ahead (local engine).
         engine: ``"local"`` (this process) or ``"ray"`` (a Ray Data actor pool, see `detectcrop.ray_engine`); both

@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from detectcrop import presets
 from detectcrop.detections import Detections
-from detectcrop.images import _ORIENT, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS, decode_image, read_image
+from detectcrop.io.images import _ORIENT, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS, decode_image, read_image
+from detectcrop.zoo import presets
 
 DECODE_MODES = ("full", "reduced", "auto")
 #: The default decode mode of build_crops, label and `DetectThenClassify`.
@@ -102,7 +102,7 @@ class ReducedImage:
         offset: ``(x, y)`` subtracted after scaling (the padding of a flipped axis), in full pixels.
         path: the file, decoded again at full size by `full`.
         read_options: `read_image`'s options for that (pixel limit, memory limit, EXIF orientation).
-        ticket: the reader's place in a `detectcrop.budget.DecodeBudget` (it holds the full decode's peak), or
+        ticket: the reader's place in a `detectcrop.io.budget.DecodeBudget` (it holds the full decode's peak), or
             ``None``.
     """
 

@@ -2,7 +2,7 @@
 
 The contract every detector honours (TF Hub's): uint8 ``[1, H, W, 3]`` in; ``detection_boxes`` (normalised ymin, xmin,
 ymax, xmax), ``detection_classes`` (COCO 90-id map), ``detection_scores``, ``num_detections`` out. The offline preset
-``centernet_mobilenetv3_512`` is converted into exactly that form (`detectcrop.centernet`).
+``centernet_mobilenetv3_512`` is converted into exactly that form (`detectcrop.zoo.centernet`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from detectcrop import cache, environment, litert, presets, zoo
+from detectcrop import environment, zoo
+from detectcrop import runtime as litert
 from detectcrop.coco import category_id
 from detectcrop.detections import Detections
-from detectcrop.zoo import ModelUnavailableError
+from detectcrop.zoo import ModelUnavailableError, cache, presets
 
 logger = logging.getLogger(__name__)
 
@@ -76,37 +77,37 @@ class Detector:
 
     def __init__(self, model: Callable[[Any], dict], name: str = "custom", *, min_score: float = 0.05,
                  nms_iou: float | None = 0.5, runtime: str = "tf", precision: str = "float",
-                 calibration: str | None = None) -> None:
+                 representative_data: str | None = None) -> None:
         self.model = model
         self.name = name
         self.min_score = min_score
         self.nms_iou = nms_iou
         self.runtime = runtime
         self.precision = precision
-        self.calibration = calibration
+        self.representative_data = representative_data
 
     @classmethod
     def from_preset(cls, preset: str | os.PathLike = zoo.DEFAULT_DETECTOR, *, runtime: str = "tf",
-                    num_threads: int | None = None, precision: str = "auto", calibration: Any = None,
+                    num_threads: int | None = None, precision: str = "auto", representative_data: Any = None,
                     **kwargs: Any) -> Detector:
         """Load a preset (see ``python -m detectcrop.zoo list``), a TF Hub handle or URL, or a local SavedModel.
 
         ``runtime``: ``"tf"``, ``"litert"`` (the SavedModel converted once to LiteRT and cached; a model that does not
-        convert falls back to TensorFlow with one logged line) or ``"auto"`` (`detectcrop.litert.resolve_runtime`).
+        convert falls back to TensorFlow with one logged line) or ``"auto"`` (`detectcrop.runtime.resolve_runtime`).
         ``num_threads``: LiteRT interpreter threads (default: the usable CPU cores). ``precision`` (LiteRT):
-        ``"float"``, ``"int8"`` or ``"auto"`` (the default: int8 where ``calibration``, a folder or a
-        `DetectorCalibration`, is given and the int8 model's held-out recall holds), see
-        `detectcrop.litert.detector_flatbuffer`.
+        ``"float"``, ``"int8"`` or ``"auto"`` (the default: int8 where ``representative_data``, a folder or a
+        `RepresentativeData`, is given and the int8 model's held-out recall holds), see
+        `detectcrop.runtime.detector_flatbuffer`.
         """
         name, handle = _resolve_handle(preset)
         if litert.resolve_runtime(runtime) == "litert":
             local = handle if Path(handle).exists() else _hub_download(handle)
             try:
-                path, served = litert.detector_flatbuffer(local, precision, calibration)
+                path, served = litert.detector_flatbuffer(local, precision, representative_data)
                 logger.info("loading detector %s (LiteRT %s)", name, served)
-                folder = os.fspath(calibration) if isinstance(calibration, str | os.PathLike) else None
-                return cls(litert.TFLiteDetectorModel(path, num_threads), name, runtime="litert", precision=served,
-                           calibration=folder, **kwargs)
+                folder = os.fspath(representative_data) if isinstance(representative_data, str | os.PathLike) else None
+                return cls(litert.LiteRTDetector(path, num_threads), name, runtime="litert", precision=served,
+                           representative_data=folder, **kwargs)
             except litert.ConversionError as exc:
                 logger.warning("detector %s does not convert to LiteRT, running it on TensorFlow: %s", name, exc)
         logger.info("loading detector %s", name)
@@ -119,9 +120,9 @@ class Detector:
             raise ValueError("a Detector built from a model object has no config; load it with from_preset")
         config = {"preset": self.name, "min_score": self.min_score, "nms_iou": self.nms_iou, "runtime": self.runtime}
         if self.precision != "float":
-            if self.calibration is None:
-                raise ValueError("an int8 detector calibrated on arrays has no config; calibrate it on a folder")
-            config.update(precision=self.precision, calibration=self.calibration)
+            if self.representative_data is None:
+                raise ValueError("an int8 detector quantised on arrays has no config; give its representative photos as a folder")
+            config.update(precision=self.precision, representative_data=self.representative_data)
         return config
 
     @classmethod

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from detectcrop import cache
+from detectcrop.zoo import cache
 
 logger = logging.getLogger(__name__)
 

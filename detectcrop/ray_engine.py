@@ -182,7 +182,7 @@ def connect(options: RayOptions) -> Any:
 
 def limit_threads(cpus: float) -> None:
     """Size the numerical libraries' thread pools to this actor's share of the cores: OpenMP, OpenCV, the LiteRT
-    interpreters (``DETECTCROP_NUM_THREADS``, `detectcrop.litert.default_threads`) and TensorFlow (its environment
+    interpreters (``DETECTCROP_NUM_THREADS``, `detectcrop.runtime.default_threads`) and TensorFlow (its environment
     variables, read when it starts; set directly only where it is loaded already, so a LiteRT actor never imports
     it)."""
     n = max(1, int(cpus))

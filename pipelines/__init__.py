@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from detectcrop import _moved
+
 if TYPE_CHECKING:
     from pipelines.compose import DetectThenClassify, ImageResult, LabeledObject
 
@@ -17,3 +19,5 @@ def __getattr__(name: str) -> Any:
 
         return getattr(compose, name)
     raise AttributeError(f"module 'pipelines' has no attribute {name!r}")
+
+_moved.install()  # old module paths keep importing (detectcrop._moved)

@@ -28,9 +28,9 @@ from detectcrop.core import DetectSteps, ImageCrops, category_ids, detect_object
 from detectcrop.crops import CropPolicy
 from detectcrop.decoding import DEFAULT_DECODE, ReducedImage, read_for_detection
 from detectcrop.detections import Detections
-from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_PIXELS, ImageReadError, iter_images
-from detectcrop.inputs import discover_images
 from detectcrop.io import printable
+from detectcrop.io.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_PIXELS, ImageReadError, iter_images
+from detectcrop.io.inputs import discover_images
 from detectcrop.tiling import TileConfig
 from pipelines.params import StepParams
 from pipelines.results import ImageResult, classify_crops
@@ -59,14 +59,14 @@ class DetectThenClassify(StepParams):
         batch_size: crops classified per batch (crops of several images share a batch).
         max_pixels: refuse larger images (decompression bombs); ``None``: no limit.
         runtime: ``"tf"``, ``"litert"`` (CPU, XNNPACK) or ``"auto"`` (LiteRT on CPU-only machines), for the steps given
-            by name or path (`detectcrop.litert.resolve_runtime`); a model that does not convert runs on TensorFlow.
+            by name or path (`detectcrop.runtime.resolve_runtime`); a model that does not convert runs on TensorFlow.
         precision: the LiteRT classifier's ``"float"``, ``"int8"`` or ``"auto"`` (the default: int8 where its
-            measured agreement holds, `classify.litert`).
+            measured agreement holds, `detectcrop.runtime.classifier_cache`).
         decode: ``"full"``, ``"reduced"`` or ``"auto"``: decode large JPEGs read from paths at reduced size for
             whole-image detection (`detectcrop.decoding`); crops always come from the full resolution.
         detector_precision: the LiteRT detector's ``"float"``, ``"int8"`` or ``"auto"`` (the default: int8 where a
-            calibration folder is given and its held-out recall holds, `detectcrop.litert.detector_flatbuffer`).
-        detector_calibration: the calibration folder of an int8 detector (`detectcrop.litert_int8`).
+            calibration folder is given and its held-out recall holds, `detectcrop.runtime.detector_flatbuffer`).
+        detector_representative_data: the calibration folder of an int8 detector (`detectcrop.runtime.int8`).
     """
 
     STEPS = ("detector", "classifier", "crop_policy", "tile")
@@ -90,7 +90,7 @@ class DetectThenClassify(StepParams):
         precision: str = "auto",
         decode: str = DEFAULT_DECODE,
         detector_precision: str = "auto",
-        detector_calibration: str | None = None,
+        detector_representative_data: str | None = None,
     ) -> None:
         self.detector = detector
         self.classifier = classifier
@@ -108,7 +108,7 @@ class DetectThenClassify(StepParams):
         self.precision = precision
         self.decode = decode
         self.detector_precision = detector_precision
-        self.detector_calibration = detector_calibration
+        self.detector_representative_data = detector_representative_data
 
     # ------------------------------------------------------------------ steps
     def load(self) -> DetectThenClassify:
@@ -122,7 +122,7 @@ class DetectThenClassify(StepParams):
             from detectcrop.detector import Detector
 
             options = {"runtime": self.runtime, "precision": self.detector_precision,
-                       "calibration": self.detector_calibration, **self.__dict__.get("_detector_options", {})}
+                       "representative_data": self.detector_representative_data, **self.__dict__.get("_detector_options", {})}
             return Detector.from_preset(spec, **options)
         classifier = _load_classifier(spec, self.runtime, self.precision)
         for key, value in self.__dict__.get("_classifier_options", {}).items():
@@ -300,10 +300,10 @@ CLASSIFIER_OPTIONS = ("unknown_below", "unknown_label")
 
 def _load_classifier(spec: str | os.PathLike, runtime: str, precision: str) -> Any:
     """A saved FineClassifier on TensorFlow (Keras), or on LiteRT (exported and cached beside it)."""
-    from detectcrop.litert import ConversionError, resolve_runtime
+    from detectcrop.runtime import ConversionError, resolve_runtime
 
     if resolve_runtime(runtime) == "litert":
-        from classify.litert import load_litert_classifier
+        from detectcrop.runtime.classifier_cache import load_litert_classifier
 
         try:
             return load_litert_classifier(spec, precision)

@@ -1,13 +1,13 @@
 """Label a folder of photos with a `DetectThenClassify` pipeline: crash-safe, resumable outputs.
 
 ``OUT/predictions.csv`` has one row per labeled object and one row for every entry with no detection or an error, so
-every input is accounted for (`detectcrop.inputs.scan_inputs` says how links, hidden folders and special files count).
-Each image's rows are appended in one write (after its annotated copy, if any, is on disk); ``resume=True`` redoes the
-last image of the file (a kill may have torn its rows) and continues after it, refusing when the settings or the
-models' fingerprints (sha256 of their files) changed. At the end, ``OUT/results.coco.json`` (COCO format, with scores:
-loads in FiftyOne and pycocotools) and ``OUT/summary.json`` are derived from the CSV, so an interrupted-and-resumed
-run ends with the same files as an uninterrupted one; ``OUT/report.html`` (`pipelines.report_html`) is the page
-to review. One run at a time per output folder.
+every input is accounted for (`detectcrop.io.inputs.scan_inputs` says how links, hidden folders and special files
+count). Each image's rows are appended in one write (after its annotated copy, if any, is on disk); ``resume=True``
+redoes the last image of the file (a kill may have torn its rows) and continues after it, refusing when the settings or
+the models' fingerprints (sha256 of their files) changed. At the end, ``OUT/results.coco.json`` (COCO format, with
+scores: loads in FiftyOne and pycocotools) and ``OUT/summary.json`` are derived from the CSV, so an
+interrupted-and-resumed run ends with the same files as an uninterrupted one; ``OUT/report.html``
+(`pipelines.report_html`) is the page to review. One run at a time per output folder.
 """
 
 from __future__ import annotations
@@ -26,15 +26,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from detectcrop import input_stamps
-from detectcrop.cache import tree_digest
 from detectcrop.coco import category_name, coco_annotation
 from detectcrop.core import StatusCounts
 from detectcrop.crops import save_jpeg
 from detectcrop.dataset import check_locations, check_not_nested, crop_basenames, decode_hint
 from detectcrop.draw import draw_boxes
-from detectcrop.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_BYTES, read_image, resize_image
-from detectcrop.inputs import InputEntry, read_entries, scan_inputs
 from detectcrop.io import (
     OUTPUT_FULL_ERRNOS,
     CsvManifest,
@@ -47,8 +43,12 @@ from detectcrop.io import (
     printable,
     remove_stale_temporaries,
 )
-from detectcrop.locks import OutputLock
+from detectcrop.io import stamps as input_stamps
+from detectcrop.io.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_BYTES, read_image, resize_image
+from detectcrop.io.inputs import InputEntry, read_entries, scan_inputs
+from detectcrop.io.locks import OutputLock
 from detectcrop.ray_engine import RayOptions, ray_map
+from detectcrop.zoo.cache import tree_digest
 from pipelines.compose import DetectThenClassify, ImageResult
 from pipelines.predictions import COLUMNS, CONFIG_JSON, PREDICTIONS_CSV, labeled_images
 from pipelines.report_html import write_label_report
@@ -274,7 +274,7 @@ def _resume_state(out: Path, manifest: CsvManifest, config: dict[str, Any], resu
 def _setting(config: dict[str, Any], key: str) -> Any:
     """A recorded setting as resume compares it: ``runtime="auto"`` as what it resolves to here, and a classifier
     given by path not by its spelling (its sha256 fingerprint is compared instead)."""
-    from detectcrop.litert import resolve_runtime
+    from detectcrop.runtime import resolve_runtime
 
     value = config.get(key)
     if key == "runtime" and value == "auto":

@@ -103,7 +103,7 @@ def page(title: str, subtitle: str, sections: Sequence[tuple[str, str]]) -> str:
 
 
 def _read_rgb(path: Path, max_pixels: int | None = None) -> np.ndarray | None:
-    from detectcrop.images import read_image
+    from detectcrop.io.images import read_image
 
     try:
         return read_image(path) if max_pixels is None else read_image(path, max_pixels=max_pixels)
@@ -201,7 +201,7 @@ def write_label_report(out: str | os.PathLike, low_confidence: float = 0.5, unkn
     from detectcrop.crops import crop_image
     from detectcrop.decoding import ReducedImage, Reduction, read_for_detection
     from detectcrop.draw import draw_boxes
-    from detectcrop.images import resize_image
+    from detectcrop.io.images import resize_image
     from pipelines.predictions import CONFIG_JSON, read_predictions
 
     out = Path(out)

@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from detectcrop.images import read_image
 from PIL import Image
 from red_blobs import RedBlobDetector, red_photo
 
@@ -25,7 +26,6 @@ from detectcrop.dataset import (
     build_crops,
     crop_basenames,
 )
-from detectcrop.images import read_image
 from pipelines import build_crops as cli
 
 REPO = Path(__file__).resolve().parents[1]

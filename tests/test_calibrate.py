@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from classify_testdata import UNSEEN_SOURCES, write_crops
 from PIL import Image, ImageFilter
+from pipelines.calibrate import main
 from scipy.special import softmax
 
 from classify.calibration import nll
 from classify.model import FineClassifier
-from pipelines.calibrate import main
 
 
 def _shifted(root, seed):

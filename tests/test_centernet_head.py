@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from detectcrop.centernet_head import CenterNetHead, _max_pool, _top_k
 
 

@@ -189,11 +189,11 @@ def test_class_folder_names_are_unicode_normalised_and_must_be_utf8(tmp_path):
 
 
 def test_arrays_and_pillow_images_are_read_as_their_files(tmp_path):
+    from detectcrop.images import read_image
     from PIL import Image
     from skimage import data
 
     from classify.batches import as_rgb_uint8, iter_items
-    from detectcrop.images import read_image
 
     rgb = data.astronaut()[::4, ::4]
     rgba = np.dstack([rgb, np.tile(np.linspace(0, 255, rgb.shape[1], dtype=np.uint8), (rgb.shape[0], 1))])

@@ -227,11 +227,11 @@ def test_task_config_round_trips():
 
 
 def test_tflite_runner_shares_the_prediction_interface(data, fitted_tiny, tmp_path):
-    from classify.tflite import TFLiteClassifier
-    from classify.tflite_export import export_tflite
+    from classify.tflite import LiteRTClassifier
+    from classify.tflite_export import export_litert
 
     X, clf = data[0], fitted_tiny
-    runner = TFLiteClassifier(export_tflite(clf, tmp_path / "model.tflite"))
+    runner = LiteRTClassifier(export_litert(clf, tmp_path / "model.tflite"))
     assert isinstance(runner, ProbabilityPredictor) and isinstance(clf, ProbabilityPredictor)
     assert type(runner).predict is type(clf).predict is ProbabilityPredictor.predict  # the logic exists once
     proba, score = runner.predict_scores(X, batch_size=7)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-
-from classify.tflite import CALL_BYTES, TFLiteClassifier, agreement
+from classify.tflite import CALL_BYTES, LiteRTClassifier, agreement
 from classify.tflite_export import export_and_check
 
 
@@ -15,7 +14,7 @@ def test_float_and_dynamic_exports_agree_with_keras(fitted, tmp_path):
     results = export_and_check(clf, tmp_path, test.paths)
     reference = clf.predict_proba(test.paths)
 
-    float_model = TFLiteClassifier(results["float"]["path"])
+    float_model = LiteRTClassifier(results["float"]["path"])
     probs = float_model.predict_proba(test.paths, batch_size=5)  # odd batch size: tensors are resized
     assert (probs.argmax(1) == reference.argmax(1)).all()
     np.testing.assert_allclose(probs, reference, atol=1e-4)
@@ -57,7 +56,6 @@ def test_call_size_of_a_fixed_batch_graph(tmp_path):
     """A graph exported with a fixed batch of 1 has no dynamic batch dimension: its activations are still found by
     their leading dimension, so calls stay cache-sized (the same size as for the dynamic-batch graph)."""
     import tensorflow as tf
-
     from classify.tflite import _widest_activation
     from detectcrop.litert import make_interpreter
 

@@ -6,16 +6,16 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+from detectcrop.budget import DecodeBudget
+from detectcrop.images import decode_bytes, draft_scale, iter_images, read_image
 from PIL import Image
 from red_blobs import RedBlobDetector
 from skimage import data
 
 from detectcrop import boxes
-from detectcrop.budget import DecodeBudget
 from detectcrop.core import DetectSteps, process_image
 from detectcrop.crops import CropPolicy
 from detectcrop.decoding import ReducedImage, Reduction, read_for_detection, reduction_for
-from detectcrop.images import decode_bytes, draft_scale, iter_images, read_image
 from detectcrop.tiling import TileConfig
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from labeling_testdata import CLASSES, ground_truth, predictions, write_label_output
+from pipelines.evaluate import COCO_STATS, evaluate_folder
 
 from pipelines import console
 from pipelines.coco_results import match_images, results_for_ground_truth
-from pipelines.evaluate import COCO_STATS, evaluate_folder
 from pipelines.labeling import COLUMNS
 from pipelines.predictions import read_predictions
 

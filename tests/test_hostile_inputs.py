@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from detectcrop.inputs import printable
+from detectcrop.locks import OutputLock
 from PIL import Image
 from skimage import data
 
 from classify import FineClassifier
 from detectcrop import zoo
-from detectcrop.inputs import printable
-from detectcrop.locks import OutputLock
 from pipelines import build_crops as build_crops_cli
 from pipelines import label as label_cli
 
@@ -309,8 +309,9 @@ def test_annotated_copy_names_never_collide_with_a_folder_of_copies():
 
 
 def test_resume_compares_what_an_earlier_version_recorded_and_runtime_auto_as_resolved(tmp_path):
-    from detectcrop.io import CsvManifest, OutputLocationError
     from detectcrop.litert import resolve_runtime
+
+    from detectcrop.io import CsvManifest, OutputLocationError
     from pipelines.labeling import CONFIG_JSON, _resume_state
     from pipelines.predictions import COLUMNS, PREDICTIONS_CSV
 

@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from detectcrop.input_stamps import STAMPS_JSON, InputsChangedError
 
 from detectcrop import cache, zoo
 from detectcrop.dataset import build_crops
-from detectcrop.input_stamps import STAMPS_JSON, InputsChangedError
 from pipelines import build_crops as crops_cli
 from pipelines import label as label_cli
 

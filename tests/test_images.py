@@ -7,10 +7,6 @@ import time
 import cv2
 import numpy as np
 import pytest
-from PIL import Image
-from skimage import data
-
-from detectcrop import images as im
 from detectcrop.images import (
     CorruptImageError,
     EmptyFileError,
@@ -21,6 +17,10 @@ from detectcrop.images import (
     read_image,
     resize_image,
 )
+from PIL import Image
+from skimage import data
+
+from detectcrop import images as im
 
 
 @pytest.fixture(scope="module")

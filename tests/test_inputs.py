@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-
 from detectcrop.inputs import discover_images, scan_inputs
 
 

@@ -12,9 +12,9 @@ import textwrap
 import time
 
 import pytest
+from detectcrop.locks import OutputBusyError, OutputLock
 
 from detectcrop import io as dio
-from detectcrop.locks import OutputBusyError, OutputLock
 
 HOSTILE_CELLS = ["plain", "=1+2", "+cmd", "-3", "@SUM(A1)", "\tx", "\rx", "'quoted", "''two", "a,b", 'q"uote',
                  "multi\nline", "new\r\nline", "", "ünï", "=HYPERLINK(\"http://x\")"]

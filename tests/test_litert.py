@@ -12,18 +12,18 @@ import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
-from skimage import data
-
 from classify.litert import (
     INT8_MIN_HELDOUT,
     exported_path,
     int8_check,
     load_litert_classifier,
     resolve_precision,
-    save_calibration,
+    save_representative_data,
 )
-from detectcrop import Detector, litert
 from detectcrop.litert import ConversionError, resolve_runtime
+from skimage import data
+
+from detectcrop import Detector, litert
 
 pytest.importorskip("ai_edge_litert")
 
@@ -69,13 +69,14 @@ def test_the_split_decoding_is_checked_against_the_graph():
     photos, and a head that decodes differently (two classes swapped) is caught."""
     from dataclasses import replace
 
-    from detectcrop import centernet_head, litert_fixed, zoo
     from detectcrop.centernet_head import Split, trunk_function
+
+    from detectcrop import centernet_head, litert_fixed, zoo
 
     saved_model = zoo.ensure("centernet_mobilenetv3_512") / "saved_model"
     split = trunk_function(litert_fixed.fixed_size_graph(saved_model))
     trunk_file = litert.converted_detector(saved_model).with_name(centernet_head.TRUNK_FILE)
-    trunk = litert.TFLiteDetectorModel(trunk_file.read_bytes())  # the raw trunk outputs
+    trunk = litert.LiteRTDetector(trunk_file.read_bytes())  # the raw trunk outputs
     outputs = [trunk(image[None]) for image in (data.astronaut(), data.chelsea())]
     assert sorted(outputs[0]) == ["features", "wh"]
     assert split.check(outputs) is None
@@ -203,11 +204,11 @@ def test_litert_classifier_agrees_and_is_rebuilt_when_the_model_changes(fitted, 
 def test_int8_refuses_to_be_the_default_with_a_bad_calibration(fitted, saved_run):
     clf, _, test = fitted
     assert resolve_precision(saved_run, "auto") == "float"  # no calibration crops: float
-    with pytest.raises(FileNotFoundError, match="save_calibration"):
+    with pytest.raises(FileNotFoundError, match="save_representative_data"):
         load_litert_classifier(saved_run, "int8")
     # deliberately bad: calibrated on flat grey images, so the activation ranges do not fit real crops
     size = clf.input_size_
-    save_calibration(saved_run, np.full((8, *size, 3), 128, np.uint8), test.paths, size)
+    save_representative_data(saved_run, np.full((8, *size, 3), 128, np.uint8), test.paths, size)
     bad = load_litert_classifier(saved_run, "int8")
     float_top1 = load_litert_classifier(saved_run).predict_proba(test.paths).argmax(1)
     reference = clf.predict_proba(test.paths).argmax(1)
@@ -267,30 +268,29 @@ HELD_OUT = ("astronaut", "coffee", "chelsea")
 
 
 def test_int8_detector_refuses_to_be_the_default_with_a_bad_calibration(caplog):
-    from detectcrop.litert_int8 import DetectorCalibration
+    from detectcrop.litert_int8 import RepresentativeData
 
     # deliberately bad: flat grey images give activation ranges that do not fit real photos
-    grey = DetectorCalibration(tuple(np.full((4, 256, 256, 3), 128, np.uint8)),
+    grey = RepresentativeData(tuple(np.full((4, 256, 256, 3), 128, np.uint8)),
                                tuple(getattr(data, n)() for n in HELD_OUT))
-    auto = Detector.from_preset("centernet_mobilenetv3_512", runtime="litert", precision="auto", calibration=grey)
+    auto = Detector.from_preset("centernet_mobilenetv3_512", runtime="litert", precision="auto", representative_data=grey)
     assert auto.runtime == "litert" and auto.precision == "float"
     with caplog.at_level(logging.WARNING, logger="detectcrop.detector"):
         forced = Detector.from_preset("centernet_mobilenetv3_512", runtime="litert", precision="int8",
-                                      calibration=grey)
+                                      representative_data=grey)
     assert forced.runtime == "tf" and [r for r in caplog.records if "requantization" in r.message]
 
 
 def test_int8_detector_check_is_measured_on_held_out_photos(tmp_path):
-    from PIL import Image
-
     from detectcrop.litert import conversion_info, make_interpreter
     from detectcrop.litert_int8 import HELDOUT_DIR, detection_recall
+    from PIL import Image
 
     for name in ("rocket", "immunohistochemistry", "cat", "retina", *HELD_OUT):
         folder = tmp_path / (HELDOUT_DIR if name in HELD_OUT else "photos")
         folder.mkdir(exist_ok=True)
         Image.fromarray(getattr(data, name)()).save(folder / f"{name}.png")
-    det = Detector.from_preset("centernet_mobilenetv3_512", runtime="litert", precision="int8", calibration=tmp_path,
+    det = Detector.from_preset("centernet_mobilenetv3_512", runtime="litert", precision="int8", representative_data=tmp_path,
                                nms_iou=None)  # the check counts raw detections
     assert det.precision == "int8" and det.to_config()["calibration"] == str(tmp_path)
     info = conversion_info(det.model.model)
@@ -303,7 +303,7 @@ def test_int8_detector_check_is_measured_on_held_out_photos(tmp_path):
     recall = detection_recall(lambda im: det.detect(im, min_score=0.0), tuple(photos), tuple(truth))
     assert info["int8_recall"] == pytest.approx(recall)
     assert info["int8_default"] == (info["int8_recall"] >= info["float_recall"] - 0.01)
-    auto = Detector.from_preset("centernet_mobilenetv3_512", runtime="litert", precision="auto", calibration=tmp_path)
+    auto = Detector.from_preset("centernet_mobilenetv3_512", runtime="litert", precision="auto", representative_data=tmp_path)
     assert auto.precision == ("int8" if info["int8_default"] else "float")
     # the trunk is integer, the post-processing (top-k, box arithmetic) float
     interp = make_interpreter(det.model.model, 1)

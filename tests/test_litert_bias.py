@@ -10,11 +10,11 @@ import pytest
 pytest.importorskip("ai_edge_litert")
 
 import tensorflow as tf
-
-from detectcrop import litert_bias
 from detectcrop.litert import make_interpreter
 from detectcrop.litert_prequant import run_batch, tracing_interpreter
 from detectcrop.tflite_graph import Graph, read_model, write_model
+
+from detectcrop import litert_bias
 
 RNG = np.random.default_rng(1)
 W1 = RNG.normal(0, 0.5, (3, 3, 3, 8)).astype(np.float32)

@@ -12,10 +12,10 @@ import pytest
 pytest.importorskip("ai_edge_litert")
 
 import tensorflow as tf
-
-from detectcrop import litert_prequant
 from detectcrop.litert import make_interpreter
 from detectcrop.tflite_graph import read_model
+
+from detectcrop import litert_prequant
 
 RNG = np.random.default_rng(0)
 

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from detectcrop.images import read_image
+from pipelines.evaluate import evaluate_predictions, match_boxes
 
 from classify import FineClassifier
 from detectcrop import Detections, zoo
 from detectcrop.crops import CropPolicy
-from detectcrop.images import read_image
 from detectcrop.io import CsvManifest
 from detectcrop.tiling import TileConfig
 from pipelines import label
 from pipelines.compose import DetectThenClassify
-from pipelines.evaluate import evaluate_predictions, match_boxes
 from pipelines.labeling import COLUMNS
 from pipelines.synthetic import generate, ground_truth_crops, load_ground_truth
 

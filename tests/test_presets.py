@@ -70,8 +70,9 @@ def test_a_malformed_record_is_refused():
 
 
 def test_cli_choices_help_and_listing_derive_from_the_registry(capsys):
-    from pipelines import train_fine
     from pipelines.build_crops import get_args_parser as crops_parser
+
+    from pipelines import train_fine
 
     backbone = next(a for a in train_fine.get_args_parser()._actions if a.dest == "backbone")
     assert list(backbone.choices) == presets.names("backbone") and backbone.default == zoo.DEFAULT_BACKBONE

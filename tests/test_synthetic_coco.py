@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from detectcrop.images import read_image
 
 from detectcrop import boxes as bx
 from detectcrop.coco import category_id
 from detectcrop.crops import CropPolicy
-from detectcrop.images import read_image
 from pipelines.synthetic import (
     find_catalogue,
     generate,

@@ -7,10 +7,9 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
+from detectcrop.tfjs import TfjsFormatError, load_graph_model
 from google.protobuf import json_format
 from tensorflow.core.framework import graph_pb2
-
-from detectcrop.tfjs import TfjsFormatError, load_graph_model
 
 
 def _node(graph, name, op, inputs=(), **attrs):

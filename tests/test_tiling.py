@@ -7,11 +7,11 @@ import itertools
 
 import numpy as np
 import pytest
+from detectcrop.images import read_image
 from red_blobs import RedBlobDetector, red_photo
 
 from detectcrop import Detections
 from detectcrop.crops import CropPolicy
-from detectcrop.images import read_image
 from detectcrop.tiling import TileConfig, detect_tiled, tile_grid
 
 MIN_SCORE = 0.3
@@ -68,8 +68,9 @@ def test_tiles_find_small_objects_once(tmp_path):
 def test_tiles_find_small_watches_the_whole_image_pass_misses(detector, tmp_path):
     """On photos whose watch is small, the real detector with tiles finds more of them than without (same photos,
     same threshold); and everything the whole-image pass found is still found."""
-    from detectcrop.core import DetectSteps, detect_objects
     from pipelines.evaluate import match_boxes
+
+    from detectcrop.core import DetectSteps, detect_objects
     from pipelines.synthetic import generate, load_ground_truth
 
     generate(tmp_path, brands=2, photos_per_brand=6, scenes=0, seed=5, size=(1280, 960), small_photo_fraction=1.0)

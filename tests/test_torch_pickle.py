@@ -12,7 +12,6 @@ import types
 
 import numpy as np
 import pytest
-
 from detectcrop.torch_pickle import (
     LEGACY_MAGIC,
     LEGACY_PROTOCOL,

@@ -10,12 +10,12 @@ import shutil
 
 import numpy as np
 import pytest
+from classify.litert import exported_path, resolve_precision
 from classify_testdata import write_crops
 from PIL import Image
 
 from classify import FineClassifier
 from classify.calibration import keep_threshold
-from classify.litert import exported_path, resolve_precision
 from classify.openset import DEFAULT_SCORE, GRAPH_SCORES
 from pipelines import train_fine
 

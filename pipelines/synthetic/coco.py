@@ -25,7 +25,7 @@ from pipelines.synthetic.brands import BrandSpec, Catalogue
 
 #: The COCO (detector) category of every watch: a detector has no "watch" class, it finds clocks.
 WATCH_COCO_CATEGORY = "clock"
-DESCRIPTION = "Synthetic fine-grained watch benchmark (pipelines.make_watches)"
+DESCRIPTION = "Synthetic fine-grained watch benchmark (pipelines.cli.make_watches)"
 
 
 def build_coco(
@@ -169,7 +169,7 @@ def ground_truth_crops(
 ) -> list[GroundTruthCrop]:
     """Cut every ground-truth watch of ``records`` from its image (decoded once) under ``policy`` (default: the box
     itself, rounded outwards to whole pixels); in record order, then annotation order."""
-    from detectcrop.images import read_image
+    from detectcrop.io.images import read_image
 
     policy = CropPolicy(pad=0.0, min_size=0) if policy is None else policy
     crops = []
