@@ -247,15 +247,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; date {time.strftime('%Y-%m-%d')}")
     print(f"command: python -m bench.litert_benchmark --scenes {args.scenes} --rounds {args.rounds}\n")
 
-    calibration = _detector_representative_data(bench, truth, work / "detector_representative_data")
-    served = Detector.from_preset(zoo.OFFLINE_DETECTOR, runtime="litert", precision="auto", representative_data=calibration)
+    representative = _detector_representative_data(bench, truth, work / "detector_representative_data")
+    served = Detector.from_preset(zoo.OFFLINE_DETECTOR, runtime="litert", precision="auto",
+                                  representative_data=representative)
     print(f"(litert auto serves the classifier {resolve_precision(run, 'auto')}, the detector {served.precision})\n")
     print("| mode | runtime | label images/s | speed-up vs tf (median of paired ratios) | recall | label accuracy |")
     print("|---|---|---|---|---|---|")
     for mode, tile in (("whole image", None), ("tiles", TileConfig())):
         pipes = {name: DetectThenClassify(zoo.OFFLINE_DETECTOR, str(run), category="clock", tile=tile,
                                           runtime=rt, precision=prec, detector_precision=dprec,
-                                          detector_representative_data=str(calibration)).load()
+                                          detector_representative_data=str(representative)).load()
                  for name, rt, prec, dprec in RUNTIMES}
         quality = {name: _quality(pipe, truth) for name, pipe in pipes.items()}  # also the warm-up
         times = _label_speed(pipes, scenes, work, args.rounds)
@@ -286,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     saved_model = zoo.ensure(zoo.OFFLINE_DETECTOR) / "saved_model"
     tflite = converted_detector(saved_model)
-    int8_path, _ = detector_flatbuffer(saved_model, "int8", calibration)
+    int8_path, _ = detector_flatbuffer(saved_model, "int8", representative)
     info = conversion_info(int8_path)
     print(f"\nint8 detector check (held-out scenes, ground truth, score >= {info['min_score']}): recall float "
           f"{info['float_recall']:.3f}, int8 {info['int8_recall']:.3f} -> auto serves "

@@ -121,7 +121,8 @@ class Detector:
         config = {"preset": self.name, "min_score": self.min_score, "nms_iou": self.nms_iou, "runtime": self.runtime}
         if self.precision != "float":
             if self.representative_data is None:
-                raise ValueError("an int8 detector quantised on arrays has no config; give its representative photos as a folder")
+                raise ValueError("an int8 detector quantised on arrays has no config; give its representative photos "
+                                 "as a folder")
             config.update(precision=self.precision, representative_data=self.representative_data)
         return config
 

@@ -122,7 +122,8 @@ class DetectThenClassify(StepParams):
             from detectcrop.detector import Detector
 
             options = {"runtime": self.runtime, "precision": self.detector_precision,
-                       "representative_data": self.detector_representative_data, **self.__dict__.get("_detector_options", {})}
+                       "representative_data": self.detector_representative_data,
+                       **self.__dict__.get("_detector_options", {})}
             return Detector.from_preset(spec, **options)
         classifier = _load_classifier(spec, self.runtime, self.precision)
         for key, value in self.__dict__.get("_classifier_options", {}).items():

@@ -273,7 +273,8 @@ def test_int8_detector_refuses_to_be_the_default_with_a_bad_calibration(caplog):
     # deliberately bad: flat grey images give activation ranges that do not fit real photos
     grey = RepresentativeData(tuple(np.full((4, 256, 256, 3), 128, np.uint8)),
                                tuple(getattr(data, n)() for n in HELD_OUT))
-    auto = Detector.from_preset("centernet_mobilenetv3_512", runtime="litert", precision="auto", representative_data=grey)
+    auto = Detector.from_preset("centernet_mobilenetv3_512", runtime="litert", precision="auto",
+                                representative_data=grey)
     assert auto.runtime == "litert" and auto.precision == "float"
     with caplog.at_level(logging.WARNING, logger="detectcrop.detector"):
         forced = Detector.from_preset("centernet_mobilenetv3_512", runtime="litert", precision="int8",
@@ -290,11 +291,11 @@ def test_int8_detector_check_is_measured_on_held_out_photos(tmp_path):
         folder = tmp_path / (HELDOUT_DIR if name in HELD_OUT else "photos")
         folder.mkdir(exist_ok=True)
         Image.fromarray(getattr(data, name)()).save(folder / f"{name}.png")
-    det = Detector.from_preset("centernet_mobilenetv3_512", runtime="litert", precision="int8", representative_data=tmp_path,
-                               nms_iou=None)  # the check counts raw detections
-    assert det.precision == "int8" and det.to_config()["calibration"] == str(tmp_path)
+    det = Detector.from_preset("centernet_mobilenetv3_512", runtime="litert", precision="int8",
+                               representative_data=tmp_path, nms_iou=None)  # the check counts raw detections
+    assert det.precision == "int8" and det.to_config()["representative_data"] == str(tmp_path)
     info = conversion_info(det.model.model)
-    assert info["reference"] == "float detections" and info["n_images"] == 3 and info["n_calibration"] == 4
+    assert info["reference"] == "float detections" and info["n_images"] == 3 and info["n_representative"] == 4
     assert info["bias_corrected"] > 40  # most of the offline CenterNet's int8 convolutions (`detectcrop.litert_bias`)
     float_det = Detector.from_preset("centernet_mobilenetv3_512", runtime="litert", nms_iou=None)
     photos = [getattr(data, n)() for n in HELD_OUT]
@@ -303,7 +304,8 @@ def test_int8_detector_check_is_measured_on_held_out_photos(tmp_path):
     recall = detection_recall(lambda im: det.detect(im, min_score=0.0), tuple(photos), tuple(truth))
     assert info["int8_recall"] == pytest.approx(recall)
     assert info["int8_default"] == (info["int8_recall"] >= info["float_recall"] - 0.01)
-    auto = Detector.from_preset("centernet_mobilenetv3_512", runtime="litert", precision="auto", representative_data=tmp_path)
+    auto = Detector.from_preset("centernet_mobilenetv3_512", runtime="litert", precision="auto",
+                                representative_data=tmp_path)
     assert auto.precision == ("int8" if info["int8_default"] else "float")
     # the trunk is integer, the post-processing (top-k, box arithmetic) float
     interp = make_interpreter(det.model.model, 1)
