@@ -13,38 +13,31 @@ never reads or moves global random state (the seed drives local, seeded generato
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 
-from classify.augment import AugmentationSpec, augmentation_to_dict, build_augmentation, save_augmentation
+from classify.augment import AugmentationSpec, augmentation_to_dict, build_augmentation
 from classify.backbones import backbone_name, input_size_of, resolve_backbone
 from classify.batches import ImageItem, iter_items
 from classify.data import grouped_split
 from classify.features import extract_features, predict_batches, predict_outputs
 from classify.openset import DEFAULT_SCORE, check_score, fit_output_layers
 from classify.prediction import ProbabilityPredictor
-from classify.probe import fit_linear_probe
-from classify.task import CropClassifier
+from classify.probe import attach_linear_probe
+from classify.saving import MODEL_FILE, from_task, metadata, read_task, save_classifier
 from classify.trainer import Split, TrainSettings, train_task
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "model.keras"
 #: Backbone blocks fine-tuned by default (``fine_tune_blocks="auto"``).
 AUTO_FINE_TUNE_BLOCKS = 4
-# 3: a logits head + calibration and open-set score layers; 2: a softmax head (files of versions 1 and 2 do not load)
-FORMAT_VERSION = 3
 
 Images = Sequence[ImageItem] | np.ndarray
 
@@ -240,8 +233,8 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         self.input_size_ = result.model.input_size
         self.history_, self.timings_ = result.history, result.timings
         self.best_epoch_, self.fine_tune_best_epoch_ = result.best_epoch, result.fine_tune_best_epoch
-        self.model_.metadata = _metadata(self, backbone_name(backbone))
-        self._fit_linear_probe(backbone.model, classes[train.y], result)
+        self.model_.metadata = metadata(self, backbone_name(backbone))
+        attach_linear_probe(self, backbone.model, classes[train.y], result)
         self._calibrate(result, train, val)
         return self
 
@@ -274,15 +267,6 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
                                  cache_dir=self.cache_dir, show_progress=self.show_progress, desc="features")
         return predict_batches(self.model_.head, feats, 256), feats
 
-    def _fit_linear_probe(self, frozen: keras.Model, y_train: np.ndarray, result: Any) -> None:
-        """The linear-probe baseline on the frozen features the head stage already computed (seconds)."""
-        t0 = time.perf_counter()
-        self.frozen_backbone_ = frozen
-        self.linear_probe_ = fit_linear_probe(result.train_features, y_train)
-        val = result.val_features
-        self.linear_probe_val_predictions_ = None if val is None else self.linear_probe_.predict(val)
-        self.timings_["linear_probe_s"] = time.perf_counter() - t0
-
     def predict_linear_probe(self, X: Images) -> np.ndarray:
         """Labels the linear probe (logistic regression on the frozen backbone's features, fitted with the model on
         the same training images) gives ``X``: the baseline the trained model should beat. Only after `fit` (the
@@ -310,85 +294,18 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         configuration inside) and its augmentation as ``<stem>.augmentation.json`` beside it. ``path``: a ``.keras``
         file or a folder (``folder/model.keras``)."""
         check_is_fitted(self, "model_")
-        path = Path(path)
-        path = path if path.suffix == ".keras" else path / MODEL_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.model_.unknown_below, self.model_.unknown_label = self.unknown_below, self.unknown_label
-        self.model_.open_set_threshold = self.open_set_threshold_
-        self.model_.calibration.temperature.assign(self.temperature_)
-        _write_task(self.model_, path)
-        save_augmentation(self.augmentation_, path.with_name(f"{path.stem}.augmentation.json"))
-        logger.info("saved %s", path)
-        return path
+        return save_classifier(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> FineClassifier:
         """Load a model written by `save` (a ``.keras`` file or the folder holding ``model.keras``)."""
         path = Path(path)
-        return _from_task(cls, _read_task(path / MODEL_FILE if path.is_dir() else path))
+        return from_task(cls, read_task(path / MODEL_FILE if path.is_dir() else path))
 
     @property
     def augmentation_pipeline_(self) -> Any:
         """The fitted augmentation as an albumentations pipeline (``None`` if none)."""
         return build_augmentation(self.augmentation_)
-
-
-def _metadata(clf: FineClassifier, backbone: str) -> dict[str, Any]:
-    """What a saved model records about how it was trained (parameters, augmentation, input convention)."""
-    params = {k: v for k, v in clf.get_params().items() if k not in ("backbone", "augmentation", "cache_dir")}
-    params["augmentation"] = clf.augmentation if isinstance(clf.augmentation, str) else clf.augmentation_
-    return {"format_version": FORMAT_VERSION, "backbone": backbone, "params": params,
-            "augmentation": clf.augmentation_, "input": "RGB float32 in [0, 255], resized (area when shrinking, "
-            "bilinear when enlarging)",
-            "best_epoch": None if clf.best_epoch_ is None else int(clf.best_epoch_) + 1}
-
-
-def _write_task(model: CropClassifier, path: Path) -> None:
-    """Save the task model atomically (a temporary file beside ``path``, then a rename)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.keras")
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp's file is private; the model is as readable as any other output
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _read_task(path: Path) -> CropClassifier:
-    """Load a saved task model; files of older formats fail with one clear error saying to retrain."""
-    if not path.exists():
-        raise FileNotFoundError(f"no model at {path}")
-    if not zipfile.is_zipfile(path):  # a .keras file is a zip archive
-        raise ValueError(f"{path} is not a readable .keras model file (corrupt, truncated or another format)")
-    try:
-        model = keras.saving.load_model(path, compile=False)
-    except (TypeError, ValueError, OSError, KeyError) as exc:  # older formats, or a damaged archive
-        raise ValueError(f"{path} cannot be read as a FineClassifier: it is damaged (e.g. a truncated weights "
-                         f"file), or was saved by an older version (files saved before format version "
-                         f"{FORMAT_VERSION} must be retrained with python -m pipelines.train_fine): "
-                         f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}") from exc
-    if not isinstance(model, CropClassifier):
-        raise ValueError(f"{path} is not a FineClassifier model (files saved before format version "
-                         f"{FORMAT_VERSION} must be retrained)")
-    return model
-
-
-def _from_task(cls: type[FineClassifier], model: CropClassifier) -> FineClassifier:
-    """A fitted estimator around a loaded task model (its parameters from the model's metadata)."""
-    meta = model.metadata
-    params = {k: v for k, v in meta.get("params", {}).items() if k in cls._get_param_names()}
-    params.update(unknown_below=model.unknown_below, unknown_label=model.unknown_label,
-                  open_set_score=model.open_set_score)
-    clf = cls(backbone=meta.get("backbone", model.backbone.name), **params)
-    clf.model_, clf.classes_ = model, np.asarray(model.class_names, dtype=object)
-    clf.input_size_, clf.augmentation_ = model.input_size, meta.get("augmentation")
-    clf.best_epoch_ = None if meta.get("best_epoch") is None else int(meta["best_epoch"]) - 1
-    clf.fine_tune_best_epoch_, clf.history_, clf.timings_ = None, [], {}
-    clf.temperature_, clf.open_set_threshold_ = model.temperature, model.open_set_threshold
-    clf.calibration_ = meta.get("calibration")
-    return clf
 
 
 def _fit_split(items: list, y_int: np.ndarray, classes: np.ndarray, groups: Sequence[Any] | None,

@@ -31,6 +31,7 @@ from detectcrop.detections import Detections
 from detectcrop.io import printable
 from detectcrop.io.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_PIXELS, ImageReadError, iter_images
 from detectcrop.io.inputs import discover_images
+from detectcrop.runtime.classifier import served_precision
 from detectcrop.tiling import TileConfig
 from pipelines.params import StepParams
 from pipelines.results import ImageResult, classify_crops
@@ -170,7 +171,7 @@ class DetectThenClassify(StepParams):
         classifier = loaded.get("classifier", (None, self.classifier))[1]
         # the precisions served (after `auto` and its checks), so a copy elsewhere and a resumed run load the same
         if not isinstance(classifier, str | os.PathLike):
-            config["precision"] = getattr(classifier, "meta", {}).get("quantization", "float")
+            config["precision"] = served_precision(classifier)
         if not isinstance(detector, str | os.PathLike):
             config["detector_precision"] = getattr(detector, "precision", "float")
         if not isinstance(detector, str | os.PathLike) and hasattr(detector, "nms_iou"):

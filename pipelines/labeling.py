@@ -59,6 +59,9 @@ COCO_JSON = "results.coco.json"
 SUMMARY_JSON = "summary.json"
 #: Settings that label_config.json holds only since a later version (not compared when a resumed run lacks them).
 NOT_RECORDED_BEFORE = ("max_image_bytes", "classifier_options")
+#: Settings and fingerprints recorded under another name by earlier versions: old name -> name now.
+RENAMED = {"detector_calibration": "detector_representative_data",
+           "classifier_calibration": "classifier_representative_data"}
 ANNOTATED_DIR = "annotated"
 #: JPEG's largest side; larger annotated copies are scaled down to it.
 JPEG_MAX_SIDE = 65500
@@ -224,16 +227,17 @@ def _sources(stream: Iterator[tuple[InputEntry, Any]]) -> Iterator[tuple[str, An
 def _fingerprints(pipeline: DetectThenClassify) -> dict[str, str]:
     """sha256 fingerprints of the models' files, so a resumed run notices a retrained model."""
     from detectcrop.detector import detector_fingerprint
+    from detectcrop.runtime.classifier import served_precision
+    from detectcrop.runtime.classifier_cache import representative_file
 
     out = {"detector": detector_fingerprint(pipeline.detector)}
     if isinstance(pipeline.classifier, str | os.PathLike):
         model = Path(pipeline.classifier)
         keras_file = model / "model.keras" if model.is_dir() else model
         out["classifier"] = tree_digest(keras_file)
-        calibration = keras_file.with_name("calibration.npz")
-        served = getattr(pipeline.classifier_, "meta", {}).get("quantization", "float")
-        if served == "int8" and calibration.is_file():  # the int8 export is calibrated on it
-            out["classifier_calibration"] = tree_digest(calibration)
+        representative = representative_file(keras_file)
+        if served_precision(pipeline.classifier_) == "int8" and representative.is_file():  # int8 is quantised on it
+            out["classifier_representative_data"] = tree_digest(representative)
     return out
 
 
@@ -244,14 +248,16 @@ def _resume_state(out: Path, manifest: CsvManifest, config: dict[str, Any], resu
     if not resume:
         raise OutputLocationError(f"{out} already holds predictions; pass --resume to continue, or a new output")
     previous = json.loads((out / CONFIG_JSON).read_text()) if (out / CONFIG_JSON).exists() else {}
+    previous = {RENAMED.get(k, k): v for k, v in previous.items()}
+    previous["fingerprints"] = {RENAMED.get(k, k): v for k, v in previous.get("fingerprints", {}).items()}
     # what a run recorded by an earlier version did not record cannot be compared: taken as unchanged
     for key in NOT_RECORDED_BEFORE:
         if key not in previous and key in config:
             logger.warning("%s does not record %s (an earlier version wrote it): not compared", CONFIG_JSON, key)
             previous[key] = config[key]
     recorded = previous.get("fingerprints", {})
-    if "classifier_calibration" in config["fingerprints"] and "classifier" in recorded:
-        recorded.setdefault("classifier_calibration", config["fingerprints"]["classifier_calibration"])
+    if "classifier_representative_data" in config["fingerprints"] and "classifier" in recorded:
+        recorded.setdefault("classifier_representative_data", config["fingerprints"]["classifier_representative_data"])
     changed = sorted(k for k in set(previous) | set(config) if _setting(previous, k) != _setting(config, k))
     if "fingerprints" in changed:
         before, now = previous.get("fingerprints", {}), config["fingerprints"]

@@ -17,7 +17,7 @@ from PIL import Image
 from classify import FineClassifier
 from classify.calibration import keep_threshold
 from classify.openset import DEFAULT_SCORE, GRAPH_SCORES
-from pipelines import train_fine
+from pipelines import train_fine, training
 
 
 def test_cli_writes_the_run_folder_and_prints_macro_f1_last(tmp_path, capsys, train_dir, heldout_dir,
@@ -230,7 +230,7 @@ def test_a_failed_run_leaves_the_old_run_and_no_partial_folder(tmp_path, capsys,
 
 
 def test_predictions_csv_escapes_text_cells_only():
-    text = train_fine._predictions_csv([("val", "-a.jpg", "=cmd", "@x", 0.25)])
+    text = training.predictions_csv([("val", "-a.jpg", "=cmd", "@x", 0.25)])
     rows = list(csv.reader(io.StringIO(text)))
     assert rows[1] == ["val", "'-a.jpg", "'=cmd", "'@x", "0.250000"]
 
@@ -244,8 +244,8 @@ def test_catalogue_warning_when_test_brands_are_other_designs(tmp_path):
         crops[name] = tmp_path / f"crops_{name}"
         crops[name].mkdir()
         (crops[name] / "build_crops.json").write_text(json.dumps({"input": str(tmp_path / name / "photos")}))
-    assert train_fine.catalogue_warnings(crops["train"], crops["same"]) == []
-    assert train_fine.catalogue_warnings(crops["train"], None) == []
-    assert train_fine.catalogue_warnings(crops["train"], tmp_path / "nowhere") == []  # no catalogue: no claim
-    (warning,) = train_fine.catalogue_warnings(crops["train"], crops["other"])
+    assert training.catalogue_warnings(crops["train"], crops["same"]) == []
+    assert training.catalogue_warnings(crops["train"], None) == []
+    assert training.catalogue_warnings(crops["train"], tmp_path / "nowhere") == []  # no catalogue: no claim
+    (warning,) = training.catalogue_warnings(crops["train"], crops["other"])
     assert "differs" in warning and "aurel" in warning

@@ -108,3 +108,10 @@ def agreement(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
         "argmax_agreement": float(np.mean(reference.argmax(axis=1) == other.argmax(axis=1))) if len(reference) else 1.0,
         "max_abs_diff": float(np.max(np.abs(reference - other))) if len(reference) else 0.0,
     }
+
+
+def served_precision(classifier: object) -> str:
+    """The precision a classifier serves: its LiteRT export's (``float`` for a Keras model); sidecars of earlier
+    versions record it as ``quantization``."""
+    meta = getattr(classifier, "meta", {})
+    return str(meta.get("precision", meta.get("quantization", "float")))
