@@ -28,7 +28,7 @@ def test_float_and_dynamic_exports_agree_with_keras(fitted, tmp_path):
     assert dynamic["argmax_agreement"] >= 0.9, dynamic
     assert dynamic["max_abs_diff"] < 0.25, dynamic
     meta = json.loads((tmp_path / "model_dynamic.tflite.json").read_text())
-    assert meta["class_names"] == clf.classes_.tolist() and meta["quantization"] == "dynamic"
+    assert meta["class_names"] == clf.classes_.tolist() and meta["precision"] == "dynamic"
 
     # a batch runs as calls of `call_size` crops (the widest activation of a call kept cache-sized): same answers
     # as one call of the whole batch

@@ -101,4 +101,4 @@ def test_readme_lists_the_subcommands():
     import re
 
     rows = re.findall(r"^\| `([\w-]+)` \| `python -m ([\w.]+)` \|$", (ROOT / "README.md").read_text(), re.M)
-    assert dict(rows) == {name: command.module for name, command in console.COMMANDS.items()}
+    assert dict(rows) == {name: command.entry for name, command in console.COMMANDS.items()}

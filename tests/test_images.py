@@ -21,6 +21,7 @@ from PIL import Image
 from skimage import data
 
 from detectcrop import images as im
+from detectcrop.io import pixels
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +227,7 @@ def test_every_exif_orientation_matches_pillow(tmp_path, photo, orientation):
 @pytest.mark.parametrize("mode", ["P", "PA", "LA", "L", "CMYK", "I;16", "RGBA"])
 def test_band_conversion_equals_whole_image_conversion(tmp_path, photo, mode, monkeypatch):
     """Converting in bands of rows gives the pixels a one-shot conversion gives (bands smaller than the image)."""
-    monkeypatch.setattr(im, "_BAND_ROWS", 7)
+    monkeypatch.setattr(pixels, "_BAND_ROWS", 7)
     rgba = np.dstack([photo, np.linspace(0, 255, photo.shape[1], dtype=np.uint8)[None].repeat(128, 0)])
     source = Image.fromarray(rgba, "RGBA")
     if mode == "P":

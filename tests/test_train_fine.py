@@ -112,12 +112,12 @@ def test_cli_writes_the_run_folder_and_prints_macro_f1_last(tmp_path, capsys, tr
     # the val/test metrics and predictions.csv are closed-set (comparable with the linear probe)
     assert [r["predicted"] for r in rows] == clf.predict([r["path"] for r in rows], open_set=False).tolist()
     # int8 LiteRT works on a fresh run: --precision auto converts with the calibration crops saved beside the model
-    with np.load(out / "calibration.npz") as npz:
+    with np.load(out / "representative.npz") as npz:
         assert npz["calibration"].shape[1:] == (*clf.input_size_, 3) and len(npz["heldout"]) == report["val"]["n"]
     assert resolve_precision(out, "auto") in ("float", "int8")
     int8 = exported_path(out, "int8")
     int8_meta = json.loads(int8.with_name(int8.name + ".json").read_text())
-    assert int8_meta["quantization"] == "int8" and int8_meta["n"] == report["val"]["n"]
+    assert int8_meta["precision"] == "int8" and int8_meta["n"] == report["val"]["n"]
     # the old run was replaced as a whole, and nothing is left beside it
     assert not (out / "model.tflite").exists() and not (out / "notes.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["open", "run", "test"]

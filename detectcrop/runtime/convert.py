@@ -220,7 +220,11 @@ def converted_detector(saved_model: str | os.PathLike, precision: str = "float",
 
 def conversion_info(model: str | os.PathLike) -> dict[str, Any]:
     """The ``source.json`` written beside a cached ``model.tflite`` (for int8: the held-out recall check)."""
-    return json.loads(Path(model).with_name("source.json").read_text())
+    info = json.loads(Path(model).with_name("source.json").read_text())
+    for old, new in (("calibration", "representative"), ("n_calibration", "n_representative")):  # earlier names
+        if old in info:
+            info.setdefault(new, info.pop(old))
+    return info
 
 
 def _convert_int8(saved_model: str | os.PathLike, representative: RepresentativeData) -> tuple[bytes, dict[str, int]]:

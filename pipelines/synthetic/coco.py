@@ -25,7 +25,7 @@ from pipelines.synthetic.brands import BrandSpec, Catalogue
 
 #: The COCO (detector) category of every watch: a detector has no "watch" class, it finds clocks.
 WATCH_COCO_CATEGORY = "clock"
-DESCRIPTION = "Synthetic fine-grained watch benchmark (pipelines.cli.make_watches)"
+DESCRIPTION = "Synthetic fine-grained watch benchmark (pipelines.make_watches)"
 
 
 def build_coco(
