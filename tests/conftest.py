@@ -82,6 +82,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 # --- the session's model cache ----------------------------------------------------------------------------------
 
 _SEEDED = "DETECTCROP_TEST_HOME_SEEDED_FROM"  # set beside DETECTCROP_HOME: workers and subprocesses reuse the home
+_HOME = pytest.StashKey[Path]()  # the temporary home, in the process that made it (removed at its end)
 
 
 def _mirror(src: Path, dst: Path) -> None:
@@ -130,9 +131,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_HOME] = home
     os.environ["DETECTCROP_HOME"] = str(home)
     os.environ[_SEEDED] = str(real)
-
-
-_HOME = pytest.StashKey[Path]()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
