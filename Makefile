@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # Test files run on this many processes (pytest-xdist; a file's tests stay on one process, sharing its fixtures).
 TEST_WORKERS ?= 2
 
-.PHONY: setup models test demo lint bench clean
+.PHONY: setup models test test-unit test-fast demo lint bench clean
 
 setup: $(VENV)/.installed models
 
@@ -25,9 +25,19 @@ $(VENV)/.installed: pyproject.toml $(LOCK) | $(VENV)/bin/python
 models: $(VENV)/.installed
 	$(PY) -m detectcrop.zoo fetch --offline
 
+# Every test has one tier (tests/conftest.py): unit (no model weights, fast), integration (the real models of the
+# cache), slow (trains, int8, Ray, hostile multi-process runs, the wheel). `make test` runs all of them; `make
+# test-unit` only the unit tier, `make test-fast` all but the slow one. The tests use a temporary copy of the model
+# cache (links to the fetched models): they never write into $$DETECTCROP_HOME.
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+test-unit: setup
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m unit $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow" $(PYTEST_ARGS)
 
 demo: setup
 	$(PY) -m pipelines.demo

@@ -65,6 +65,7 @@ def test_keras_application_presets_build_without_weights(name, dim):
     assert backbone.predict([data.coffee()]).shape == (1, dim)
 
 
+@pytest.mark.unit  # the Keras application is replaced by a failure: nothing is built
 def test_unreachable_keras_weights_name_the_offline_preset(monkeypatch):
     def no_network(*args, **kwargs):
         raise OSError("network unreachable")

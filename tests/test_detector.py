@@ -105,6 +105,7 @@ def test_unreachable_online_model_names_the_offline_preset():
         Detector.from_preset("https://detector.invalid/models/faster_rcnn/1")
 
 
+@pytest.mark.unit  # names a backbone preset only to see it refused before anything loads
 def test_unknown_preset_lists_the_presets():
     with pytest.raises(ValueError, match="faster_rcnn_resnet50_v1_1024x1024"):
         Detector.from_preset("no_such_detector")

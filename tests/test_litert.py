@@ -219,6 +219,7 @@ def test_int8_refuses_to_be_the_default_with_a_bad_calibration(fitted, saved_run
     assert resolve_precision(saved_run, "auto") == "float"
 
 
+@pytest.mark.integration  # the int8 export is replaced by a failure: only the float conversion runs
 @pytest.mark.parametrize("error", [ConversionError("int8: the converter failed"), ImportError("no tensorflow")])
 def test_auto_serves_float_on_litert_when_the_int8_export_fails(saved_run, monkeypatch, caplog, error):
     import classify.litert as classify_litert

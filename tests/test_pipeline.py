@@ -23,8 +23,6 @@ from pipelines.compose import DetectThenClassify
 from pipelines.labeling import COLUMNS
 from pipelines.synthetic import generate, ground_truth_crops, load_ground_truth
 
-pytestmark = pytest.mark.slow  # trains a classifier and runs the pipeline
-
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory) -> Path:

@@ -28,7 +28,6 @@ from detectcrop import cache, zoo  # noqa: E402
 from detectcrop.dataset import build_crops  # noqa: E402
 from pipelines import label as label_cli  # noqa: E402
 
-pytestmark = pytest.mark.slow  # starts a Ray cluster of two nodes and kills one
 REPO = Path(__file__).resolve().parents[1]
 RAY = Path(sys.executable).with_name("ray")
 

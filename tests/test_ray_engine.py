@@ -23,7 +23,6 @@ from detectcrop.dataset import build_crops  # noqa: E402
 from detectcrop.ray_engine import RayOptions  # noqa: E402
 from pipelines import build_crops as crops_cli  # noqa: E402
 
-pytestmark = pytest.mark.slow  # starts Ray clusters and kills workers
 REPO = Path(__file__).resolve().parents[1]
 OPTIONS = RayOptions(actors=2, batch_size=2)
 RAY_ARGS = ["--engine", "ray", "--actors", "2", "--batch-per-actor", "2", "--no-progress"]

@@ -1,13 +1,15 @@
 """The hard variant of the synthetic benchmark: its own fixed catalogue, brands a few fine details apart; the normal
-variant's bytes unchanged."""
+variant unchanged (deterministic, and equal to its recorded summary: files, annotations, pixel statistics)."""
 
 from __future__ import annotations
 
 import hashlib
 import itertools
 import json
+import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -24,9 +26,18 @@ from pipelines.synthetic.difficulty import (
 )
 
 SIZE = (160, 120)
-#: sha256 over (relative path, bytes) of every file of ``generate(brands=3, photos_per_brand=2, scenes=2, seed=0,
-#: size=(160, 120))``, computed with the generator before the hard variant existed (OpenCV of requirements/lock.txt).
-NORMAL_SHA256 = "ffd532fb59ceada29e73fccd4ff58341bdbeef6d82b05c7ae5a924b510fcbade"
+NORMAL = {"brands": 3, "photos_per_brand": 2, "scenes": 2, "seed": 0, "size": SIZE}
+#: `_summary` of ``generate(**NORMAL)``, recorded with the generator before the hard variant existed (its bytes then
+#: hashed the same as now). Record it again after a deliberate change: ``python tests/test_synthetic_difficulty.py``.
+NORMAL_SUMMARY = Path(__file__).parent / "data" / "synthetic_normal_summary.json"
+GRID = 8  # pixel statistics: the mean colour of each cell of a GRID x GRID grid, each channel's mean and std, and
+#: ``detail``, the mean absolute difference of neighbouring pixels (noise, blur, JPEG quality).
+#: Build differences (OpenCV's warps and blurs, the JPEG codec) move a pixel by a level or two: even decoding and
+#: encoding every photo again with Pillow moves a cell by 1.3 at most, ``std`` by 0.6, ``detail`` by 0.3. A change to
+#: what the generator draws or where moves a cell or a box, a label or an attribute; more sensor noise or another JPEG
+#: quality moves ``detail`` by 0.7 to 4.
+PIXEL_TOLERANCE = {"cells": 3.0, "mean": 1.0, "std": 1.5, "detail": 0.5}
+NUMBER_TOLERANCE = 0.02  # the annotations' floats are rounded to 2 decimals or finer: a rounding flip at most
 
 
 def _tree_sha256(root: Path) -> str:
@@ -38,10 +49,53 @@ def _tree_sha256(root: Path) -> str:
     return digest.hexdigest()
 
 
-def test_normal_output_is_byte_identical_to_before(tmp_path: Path) -> None:
-    generate(tmp_path, brands=3, photos_per_brand=2, scenes=2, seed=0, size=SIZE)
-    assert "difficulty" not in json.loads((tmp_path / "annotations.json").read_text())["catalogue"]
-    assert _tree_sha256(tmp_path) == NORMAL_SHA256
+def _summary(root: Path) -> dict:
+    """What the benchmark at ``root`` is, in terms that hold across OpenCV, Pillow and numpy builds: its files, its
+    annotations.json, and per image its size and pixel statistics (see `GRID`)."""
+    images = {}
+    for path in sorted(root.rglob("*.jpg")):
+        pixels = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+        h, w = pixels.shape[:2]
+        cells = pixels[: h - h % GRID, : w - w % GRID].astype(np.float64)
+        cells = cells.reshape(GRID, h // GRID, GRID, w // GRID, 3).mean(axis=(1, 3))
+        images[path.relative_to(root).as_posix()] = {"size": [w, h], "cells": np.round(cells, 1).tolist(),
+                                                     "mean": np.round(pixels.mean(axis=(0, 1)), 2).tolist(),
+                                                     "std": np.round(pixels.std(axis=(0, 1)), 2).tolist(),
+                                                     "detail": round(float(np.abs(np.diff(pixels.astype(np.int16),
+                                                                                          axis=1)).mean()), 3)}
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    return {"files": files, "annotations": json.loads((root / "annotations.json").read_text()), "images": images}
+
+
+def _assert_same_annotations(got, want, where: str = "annotations") -> None:
+    """Equal, but for floats within `NUMBER_TOLERANCE`."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and sorted(got) == sorted(want), where
+        for key in want:
+            _assert_same_annotations(got[key], want[key], f"{where}.{key}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), where
+        for i, (a, b) in enumerate(zip(got, want, strict=True)):
+            _assert_same_annotations(a, b, f"{where}[{i}]")
+    elif isinstance(want, float):
+        assert got == pytest.approx(want, abs=NUMBER_TOLERANCE), where
+    else:
+        assert got == want and type(got) is type(want), where
+
+
+def test_normal_output_is_deterministic_and_matches_its_recorded_summary(tmp_path: Path) -> None:
+    generate(tmp_path / "a", **NORMAL)
+    generate(tmp_path / "b", **NORMAL)
+    assert _tree_sha256(tmp_path / "a") == _tree_sha256(tmp_path / "b")  # same arguments, same bytes
+    assert "difficulty" not in json.loads((tmp_path / "a" / "annotations.json").read_text())["catalogue"]
+    got, want = _summary(tmp_path / "a"), json.loads(NORMAL_SUMMARY.read_text())
+    assert got["files"] == want["files"]
+    _assert_same_annotations(got["annotations"], want["annotations"])  # boxes, labels, attributes, the catalogue
+    assert sorted(got["images"]) == sorted(want["images"])
+    for name, stats in want["images"].items():
+        assert got["images"][name]["size"] == stats["size"], name
+        for key, tolerance in PIXEL_TOLERANCE.items():
+            np.testing.assert_allclose(got["images"][name][key], stats[key], rtol=0, atol=tolerance, err_msg=name)
 
 
 def test_hard_catalogue_is_fixed_whatever_the_photo_seed(tmp_path: Path) -> None:
@@ -83,3 +137,12 @@ def test_hard_watches_vary_within_a_brand_and_share_one_dial_word() -> None:
     for key in HARD_BRAND_DETAILS:
         assert {getattr(s, key) for s, _ in drawn} == {getattr(spec, key)}
     assert sample_variant(spec, np.random.default_rng(0)).logo_text is None  # normal watches print the brand
+
+
+if __name__ == "__main__":  # record NORMAL_SUMMARY again (after a deliberate change to the normal variant)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        generate(Path(tmp), **NORMAL)
+        NORMAL_SUMMARY.write_text(json.dumps(_summary(Path(tmp)), indent=1, sort_keys=True) + "\n")
+    print(f"wrote {NORMAL_SUMMARY}", file=sys.stderr)

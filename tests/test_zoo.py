@@ -153,6 +153,7 @@ def test_unknown_offline_model():
         zoo.ensure("nope")
 
 
+@pytest.mark.integration  # every fetched model, by name from zoo.OFFLINE_MODELS
 def test_real_offline_models_are_cached_and_verified():
     """`make models` fetched them; their files match the checksums recorded at conversion."""
     for name in zoo.OFFLINE_MODELS:
