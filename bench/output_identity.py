@@ -23,7 +23,7 @@ from detectcrop.zoo import OFFLINE_BACKBONE, OFFLINE_DETECTOR
 
 def _run(*args: str) -> None:
     cmd = [sys.executable, "-m", "pipelines.cli.console", *args, *(["--no-progress"] if args[0] in {
-        "crops", "label", "train"} else []), "--log-level", "ERROR"]
+        "crops", "label", "train"} else []), *(["--log-level", "ERROR"] if args[0] != "export" else [])]
     print("$", " ".join(cmd[2:]), flush=True)
     subprocess.run(cmd, check=True)
 
