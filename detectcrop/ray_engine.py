@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -152,9 +153,20 @@ def check_cluster(address: str) -> None:
                                  "`ray start --head` or check the address") from exc
 
 
+#: Ray's C++ log lines: ``[2026-12-07 07:58:46,786 I 2707 2707] logging.cc:303: ...``.
+_RAY_LOG_LINE = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:,]+ [IWEF] \d+ \d+\] [\w./-]+:\d+: ")
+
+
+def is_ray_log_line(line: str) -> bool:
+    """Whether ``line`` is one of Ray's C++ log lines (its core worker's, printed on this process's stderr)."""
+    return bool(_RAY_LOG_LINE.match(line))
+
+
 def connect(options: RayOptions) -> Any:
     """``ray.init`` once per process: a new local Ray with this machine's cores (even where ``ray start`` runs one),
     or the cluster at ``options.address``, checked first (`check_cluster`)."""
+    from detectcrop.environment import stderr_lines_to_debug
+
     ray = import_ray()
     if not ray.is_initialized():
         verbose = logging.getLogger("detectcrop").getEffectiveLevel() <= logging.DEBUG
@@ -164,6 +176,9 @@ def connect(options: RayOptions) -> Any:
         # Ray this engine starts uses token authentication (Ray's default since 2.59)
         for name in ("ray.data._internal.progress", "ray._private.authentication.authentication_token_setup"):
             logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
+        # Ray's C++ log lines in this process (e.g. its note on actors whose constructor arguments live in the
+        # object store), read by the core worker when it starts; kept in Ray's session logs, shown with DEBUG
+        os.environ["RAY_BACKEND_LOG_LEVEL"] = "info" if verbose else "fatal"
         kwargs: dict[str, Any] = {
             "include_dashboard": False, "logging_level": logging.INFO if verbose else logging.WARNING,
             "log_to_driver": verbose,  # actors' logs stay in Ray's session logs; every file's fate is in the rows
@@ -174,7 +189,8 @@ def connect(options: RayOptions) -> Any:
         else:
             check_cluster(options.address)
         try:
-            ray.init(address=options.address or "local", **kwargs)
+            with stderr_lines_to_debug(is_ray_log_line, source="ray"):  # "Set ray log level ...", at start-up
+                ray.init(address=options.address or "local", **kwargs)
         except ConnectionError as exc:
             raise RayConnectionError(f"could not join the Ray cluster at {options.address}: {exc}") from exc
     return ray

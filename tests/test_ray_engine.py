@@ -169,3 +169,18 @@ def test_an_actor_sizes_its_threads_without_importing_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).parents[1], env={**os.environ, "DETECTCROP_NUM_THREADS": ""})
     assert out.stdout.split() == ["False", "1", "1", "1"]
+
+
+def test_the_ray_engine_prints_none_of_rays_own_log_lines(tmp_path):
+    from pipelines.synthetic import generate
+
+    from detectcrop.ray_engine import is_ray_log_line
+
+    generate(tmp_path / "w", brands=1, photos_per_brand=3, scenes=0, seed=1)
+    proc = subprocess.run([sys.executable, "-m", "pipelines.build_crops", "--input", str(tmp_path / "w" / "photos"),
+                           "--output", str(tmp_path / "crops"), "--detector", zoo.OFFLINE_DETECTOR, "--engine", "ray",
+                           "--actors", "2", "--no-progress", "--log-level", "WARNING"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "RAY_ADDRESS": ""})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "", proc.stderr  # e.g. no "[... E ...] core_worker.cc:...: Actor ... has constructor ..."
+    assert is_ray_log_line("[2026-12-07 07:55:19,088 E 31837 31837] core_worker.cc:2465: Actor with class name")
