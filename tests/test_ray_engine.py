@@ -172,9 +172,8 @@ def test_an_actor_sizes_its_threads_without_importing_tensorflow():
 
 
 def test_the_ray_engine_prints_none_of_rays_own_log_lines(tmp_path):
-    from pipelines.synthetic import generate
-
     from detectcrop.ray_engine import is_ray_log_line
+    from pipelines.synthetic import generate
 
     generate(tmp_path / "w", brands=1, photos_per_brand=3, scenes=0, seed=1)
     proc = subprocess.run([sys.executable, "-m", "pipelines.build_crops", "--input", str(tmp_path / "w" / "photos"),
