@@ -2,7 +2,7 @@
 
 A thin estimator over three parts: the Keras task model `classify.task.CropClassifier` (backbone + head, saved as one
 self-describing ``.keras`` file), the two-stage trainer `classify.trainer`, and the prediction interface
-`classify.prediction.ProbabilityPredictor` it shares with the TFLite runner. After training, ``fit`` calibrates
+`classify.prediction.ProbabilityPredictor` it shares with the LiteRT runner. After training, ``fit`` calibrates
 the model on the validation images (`classify.calibration`: the temperature, saved in the model's graph) and sets its
 open-set rule (`classify.openset`: the class means of the training features and the threshold that keeps
 ``open_set_keep`` of the known validation images). ``__init__`` only stores parameters;

@@ -11,7 +11,7 @@ Every score is higher for inputs that look like a known class:
   feature, so it is not in the model's graph).
 
 `CalibratedOutput` is the task model's last layer: logits -> ``softmax(logits / T)``; `OpenSetScore` computes the
-model's open-set score in the graph, so a saved model and its TFLite export carry both.
+model's open-set score in the graph, so a saved model and its LiteRT export carry both.
 `score_table` computes the same scores in numpy (the report compares them).
 """
 

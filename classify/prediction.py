@@ -1,4 +1,4 @@
-"""The prediction interface shared by every classifier runner (Keras, TFLite).
+"""The prediction interface shared by every classifier runner (Keras, LiteRT).
 
 A runner holds ``classes_``, ``input_size_``, ``unknown_below``, ``unknown_label`` and ``open_set_threshold_`` and
 implements one method, `ProbabilityPredictor.predict_batch` (calibrated probabilities and the open-set score for one

@@ -5,7 +5,7 @@ Following keras-hub's backbone / task split: the backbone is a `keras.Model` map
 the head ``Dense(dense_units, relu) -> Dropout -> Dense(n_classes)`` (logits) and `classify.openset.CalibratedOutput`
 (``softmax(logits / T)``, the temperature fitted after training). The model's output is the calibrated
 probabilities; `CropClassifier.serving_model` shares its layers and also outputs the open-set score
-(`classify.openset.OpenSetScore`; the TFLite export is made from it). `get_config` carries the backbone, the class
+(`classify.openset.OpenSetScore`; the LiteRT export is made from it). `get_config` carries the backbone, the class
 names, the unknown rules and free-form training metadata, and the class is registered with Keras when this module
 is imported (``from classify import CropClassifier``, or ``import classify`` after Keras), so
 ``keras.saving.load_model("RUN/model.keras")`` needs nothing else::

@@ -61,13 +61,15 @@ class DetectThenClassify(StepParams):
         max_pixels: refuse larger images (decompression bombs); ``None``: no limit.
         runtime: ``"tf"``, ``"litert"`` (CPU, XNNPACK) or ``"auto"`` (LiteRT on CPU-only machines), for the steps given
             by name or path (`detectcrop.runtime.resolve_runtime`); a model that does not convert runs on TensorFlow.
-        precision: the LiteRT classifier's ``"float"``, ``"int8"`` or ``"auto"`` (the default: int8 where its
-            measured agreement holds, `detectcrop.runtime.classifier_cache`).
+        precision: the LiteRT classifier's ``"float"``, ``"dynamic"``, ``"int8"`` or ``"auto"`` (the default: int8
+            where its measured agreement holds, `detectcrop.runtime.classifier_cache`).
         decode: ``"full"``, ``"reduced"`` or ``"auto"``: decode large JPEGs read from paths at reduced size for
             whole-image detection (`detectcrop.decoding`); crops always come from the full resolution.
         detector_precision: the LiteRT detector's ``"float"``, ``"int8"`` or ``"auto"`` (the default: int8 where a
-            calibration folder is given and its held-out recall holds, `detectcrop.runtime.detector_flatbuffer`).
-        detector_representative_data: the calibration folder of an int8 detector (`detectcrop.runtime.int8`).
+            folder of representative photos is given and its held-out recall holds,
+            `detectcrop.runtime.detector_flatbuffer`).
+        detector_representative_data: the folder of representative photos of an int8 detector
+            (`detectcrop.runtime.int8`).
     """
 
     STEPS = ("detector", "classifier", "crop_policy", "tile")

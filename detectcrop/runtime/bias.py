@@ -4,7 +4,7 @@ Rounding to int8 does not only add noise: it shifts means (activations clipped t
 that cut rounded values, rounding that does not average out over a filter). On the offline CenterNet most `clock`
 scores came out lower in int8 (53 of 68 held-out watches, median 0.90x float's), enough to drop watches below the
 score threshold. Each int8 convolution's int32 bias is moved by the mean difference, per output channel, between
-its dequantised output and the same tensor of the float graph on calibration photos (the empirical bias correction
+its dequantised output and the same tensor of the float graph on representative photos (the empirical bias correction
 of Nagel et al., ICCV 2019, section 4.2). Only values inside the fused activation's open range in both graphs
 count (a value the activation clipped says nothing about the shift before it); values clipped at int8's own limits
 (the percentile ranges of `detectcrop.runtime.prequant`) do count, because the layers downstream read them as they

@@ -5,7 +5,7 @@ centres, no corner alignment). The graph is frozen and pruned at the resize's ou
 ``[1, S, S, 3]``; `resize_like_tf` does the same resize outside (OpenCV's bilinear on float32 uses the same sampling
 grid), and boxes stay normalised, so they map back to the original pixels exactly. One static shape means one XNNPACK
 plan per thread whatever the photos' sizes (re-planning a dynamic-shape interpreter for a new size costs more than an
-inference), and int8 calibration sees the shape it will run.
+inference), and int8's representative data sees the shape it will run.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A detector's float graph made ready for int8: exact rewrites before calibration, percentile ranges after it.
+"""A detector's float graph made ready for int8: exact rewrites before its ranges are measured, percentile ranges after.
 
 Post-training int8 of the offline CenterNet lost every detection, and its int8 graph was no faster than float. What
 this module changes, each measured on the watch benchmark (BENCHMARKS.md):
@@ -13,10 +13,10 @@ this module changes, each measured on the watch benchmark (BENCHMARKS.md):
   whose largest values range from 7 to 90: the small ones lose most of their precision. Channel ``c`` of the
   depthwise output is divided by ``s_c`` (its filter and bias) and the readers' input channel ``c`` multiplied by it,
   which changes nothing in float (ReLU commutes with a positive scale); ``s_c`` is proportional to
-  ``sqrt(a_c / w_c)`` (geometric mean 1), with ``a_c`` the channel's largest activation on the calibration photos
+  ``sqrt(a_c / w_c)`` (geometric mean 1), with ``a_c`` the channel's largest activation on the representative photos
   and ``w_c`` the largest reader weight on that channel, so activation and weight ranges meet in the middle.
 - `percentile_ranges`: the calibrator's min/max of each large activation tensor becomes the 0.01th and 99.99th
-  percentile of its values on the calibration photos, so a few outlying pixels no longer stretch the int8 step of a
+  percentile of its values on the representative photos, so a few outlying pixels no longer stretch the int8 step of a
   whole map, except the tensors the float post-processing reads (peak logits and box sizes keep their full range).
 
 Built on `detectcrop.runtime.graph` (needs TensorFlow, like the conversion itself).
