@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # Test files run on this many processes (pytest-xdist; a file's tests stay on one process, sharing its fixtures).
 TEST_WORKERS ?= 2
 
-.PHONY: setup models test demo lint bench clean
+.PHONY: setup models test demo docs lint bench clean
 
 setup: $(VENV)/.installed models
 
@@ -16,7 +16,7 @@ $(VENV)/bin/python:
 
 # Reinstall only when the dependency ranges or the tested set change: every extra the tests use, pinned to the lock.
 LOCK := requirements/lock.txt
-EXTRAS := dev,heic,synthetic,ray,eval,litert
+EXTRAS := dev,docs,heic,synthetic,ray,eval,litert
 $(VENV)/.installed: pyproject.toml $(LOCK) | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -c $(LOCK) -e '.[$(EXTRAS)]'
 	touch $@
@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml $(LOCK) | $(VENV)/bin/python
 models: $(VENV)/.installed
 	$(PY) -m detectcrop.zoo fetch --offline
 
-test: setup
+test: setup docs
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
@@ -35,8 +35,12 @@ demo: setup
 bench: setup
 	$(PY) -m bench.run_all
 
+# The documentation site into site/ (git-ignored); a warning (a broken link, a docstring griffe cannot read) fails it.
+docs: $(VENV)/.installed
+	$(PY) -m mkdocs build --strict --quiet --site-dir site
+
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache site
