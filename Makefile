@@ -37,7 +37,7 @@ bench: setup
 
 # The documentation site into site/ (git-ignored); a warning (a broken link, a docstring griffe cannot read) fails it.
 docs: $(VENV)/.installed
-	$(PY) -m mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet --site-dir site
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

@@ -1,4 +1,4 @@
-"""The folder commands' outputs on the demo data, written into one folder, for a byte-by-byte comparison across versions.
+"""The folder commands' outputs on the demo data, written into one folder, for a byte-by-byte comparison of versions.
 
     python -m bench.output_identity --work WORK --tag before      # data and model made once in WORK, reused
     python -m bench.output_identity --work WORK --tag after
