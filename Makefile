@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 # Test files run on this many processes (pytest-xdist; a file's tests stay on one process, sharing its fixtures).
 TEST_WORKERS ?= 2
 
-.PHONY: setup models test test-unit test-fast demo lint bench clean
+.PHONY: setup models test test-unit test-fast demo docs lint bench clean
 
 setup: $(VENV)/.installed models
 
@@ -16,7 +16,7 @@ $(VENV)/bin/python:
 
 # Reinstall only when the dependency ranges or the tested set change: every extra the tests use, pinned to the lock.
 LOCK := requirements/lock.txt
-EXTRAS := dev,heic,synthetic,ray,eval,litert
+EXTRAS := dev,docs,heic,synthetic,ray,eval,litert
 $(VENV)/.installed: pyproject.toml $(LOCK) | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -c $(LOCK) -e '.[$(EXTRAS)]'
 	touch $@
@@ -29,7 +29,7 @@ models: $(VENV)/.installed
 # cache), slow (trains, int8, Ray, hostile multi-process runs, the wheel). `make test` runs all of them; `make
 # test-unit` only the unit tier, `make test-fast` all but the slow one. The tests use a temporary copy of the model
 # cache (links to the fetched models): they never write into $$DETECTCROP_HOME.
-test: setup
+test: setup docs
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
@@ -45,8 +45,12 @@ demo: setup
 bench: setup
 	$(PY) -m bench.run_all
 
+# The documentation site into site/ (git-ignored); a warning (a broken link, a docstring griffe cannot read) fails it.
+docs: $(VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet --site-dir site
+
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache site

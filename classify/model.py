@@ -126,20 +126,24 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         batch_size: batch size for training and inference.
         learning_rate: Adam learning rate for the head (0.001; the seed's 0.005 overshoots on hard data, see
             BENCHMARKS.md).
-        dense_units, dropout: the head: ``Dense(dense_units, relu) -> Dropout(dropout) -> Dense(n, softmax)``
+        dense_units: the head's hidden width: ``Dense(dense_units, relu) -> Dropout(dropout) -> Dense(n, softmax)``
             (``dense_units=0``: no hidden layer, a linear head).
+        dropout: the head's dropout rate.
         augmentation: albumentations pipeline as a preset name, dict, JSON path or Compose; ``None`` for none.
         augment_views: augmented views cached per training image for the head stage (0: clean images only).
         class_weight: ``None`` or ``"balanced"`` (inverse class frequency, as scikit-learn).
         validation_fraction: held out of ``fit``'s data (grouped by ``groups``) when no ``validation_data`` is given;
             0 trains on everything without checkpointing.
         patience: early-stopping patience in epochs (0: never stop early).
-        reduce_lr_patience, reduce_lr_factor, min_learning_rate: ReduceLROnPlateau on ``val_loss``.
+        reduce_lr_patience: ReduceLROnPlateau on ``val_loss``: its patience in epochs.
+        reduce_lr_factor: ReduceLROnPlateau's factor.
+        min_learning_rate: ReduceLROnPlateau's lowest learning rate.
         fine_tune_blocks: after the head stage, unfreeze the backbone's top blocks (see
             `classify.backbones.backbone_blocks`; 0: skip; ``"auto"``: `AUTO_FINE_TUNE_BLOCKS` where the backbone
             can be fine-tuned, else 0). The defaults (4 blocks, peak rate 3e-4, 15 epochs, Dense(512) + Dropout 0.3)
             are the recipe measured best on the hard benchmark (BENCHMARKS.md).
-        fine_tune_epochs, fine_tune_learning_rate: the fine-tuning stage (the rate is its peak: see
+        fine_tune_epochs: the fine-tuning stage's epochs.
+        fine_tune_learning_rate: the fine-tuning stage's peak learning rate (see
             `classify.trainer.fine_tune_schedule`).
         fine_tune_warmup_epochs: epochs of linear learning-rate warm-up before the cosine decay.
         unknown_below: `predict` answers ``unknown_label`` when the top probability is below this (``None``: never).

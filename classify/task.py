@@ -59,7 +59,8 @@ class CropClassifier(keras.Model):
     Args:
         backbone: image -> pooled features, preprocessing inside, fixed input size.
         class_names: the label of each output, in order.
-        dense_units, dropout: the head's hidden width and dropout rate.
+        dense_units: the head's hidden width.
+        dropout: the head's dropout rate.
         unknown_below: the top probability under which a prediction counts as ``unknown_label`` (``None``: never).
         unknown_label: the answer for ambiguous inputs.
         open_set_score: the open-set score the serving graph outputs (`classify.openset.GRAPH_SCORES`).

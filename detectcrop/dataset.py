@@ -276,7 +276,8 @@ def build_crops(
         max_pixels: refuse larger images (decompression bombs); ``None``: no limit.
         max_image_bytes: refuse images that need more memory to decode (`detectcrop.io.images.decode_bytes`).
         decode_budget: bytes of images decoded ahead at once (one that needs more decodes alone); ``None``: no limit.
-        workers, prefetch: decoding threads and how many images they may decode ahead (local engine).
+        workers: decoding threads (local engine).
+        prefetch: how many images the decoding threads may decode ahead (local engine).
         engine: ``"local"`` (this process) or ``"ray"`` (a Ray Data actor pool, see `detectcrop.ray_engine`); both
             write the same files.
         ray: Ray settings (address, actors, ...) for ``engine="ray"``.

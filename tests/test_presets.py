@@ -9,18 +9,18 @@ import pytest
 
 from detectcrop import presets, zoo
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+MODELS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "guides" / "models.md"
 
 
-def _readme_table() -> str:
-    text = README.read_text()
+def _models_page_table() -> str:
+    text = MODELS_PAGE.read_text()
     match = re.search(r"<!-- presets:start[^>]*-->\n(.*?)<!-- presets:end -->", text, re.S)
-    assert match, "README.md has no presets table between the presets:start / presets:end markers"
+    assert match, "docs/guides/models.md has no presets table between the presets:start / presets:end markers"
     return match.group(1)
 
 
-def test_readme_table_lists_exactly_the_registry_presets():
-    table = _readme_table()
+def test_models_page_table_lists_exactly_the_registry_presets():
+    table = _models_page_table()
     listed = re.findall(r"^\| `([^`]+)` \|", table, re.M)
     assert listed == list(presets.PRESETS)
     assert table == presets.markdown_table(), "regenerate it: python -m detectcrop.zoo list --markdown"

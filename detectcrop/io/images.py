@@ -148,8 +148,9 @@ def read_image(
         ticket: a place in a shared `DecodeBudget` (`iter_images` passes one), reserved before decoding.
 
     Raises:
-        EmptyFileError, NotAnImageError, CorruptImageError, ImageTooLargeError (all `ImageReadError`);
-        ImageReadError for a missing or unreadable file, or one that is not a regular file.
+        ImageReadError: `EmptyFileError`, `NotAnImageError`, `CorruptImageError` or `ImageTooLargeError` (all
+            `ImageReadError`); `ImageReadError` itself for a missing or unreadable file, or one that is not a regular
+            file.
     """
     return decode_image(path, max_pixels=max_pixels, exif_orientation=exif_orientation,
                         max_image_bytes=max_image_bytes, ticket=ticket).image
