@@ -7,7 +7,7 @@ them (`classify.recalibration`); the weights do not change. Crops in folders of 
 measure the open-set rule (AUROC, share marked unknown) and take no part in the fit. A few hundred crops cut from
 the photos you label (e.g. ``build_crops`` output, sorted by hand) are enough.
 
-Writes ``NEWRUN/model.keras`` (with ``model.augmentation.json``; ``calibration.npz`` is copied from ``RUN`` for
+Writes ``NEWRUN/model.keras`` (with ``model.augmentation.json``; ``representative.npz`` is copied from ``RUN`` for
 int8 LiteRT), ``NEWRUN/recalibration.json`` (previous and new temperature, ECE, NLL, threshold and share of known
 crops marked unknown on these crops; the new ECE is in-sample) and ``NEWRUN/reliability.png`` (previous and new
 temperature). ``RUN`` is never written. User errors end with exit status 2 and one ``error: ...`` line.
@@ -77,6 +77,7 @@ def _run(args: argparse.Namespace, model_dir: Path, final: Path) -> int:
     from classify.model import FineClassifier
     from classify.recalibration import recalibrate
     from classify.report import plot_reliability, write_json
+    from detectcrop.runtime.classifier_cache import REPRESENTATIVE_FILE, representative_file
 
     try:
         clf = FineClassifier.load(model_dir)
@@ -92,8 +93,9 @@ def _run(args: argparse.Namespace, model_dir: Path, final: Path) -> int:
         report = fit.report
         with staged_run_folder(final) as out:
             clf.save(out)
-            if (model_dir / "calibration.npz").is_file():
-                shutil.copy2(model_dir / "calibration.npz", out / "calibration.npz")
+            representative = representative_file(model_dir)  # int8's representative crops, under their own name
+            if representative.is_file():
+                shutil.copy2(representative, out / REPRESENTATIVE_FILE)
             plot_reliability(fit.logits, fit.y, clf.temperature_, out / "reliability.png", before=previous_temperature,
                              title="Recalibration crops")
             write_json(out / REPORT_JSON, {
