@@ -14,7 +14,6 @@ as that config, so it can be shipped to workers of a distributed engine.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 from collections.abc import Iterable, Iterator
@@ -30,10 +29,10 @@ from detectcrop.decoding import DEFAULT_DECODE, ReducedImage, read_for_detection
 from detectcrop.detections import Detections
 from detectcrop.io import printable
 from detectcrop.io.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_PIXELS, ImageReadError, iter_images
-from detectcrop.io.inputs import discover_images
-from detectcrop.runtime.classifier import served_precision
+from detectcrop.io.inputs import read_entries, scan_inputs
 from detectcrop.tiling import TileConfig
 from pipelines.params import StepParams
+from pipelines.pipeline_config import clone_pipeline, pipeline_config, pipeline_from_config, source_name
 from pipelines.results import ImageResult, classify_crops
 
 logger = logging.getLogger(__name__)
@@ -121,17 +120,7 @@ class DetectThenClassify(StepParams):
         return self
 
     def _load_model(self, name: str, spec: str | os.PathLike) -> Any:
-        if name == "detector":
-            from detectcrop.detector import Detector
-
-            options = {"runtime": self.runtime, "precision": self.detector_precision,
-                       "representative_data": self.detector_representative_data,
-                       **self.__dict__.get("_detector_options", {})}
-            return Detector.from_preset(spec, **options)
-        classifier = _load_classifier(spec, self.runtime, self.precision)
-        for key, value in self.__dict__.get("_classifier_options", {}).items():
-            setattr(classifier, key, value)  # what set_params(classifier__...) changed before a copy was made
-        return classifier
+        return _load_model(self, name, spec)
 
     def set_params(self, **params: Any) -> DetectThenClassify:
         if "detector__min_score" in params:  # detect_objects passes the pipeline's own to the detector
@@ -164,45 +153,16 @@ class DetectThenClassify(StepParams):
     def to_config(self) -> dict[str, Any]:
         """A JSON-able description from which `from_config` rebuilds the pipeline in another process. Once loaded,
         ``precision`` and ``detector_precision`` are the precisions served (``auto`` resolved)."""
-        config = {name: getattr(self, name) for name in self._param_names()}
-        config.update(detector=_source(self.detector, "detector"), classifier=_source(self.classifier, "classifier"),
-                      crop_policy=dataclasses.asdict(self.crop_policy),
-                      tile=None if self.tile is None else dataclasses.asdict(self.tile))
-        loaded = self.__dict__.get("_loaded", {})
-        detector = loaded.get("detector", (None, self.detector))[1]
-        classifier = loaded.get("classifier", (None, self.classifier))[1]
-        # the precisions served (after `auto` and its checks), so a copy elsewhere and a resumed run load the same
-        if not isinstance(classifier, str | os.PathLike):
-            config["precision"] = served_precision(classifier)
-        if not isinstance(detector, str | os.PathLike):
-            config["detector_precision"] = getattr(detector, "precision", "float")
-        if not isinstance(detector, str | os.PathLike) and hasattr(detector, "nms_iou"):
-            config["detector_options"] = {"min_score": detector.min_score, "nms_iou": detector.nms_iou}
-            if getattr(detector, "runtime", None) is not None:  # the runtime it actually loaded on (after fallback)
-                config["detector_options"]["runtime"] = detector.runtime
-            if getattr(detector, "precision", "float") != "float":  # the precision it serves (after the int8 rule)
-                config["detector_options"]["precision"] = detector.precision
-        elif "_detector_options" in self.__dict__:
-            config["detector_options"] = dict(self._detector_options)
-        if not isinstance(classifier, str | os.PathLike):  # the unknown rule as set on it (set_params included)
-            config["classifier_options"] = {k: getattr(classifier, k) for k in CLASSIFIER_OPTIONS}
-        elif "_classifier_options" in self.__dict__:
-            config["classifier_options"] = dict(self._classifier_options)
-        return config
+        return pipeline_config(self)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> DetectThenClassify:
-        config = dict(config)
-        options = config.pop("detector_options", None)
-        classifier_options = config.pop("classifier_options", None)
-        config["crop_policy"] = CropPolicy(**config["crop_policy"])
-        config["tile"] = None if config.get("tile") is None else TileConfig(**config["tile"])
-        pipe = cls(**config)
-        if options:
-            pipe._detector_options = dict(options)  # applied when the detector is loaded
-        if classifier_options:
-            pipe._classifier_options = dict(classifier_options)  # applied when the classifier is loaded
-        return pipe
+        return pipeline_from_config(cls, config)
+
+    def __sklearn_clone__(self) -> DetectThenClassify:
+        """`sklearn.base.clone`: the same parameters, and what ``set_params(classifier__...)`` or
+        ``set_params(detector__...)`` changed on a step given by name or path (the copy loads its models anew)."""
+        return clone_pipeline(self)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickles as `to_config` (models are reloaded on the other side): steps must be names or paths."""
@@ -219,31 +179,23 @@ class DetectThenClassify(StepParams):
         """Label one image: a path, or an array or Pillow image (converted as `classify.batches.as_rgb_uint8` says:
         greyscale, RGBA, uint16 and float arrays are read as their files would be; a ``ValueError`` for what is not an
         image)."""
-        if isinstance(image, str | os.PathLike):
-            try:
-                array: np.ndarray | ReducedImage | ImageReadError = read_for_detection(
-                    image, self.load().steps_.reduction, max_pixels=self.max_pixels)
-            except ImageReadError as exc:
-                array = exc
-            return next(self.label_images([(os.fspath(image), array)]))
-        from classify.batches import as_rgb_uint8
-
-        return next(self.label_images([("<array>", as_rgb_uint8(image))]))
+        return next(self.label_images([_one_item(self, image)]))
 
     def run(self, inputs: str | os.PathLike | Iterable[str | os.PathLike], *, workers: int = 2,
             prefetch: int = 8, decode_budget: int | None = DEFAULT_DECODE_BUDGET) -> Iterator[ImageResult]:
-        """Label a folder (its image files, recursively, in a stable order), one file, or an iterable of paths.
+        """Label a folder (every entry, recursively, sorted, by the rules of ``label``: `detectcrop.io.inputs`; an
+        entry that is not an image is a result with status ``error``), one file, or an iterable of paths.
 
         Results stream in input order; decoding is prefetched by ``workers`` threads and crops of consecutive images
         are classified together, so memory stays bounded by ``prefetch`` images (and ``decode_budget`` bytes) plus
         one batch of crops.
         """
-        if isinstance(inputs, str | os.PathLike):
-            root = Path(inputs)
-            paths = discover_images(root) if root.is_dir() else [root]
-        else:
-            paths = [Path(p) for p in inputs]
         reduction = self.load().steps_.reduction
+        if isinstance(inputs, str | os.PathLike) and Path(inputs).is_dir():  # every entry, as `label` lists them
+            entries = read_entries(scan_inputs(inputs), workers=workers, prefetch=prefetch, max_pixels=self.max_pixels,
+                                   decode_budget=decode_budget, reduction=reduction)
+            return self.label_images(_sources((entry.path, image) for entry, image in entries))
+        paths = [Path(inputs)] if isinstance(inputs, str | os.PathLike) else [Path(p) for p in inputs]
         stream = iter_images(paths, workers=workers, prefetch=prefetch, max_pixels=self.max_pixels,
                              decode_budget=decode_budget,
                              reader=lambda path, **kwargs: read_for_detection(path, reduction, **kwargs))
@@ -273,33 +225,59 @@ class DetectThenClassify(StepParams):
                 pending.append(item)
                 n_crops += len(item.boxes)
                 if n_crops >= self.batch_size or len(pending) >= self.batch_size:  # full batch, or many empty images
-                    yield from self._classify(pending, finishing)
+                    yield from _classify(self, pending, finishing)
                     pending, finishing, n_crops = [], [], 0
-            yield from self._classify(pending, finishing)
-
-    def _classify(self, pending: list[ImageCrops], finishing: list[Future]) -> Iterator[ImageResult]:
-        for future in finishing:  # crops still waiting for their full-resolution decode
-            future.result()
-        for item in pending:
-            if item.status == "error":
-                logger.warning("%s: %s", printable(item.source), item.error)  # names may hold undecodable bytes
-        classifier = self.classifier_
-        if self.unknown_below is not None:  # the pipeline's rule, else the classifier's own (saved with the model)
-            unknown_below, unknown_label = self.unknown_below, self.unknown_label
-        else:
-            unknown_below = getattr(classifier, "unknown_below", None)
-            unknown_label = getattr(classifier, "unknown_label", self.unknown_label)
-        threshold = getattr(classifier, "open_set_threshold_", None) if self.open_set else None
-        yield from classify_crops(pending, classifier, self.top_k, unknown_below, unknown_label, threshold)
+            yield from _classify(self, pending, finishing)
 
     def __repr__(self) -> str:
-        return (f"DetectThenClassify(detector={_source(self.detector, 'detector', strict=False)!r}, "
-                f"classifier={_source(self.classifier, 'classifier', strict=False)!r}, category={self.category!r}, "
+        return (f"DetectThenClassify(detector={source_name(self.detector, 'detector', strict=False)!r}, "
+                f"classifier={source_name(self.classifier, 'classifier', strict=False)!r}, category={self.category!r}, "
                 f"tile={self.tile is not None})")
 
 
-#: The loaded classifier's settings a copy of the pipeline (pickle, `from_config`, a Ray actor) carries over.
-CLASSIFIER_OPTIONS = ("unknown_below", "unknown_label")
+def _load_model(pipe: DetectThenClassify, name: str, spec: str | os.PathLike) -> Any:
+    """The detector or classifier given by name or path, loaded with the pipeline's runtime and precisions."""
+    if name == "detector":
+        from detectcrop.detector import Detector
+
+        options = {"runtime": pipe.runtime, "precision": pipe.detector_precision,
+                   "representative_data": pipe.detector_representative_data,
+                   **pipe.__dict__.get("_detector_options", {})}
+        return Detector.from_preset(spec, **options)
+    classifier = _load_classifier(spec, pipe.runtime, pipe.precision)
+    for key, value in pipe.__dict__.get("_classifier_options", {}).items():
+        setattr(classifier, key, value)  # what set_params(classifier__...) changed before a copy was made
+    return classifier
+
+
+def _classify(pipe: DetectThenClassify, pending: list[ImageCrops], finishing: list[Future]) -> Iterator[ImageResult]:
+    """Label the crops of ``pending`` (once their full-resolution decodes in ``finishing`` are done) by the pipeline's
+    unknown rule, else the classifier's own."""
+    for future in finishing:  # crops still waiting for their full-resolution decode
+        future.result()
+    for item in pending:
+        if item.status == "error":
+            logger.warning("%s: %s", printable(item.source), item.error)  # names may hold undecodable bytes
+    classifier = pipe.classifier_
+    if pipe.unknown_below is not None:  # the pipeline's rule, else the classifier's own (saved with the model)
+        unknown_below, unknown_label = pipe.unknown_below, pipe.unknown_label
+    else:
+        unknown_below = getattr(classifier, "unknown_below", None)
+        unknown_label = getattr(classifier, "unknown_label", pipe.unknown_label)
+    threshold = getattr(classifier, "open_set_threshold_", None) if pipe.open_set else None
+    yield from classify_crops(pending, classifier, pipe.top_k, unknown_below, unknown_label, threshold)
+
+
+def _one_item(pipe: DetectThenClassify, image: Any) -> tuple[str, Any]:
+    """``(source, image or read error)`` for one path, array or Pillow image."""
+    if isinstance(image, str | os.PathLike):
+        try:
+            return os.fspath(image), read_for_detection(image, pipe.load().steps_.reduction, max_pixels=pipe.max_pixels)
+        except ImageReadError as exc:
+            return os.fspath(image), exc
+    from classify.batches import as_rgb_uint8
+
+    return "<array>", as_rgb_uint8(image)
 
 
 def _load_classifier(spec: str | os.PathLike, runtime: str, precision: str) -> Any:
@@ -323,14 +301,3 @@ def _sources(stream: Iterable[tuple[os.PathLike, Any]]) -> Iterator[tuple[str, A
     for path, image in stream:
         yield os.fspath(path), image
         del image
-
-
-def _source(step: Any, what: str, strict: bool = True) -> str:
-    if isinstance(step, str | os.PathLike):
-        return os.fspath(step)
-    if what == "detector" and isinstance(getattr(step, "name", None), str) and step.name != "custom":
-        return step.name
-    if strict:
-        raise ValueError(f"the {what} was given as an object; give it as a preset name or path to rebuild the "
-                         f"pipeline from its config (save a classifier first, then pass its path)")
-    return type(step).__name__

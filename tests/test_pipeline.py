@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import pickle
+import shutil
 import time
 from pathlib import Path
 
@@ -198,6 +199,38 @@ def test_params_follow_scikit_learn(pipe):
     assert deep["crop_policy__pad"] == 0.3 and deep["classifier__batch_size"] == 32
     with pytest.raises(ValueError, match="invalid parameter"):
         clone.set_params(nope=1)
+
+
+def test_clone_keeps_what_set_params_changed_on_steps_given_by_path(pipe):
+    from sklearn.base import clone
+
+    original = DetectThenClassify(**pipe.get_params(deep=False))
+    original.set_params(classifier__unknown_below=0.77, detector__nms_iou=0.33, top_k=1)  # loads both steps
+    for twin in (clone(original), pickle.loads(pickle.dumps(original))):  # clone now keeps what pickling keeps
+        assert twin.top_k == 1 and twin.classifier == original.classifier
+        twin.load()
+        assert twin.classifier_ is not original.classifier_  # an unfitted twin: its models load anew
+        assert twin.classifier_.unknown_below == 0.77 and twin.detector_.nms_iou == 0.33
+    fresh = clone(DetectThenClassify(**pipe.get_params(deep=False)))
+    assert fresh.load().classifier_.unknown_below != 0.77  # nothing leaks from one pipeline into another
+
+
+def test_run_on_a_folder_lists_it_as_label_does(bench, pipe, tmp_path):
+    from detectcrop.io.inputs import scan_inputs
+
+    folder = tmp_path / "mixed"
+    (folder / "sub").mkdir(parents=True)
+    scene = bench / "scenes" / "scene_0001.jpg"
+    shutil.copy2(scene, folder / "a.jpg")
+    shutil.copy2(scene, folder / ".hidden.jpg")  # hidden files are inputs like any other
+    (folder / "notes.txt").write_text("not a photo")
+    (folder / "sub" / "b.jpg").symlink_to(scene)
+    (folder / ".cache").mkdir()  # a hidden folder is listed, not searched
+    results = list(pipe.run(folder))
+    assert [r.source for r in results] == [str(e.path) for e in scan_inputs(folder)]
+    by_name = {Path(r.source).name: r for r in results}
+    assert by_name[".hidden.jpg"].labels == by_name["a.jpg"].labels == by_name["b.jpg"].labels
+    assert by_name["notes.txt"].status == "error" and by_name[".cache"].status == "error"
 
 
 def test_pickles_as_config_and_rebuilds(bench, pipe):
