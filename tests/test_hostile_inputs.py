@@ -320,12 +320,12 @@ def test_resume_compares_what_an_earlier_version_recorded_and_runtime_auto_as_re
     manifest = CsvManifest(out / PREDICTIONS_CSV, COLUMNS).open()
     manifest.append([["a.jpg", "no_detection", 10, 10, *[""] * 11], ["b.jpg", "no_detection", 10, 10, *[""] * 11]])
     earlier = {"input": "/photos", "runtime": "auto", "classifier": "run",
-               "fingerprints": {"detector": "d", "classifier": "c"}}  # no decode limit, no int8 calibration
+               "fingerprints": {"detector": "d", "classifier": "c"}}  # no decode limit, no int8 representative data
     (out / CONFIG_JSON).write_text(json.dumps(earlier))
     now = {"input": "/photos", "runtime": resolve_runtime("auto"), "classifier": "/elsewhere/run/model.keras",
-           "max_image_bytes": 123, "fingerprints": {"detector": "d", "classifier": "c", "classifier_calibration": "x"}}
+           "max_image_bytes": 123, "fingerprints": {"detector": "d", "classifier": "c", "classifier_representative_data": "x"}}
     assert _resume_state(out, CsvManifest(out / PREDICTIONS_CSV, COLUMNS), now, resume=True) == {"a.jpg"}
     (out / CONFIG_JSON).write_text(json.dumps({**now, "fingerprints": {**now["fingerprints"],
                                                                        "classifier_calibration": "y"}}))
-    with pytest.raises(OutputLocationError, match="classifier_calibration model changed"):
+    with pytest.raises(OutputLocationError, match="classifier_representative_data model changed"):
         _resume_state(out, CsvManifest(out / PREDICTIONS_CSV, COLUMNS), now, resume=True)
