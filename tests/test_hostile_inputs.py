@@ -323,7 +323,8 @@ def test_resume_compares_what_an_earlier_version_recorded_and_runtime_auto_as_re
                "fingerprints": {"detector": "d", "classifier": "c"}}  # no decode limit, no int8 representative data
     (out / CONFIG_JSON).write_text(json.dumps(earlier))
     now = {"input": "/photos", "runtime": resolve_runtime("auto"), "classifier": "/elsewhere/run/model.keras",
-           "max_image_bytes": 123, "fingerprints": {"detector": "d", "classifier": "c", "classifier_representative_data": "x"}}
+           "max_image_bytes": 123,
+           "fingerprints": {"detector": "d", "classifier": "c", "classifier_representative_data": "x"}}
     assert _resume_state(out, CsvManifest(out / PREDICTIONS_CSV, COLUMNS), now, resume=True) == {"a.jpg"}
     (out / CONFIG_JSON).write_text(json.dumps({**now, "fingerprints": {**now["fingerprints"],
                                                                        "classifier_calibration": "y"}}))
