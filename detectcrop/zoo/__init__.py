@@ -272,7 +272,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             bad += 1
             print(f"{name}: BAD ({exc})")
     return 1 if bad else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
