@@ -15,28 +15,34 @@ as that config, so it can be shipped to workers of a distributed engine.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from detectcrop.core import DetectSteps, ImageCrops, category_ids, detect_objects, process_image
+from detectcrop.core import DetectSteps, category_ids, detect_objects
 from detectcrop.crops import CropPolicy
-from detectcrop.decoding import DEFAULT_DECODE, ReducedImage, read_for_detection
+from detectcrop.decoding import DEFAULT_DECODE, ReducedImage
 from detectcrop.detections import Detections
-from detectcrop.io import printable
-from detectcrop.io.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_PIXELS, ImageReadError, iter_images
-from detectcrop.io.inputs import discover_images
+from detectcrop.io.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_PIXELS, ImageReadError
 from detectcrop.tiling import TileConfig
 from pipelines.params import StepParams
-from pipelines.results import ImageResult, classify_crops
+from pipelines.pipeline_steps import (
+    CLASSIFIER_OPTIONS,
+    label_stream,
+    load_classifier,
+    read_one,
+    run_inputs,
+    served_precisions,
+    split_config,
+    step_options,
+    step_source,
+    with_options,
+)
+from pipelines.results import ImageResult, LabeledObject
 
-logger = logging.getLogger(__name__)
-
+__all__ = ["CLASSIFIER_OPTIONS", "DetectThenClassify", "ImageResult", "LabeledObject"]
 
 
 class DetectThenClassify(StepParams):
@@ -125,7 +131,7 @@ class DetectThenClassify(StepParams):
                        "representative_data": self.detector_representative_data,
                        **self.__dict__.get("_detector_options", {})}
             return Detector.from_preset(spec, **options)
-        classifier = _load_classifier(spec, self.runtime, self.precision)
+        classifier = load_classifier(spec, self.runtime, self.precision)
         for key, value in self.__dict__.get("_classifier_options", {}).items():
             setattr(classifier, key, value)  # what set_params(classifier__...) changed before a copy was made
         return classifier
@@ -162,44 +168,26 @@ class DetectThenClassify(StepParams):
         """A JSON-able description from which `from_config` rebuilds the pipeline in another process. Once loaded,
         ``precision`` and ``detector_precision`` are the precisions served (``auto`` resolved)."""
         config = {name: getattr(self, name) for name in self._param_names()}
-        config.update(detector=_source(self.detector, "detector"), classifier=_source(self.classifier, "classifier"),
+        config.update(detector=step_source(self.detector, "detector"),
+                      classifier=step_source(self.classifier, "classifier"),
                       crop_policy=dataclasses.asdict(self.crop_policy),
                       tile=None if self.tile is None else dataclasses.asdict(self.tile))
-        loaded = self.__dict__.get("_loaded", {})
-        detector = loaded.get("detector", (None, self.detector))[1]
-        classifier = loaded.get("classifier", (None, self.classifier))[1]
         # the precisions served (after `auto` and its checks), so a copy elsewhere and a resumed run load the same
-        if not isinstance(classifier, str | os.PathLike):
-            config["precision"] = getattr(classifier, "meta", {}).get("quantization", "float")
-        if not isinstance(detector, str | os.PathLike):
-            config["detector_precision"] = getattr(detector, "precision", "float")
-        if not isinstance(detector, str | os.PathLike) and hasattr(detector, "nms_iou"):
-            config["detector_options"] = {"min_score": detector.min_score, "nms_iou": detector.nms_iou}
-            if getattr(detector, "runtime", None) is not None:  # the runtime it actually loaded on (after fallback)
-                config["detector_options"]["runtime"] = detector.runtime
-            if getattr(detector, "precision", "float") != "float":  # the precision it serves (after the int8 rule)
-                config["detector_options"]["precision"] = detector.precision
-        elif "_detector_options" in self.__dict__:
-            config["detector_options"] = dict(self._detector_options)
-        if not isinstance(classifier, str | os.PathLike):  # the unknown rule as set on it (set_params included)
-            config["classifier_options"] = {k: getattr(classifier, k) for k in CLASSIFIER_OPTIONS}
-        elif "_classifier_options" in self.__dict__:
-            config["classifier_options"] = dict(self._classifier_options)
+        config.update(served_precisions(self))
+        config.update(step_options(self))
         return config
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> DetectThenClassify:
-        config = dict(config)
-        options = config.pop("detector_options", None)
-        classifier_options = config.pop("classifier_options", None)
-        config["crop_policy"] = CropPolicy(**config["crop_policy"])
-        config["tile"] = None if config.get("tile") is None else TileConfig(**config["tile"])
-        pipe = cls(**config)
-        if options:
-            pipe._detector_options = dict(options)  # applied when the detector is loaded
-        if classifier_options:
-            pipe._classifier_options = dict(classifier_options)  # applied when the classifier is loaded
-        return pipe
+        """The pipeline `to_config` describes (models load lazily, with the options recorded)."""
+        arguments, options = split_config(config)
+        return with_options(cls(**arguments), options)
+
+    def __sklearn_clone__(self) -> DetectThenClassify:
+        """`sklearn.base.clone`: the same parameters, and the settings changed on loaded models with
+        ``set_params(step__...)`` (applied when the copy loads them). Models given as objects are shared: the
+        pipeline never fits them."""
+        return with_options(type(self)(**self.get_params(deep=False)), step_options(self))
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickles as `to_config` (models are reloaded on the other side): steps must be names or paths."""
@@ -217,34 +205,24 @@ class DetectThenClassify(StepParams):
         greyscale, RGBA, uint16 and float arrays are read as their files would be; a ``ValueError`` for what is not an
         image)."""
         if isinstance(image, str | os.PathLike):
-            try:
-                array: np.ndarray | ReducedImage | ImageReadError = read_for_detection(
-                    image, self.load().steps_.reduction, max_pixels=self.max_pixels)
-            except ImageReadError as exc:
-                array = exc
-            return next(self.label_images([(os.fspath(image), array)]))
+            return next(self.label_images([read_one(image, self.load().steps_.reduction, self.max_pixels)]))
         from classify.batches import as_rgb_uint8
 
         return next(self.label_images([("<array>", as_rgb_uint8(image))]))
 
     def run(self, inputs: str | os.PathLike | Iterable[str | os.PathLike], *, workers: int = 2,
             prefetch: int = 8, decode_budget: int | None = DEFAULT_DECODE_BUDGET) -> Iterator[ImageResult]:
-        """Label a folder (its image files, recursively, in a stable order), one file, or an iterable of paths.
+        """Label a folder (recursively, in a stable order), one file, or an iterable of paths: a folder is listed as
+        the folder commands list it (`detectcrop.io.inputs.scan_inputs`: hidden files are inputs, hidden folders and
+        links to folders are not searched, every entry that cannot be read is an ``error`` result).
 
         Results stream in input order; decoding is prefetched by ``workers`` threads and crops of consecutive images
         are classified together, so memory stays bounded by ``prefetch`` images (and ``decode_budget`` bytes) plus
         one batch of crops.
         """
-        if isinstance(inputs, str | os.PathLike):
-            root = Path(inputs)
-            paths = discover_images(root) if root.is_dir() else [root]
-        else:
-            paths = [Path(p) for p in inputs]
-        reduction = self.load().steps_.reduction
-        stream = iter_images(paths, workers=workers, prefetch=prefetch, max_pixels=self.max_pixels,
-                             decode_budget=decode_budget,
-                             reader=lambda path, **kwargs: read_for_detection(path, reduction, **kwargs))
-        return self.label_images(_sources(stream))
+        stream = run_inputs(inputs, self.load().steps_.reduction, workers=workers, prefetch=prefetch,
+                            max_pixels=self.max_pixels, decode_budget=decode_budget)
+        return self.label_images(stream)
 
     def detect(self, image: np.ndarray) -> Detections:
         """Stage 1 alone: the parent-category detections of one image."""
@@ -255,79 +233,9 @@ class DetectThenClassify(StepParams):
     ) -> Iterator[ImageResult]:
         """Label ``(source, image or read error)`` items in order; one result per item, errors included (an image
         may be a `ReducedImage` of `read_for_detection`)."""
-        self.load()
-        steps = self.steps_
-        pending: list[ImageCrops] = []
-        n_crops = 0
-        # the full-resolution decode of a reduced image with crops runs here while the detector goes on
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="detectcrop-full") as pool:
-            finishing: list[Future] = []
-            for source, image in items:
-                item = process_image(source, image, steps, defer=True)
-                del image  # only the crops are kept: the image is not held while the next one decodes
-                if item.reduced is not None:
-                    finishing.append(pool.submit(item.finish))
-                pending.append(item)
-                n_crops += len(item.boxes)
-                if n_crops >= self.batch_size or len(pending) >= self.batch_size:  # full batch, or many empty images
-                    yield from self._classify(pending, finishing)
-                    pending, finishing, n_crops = [], [], 0
-            yield from self._classify(pending, finishing)
-
-    def _classify(self, pending: list[ImageCrops], finishing: list[Future]) -> Iterator[ImageResult]:
-        for future in finishing:  # crops still waiting for their full-resolution decode
-            future.result()
-        for item in pending:
-            if item.status == "error":
-                logger.warning("%s: %s", printable(item.source), item.error)  # names may hold undecodable bytes
-        classifier = self.classifier_
-        if self.unknown_below is not None:  # the pipeline's rule, else the classifier's own (saved with the model)
-            unknown_below, unknown_label = self.unknown_below, self.unknown_label
-        else:
-            unknown_below = getattr(classifier, "unknown_below", None)
-            unknown_label = getattr(classifier, "unknown_label", self.unknown_label)
-        threshold = getattr(classifier, "open_set_threshold_", None) if self.open_set else None
-        yield from classify_crops(pending, classifier, self.top_k, unknown_below, unknown_label, threshold)
+        return label_stream(self.load(), items)
 
     def __repr__(self) -> str:
-        return (f"DetectThenClassify(detector={_source(self.detector, 'detector', strict=False)!r}, "
-                f"classifier={_source(self.classifier, 'classifier', strict=False)!r}, category={self.category!r}, "
+        return (f"DetectThenClassify(detector={step_source(self.detector, 'detector', strict=False)!r}, "
+                f"classifier={step_source(self.classifier, 'classifier', strict=False)!r}, category={self.category!r}, "
                 f"tile={self.tile is not None})")
-
-
-#: The loaded classifier's settings a copy of the pipeline (pickle, `from_config`, a Ray actor) carries over.
-CLASSIFIER_OPTIONS = ("unknown_below", "unknown_label")
-
-
-def _load_classifier(spec: str | os.PathLike, runtime: str, precision: str) -> Any:
-    """A saved FineClassifier on TensorFlow (Keras), or on LiteRT (exported and cached beside it)."""
-    from detectcrop.runtime import ConversionError, resolve_runtime
-
-    if resolve_runtime(runtime) == "litert":
-        from detectcrop.runtime.classifier_cache import load_litert_classifier
-
-        try:
-            return load_litert_classifier(spec, precision)
-        except ConversionError as exc:
-            logger.warning("classifier %s does not convert to LiteRT, running it on TensorFlow: %s", spec, exc)
-    from classify.model import FineClassifier
-
-    return FineClassifier.load(spec)
-
-
-def _sources(stream: Iterable[tuple[os.PathLike, Any]]) -> Iterator[tuple[str, Any]]:
-    """``(path, image)`` pairs as ``(source text, image)``, not holding an image while the next one decodes."""
-    for path, image in stream:
-        yield os.fspath(path), image
-        del image
-
-
-def _source(step: Any, what: str, strict: bool = True) -> str:
-    if isinstance(step, str | os.PathLike):
-        return os.fspath(step)
-    if what == "detector" and isinstance(getattr(step, "name", None), str) and step.name != "custom":
-        return step.name
-    if strict:
-        raise ValueError(f"the {what} was given as an object; give it as a preset name or path to rebuild the "
-                         f"pipeline from its config (save a classifier first, then pass its path)")
-    return type(step).__name__

@@ -26,7 +26,6 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from detectcrop.coco import category_name, coco_annotation
 from detectcrop.core import StatusCounts
 from detectcrop.crops import save_jpeg
 from detectcrop.dataset import check_locations, check_not_nested, crop_basenames, decode_hint
@@ -49,9 +48,9 @@ from detectcrop.io.inputs import InputEntry, read_entries, scan_inputs
 from detectcrop.io.locks import OutputLock
 from detectcrop.ray_engine import RayOptions, ray_map
 from detectcrop.zoo.cache import tree_digest
-from pipelines.compose import DetectThenClassify, ImageResult
-from pipelines.predictions import COLUMNS, CONFIG_JSON, PREDICTIONS_CSV, labeled_images
+from pipelines.compose import DetectThenClassify
 from pipelines.report_html import write_label_report
+from pipelines.results import COLUMNS, CONFIG_JSON, PREDICTIONS_CSV, ImageResult
 
 logger = logging.getLogger(__name__)
 
@@ -114,27 +113,18 @@ def _inputs(input_path: Path) -> list[InputEntry]:
     raise FileNotFoundError(f"--input does not exist: {input_path}")
 
 
-def _rows(rel: str, result: ImageResult, note: str = "") -> list[list[Any]]:
-    if result.status != "ok":
-        return [[rel, result.status, result.width or "", result.height or "", "", "", "", "", "", "", "", "", "", "",
-                 result.error or note]]
-    rows = []
-    for i, o in enumerate(result.objects):
-        top = ";".join(f"{label}:{p:.4f}" for label, p in o.top_k)
-        rows.append([rel, "ok", result.width, result.height, i, *(f"{v:.1f}" for v in o.xyxy), f"{o.score:.4f}",
-                     category_name(o.class_id), o.label, f"{o.probability:.4f}", top, note])
-    return rows
-
-
 def _annotate(path: Path, result: ImageResult, out: Path, name: str, read: dict[str, Any]) -> str:
     """Save a copy of ``path`` with the objects drawn as ``out/annotated/name`` (never outside ``out``), read with
     the run's limits ``read``; returns ``""`` or why it could not be saved (the predictions stand either way)."""
     try:
         target = inside(out, f"{ANNOTATED_DIR}/{name}")
         image = read_image(path, **read)
-        if result.objects:
-            captions = [f"{o.label} {o.probability:.2f}" for o in result.objects]
-            image = draw_boxes(image, [o.xyxy for o in result.objects], captions, colors_by=result.labels)
+        dets = result.detections
+        if len(dets):
+            captions = [f"{label} {float(p):.2f}" for label, p in zip(result.labels, dets.data["probability"],
+                                                                       strict=True)]
+            image = draw_boxes(image, [tuple(float(v) for v in box) for box in dets.xyxy], captions,
+                               colors_by=result.labels)
         h, w = image.shape[:2]
         if max(h, w) > JPEG_MAX_SIDE:  # JPEG cannot hold it: a smaller copy for review
             scale = JPEG_MAX_SIDE / max(h, w)
@@ -168,14 +158,18 @@ def labeled_rows(
 ) -> Iterator[list[list[Any]]]:
     """Label ``images`` (``(path text, image or read error)`` of ``entries``, in order) and annotate them when
     ``names`` gives annotated copies' names (read again with the limits ``read``); one list of predictions.csv rows
-    per entry."""
+    per entry (`ImageResult.to_rows`; an ok image's ``error`` cell holds why its annotated copy failed, if it did)."""
     by_source = {os.fspath(e.path): e for e in entries}
     for result in pipeline.label_images(images):
         entry = by_source[result.source]
         note = ""
         if names and result.status != "error":
             note = _annotate(entry.path, result, out, names[entry.rel], read)
-        yield _rows(entry.rel, result, note)
+        if result.status == "ok":
+            result.error = note
+        elif not result.error:
+            result.error = note
+        yield result.to_rows(entry.rel)
 
 
 class LabelWorker:
@@ -196,7 +190,7 @@ class LabelWorker:
     def died(self, item: dict[str, Any], tries: int) -> dict[str, Any]:
         result = ImageResult(item["path"], "error", error=f"WorkerDied: labeling this file killed its worker "
                                                           f"{tries} times")
-        return {"rows": _rows(item["key"], result)}
+        return {"rows": result.to_rows(item["key"])}
 
 
 def _ray_rows(
@@ -345,9 +339,9 @@ def label_folder(
                 bar.update(1)
         seconds = time.perf_counter() - start
 
-        rows = manifest.rows()
-        write_coco(rows, pipeline, out / COCO_JSON)
-        summary = summarize(rows, len(todo), seconds)
+        written = ImageResult.from_rows(manifest.rows())  # from the file: a resumed run ends with the same outputs
+        write_coco(written, pipeline, out / COCO_JSON)
+        summary = summarize(written, len(todo), seconds)
         atomic_write_text(out / SUMMARY_JSON, json.dumps(
             {k: v for k, v in asdict(summary).items() if k not in ("n_processed", "seconds", "images_per_s")},
             indent=2, sort_keys=True) + "\n")
@@ -357,36 +351,29 @@ def label_folder(
     return summary
 
 
-def summarize(rows: list[dict[str, str]], n_processed: int, seconds: float) -> LabelSummary:
-    images: dict[str, str] = {}
-    for row in rows:
-        images.setdefault(row["image"], row["status"])
-    status = Counter(images.values())
-    labels = Counter(row["label"] for row in rows if row["status"] == "ok")
+def summarize(results: list[ImageResult], n_processed: int, seconds: float) -> LabelSummary:
+    status = Counter(r.status for r in results)
+    labels = Counter(label for r in results if r.status == "ok" for label in r.labels)
     return LabelSummary(
-        n_images=len(images), n_ok=status["ok"], n_no_detection=status["no_detection"], n_error=status["error"],
+        n_images=len(results), n_ok=status["ok"], n_no_detection=status["no_detection"], n_error=status["error"],
         n_objects=sum(labels.values()), labels=dict(labels), n_processed=n_processed, seconds=round(seconds, 3),
         images_per_s=round(n_processed / seconds, 3) if seconds > 0 and n_processed else 0.0,
     )
 
 
-def write_coco(rows: list[dict[str, str]], pipeline: DetectThenClassify, path: Path) -> None:
-    """COCO-format results from the prediction rows: images (not the unreadable ones), labels, scored boxes."""
+def write_coco(results: list[ImageResult], pipeline: DetectThenClassify, path: Path) -> None:
+    """COCO-format results (`ImageResult.to_coco`): images (not the unreadable ones), labels, scored boxes."""
     classes = [str(c) for c in pipeline.classifier_.classes_]
-    names = classes + sorted({r["label"] for r in rows if r["status"] == "ok"} - set(classes))
+    names = classes + sorted({label for r in results if r.status == "ok" for label in r.labels} - set(classes))
     cat_ids = {name: i + 1 for i, name in enumerate(names)}
     images: list[dict[str, Any]] = []
-    annotations = []
-    for labeled in labeled_images(rows):
-        if labeled.status == "error":
+    annotations: list[dict[str, Any]] = []
+    for result in results:
+        if result.status == "error":
             continue
-        images.append({"id": len(images) + 1, "file_name": labeled.image, "width": labeled.width,
-                       "height": labeled.height})
-        dets = labeled.detections
-        for i, label in enumerate(labeled.labels):
-            annotations.append(coco_annotation(
-                len(annotations) + 1, len(images), cat_ids[label], dets.xyxy[i], float(dets.data["probability"][i]),
-                detection_score=round(float(dets.scores[i]), 6)))
+        entry, found = result.to_coco(len(images) + 1, cat_ids, len(annotations) + 1)
+        images.append(entry)
+        annotations.extend(found)
     coco = {"info": {"description": "detect-then-classify predictions"}, "images": images,
             "categories": [{"id": i, "name": n} for n, i in cat_ids.items()], "annotations": annotations}
     atomic_write_text(path, json.dumps(coco, indent=1) + "\n")
