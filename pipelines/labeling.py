@@ -12,8 +12,8 @@ interrupted-and-resumed run ends with the same files as an uninterrupted one; ``
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -27,27 +27,21 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from detectcrop.core import StatusCounts
-from detectcrop.crops import save_jpeg
-from detectcrop.dataset import check_locations, check_not_nested, crop_basenames, decode_hint
-from detectcrop.draw import draw_boxes
+from detectcrop.dataset import check_locations, check_not_nested, decode_hint
 from detectcrop.io import (
-    OUTPUT_FULL_ERRNOS,
     CsvManifest,
     OutputLocationError,
     atomic_write_text,
-    inside,
-    one_line,
-    output_unwritable,
     prepare_output_dir,
-    printable,
     remove_stale_temporaries,
 )
 from detectcrop.io import stamps as input_stamps
-from detectcrop.io.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_BYTES, read_image, resize_image
+from detectcrop.io.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_BYTES
 from detectcrop.io.inputs import InputEntry, read_entries, scan_inputs
 from detectcrop.io.locks import OutputLock
 from detectcrop.ray_engine import RayOptions, ray_map
 from detectcrop.zoo.cache import tree_digest
+from pipelines.annotated import ANNOTATED_DIR, annotate_copy, annotated_names
 from pipelines.compose import DetectThenClassify
 from pipelines.report_html import write_label_report
 from pipelines.results import COLUMNS, CONFIG_JSON, PREDICTIONS_CSV, ImageResult
@@ -58,9 +52,6 @@ COCO_JSON = "results.coco.json"
 SUMMARY_JSON = "summary.json"
 #: Settings that label_config.json holds only since a later version (not compared when a resumed run lacks them).
 NOT_RECORDED_BEFORE = ("max_image_bytes", "classifier_options")
-ANNOTATED_DIR = "annotated"
-#: JPEG's largest side; larger annotated copies are scaled down to it.
-JPEG_MAX_SIDE = 65500
 
 
 @dataclass
@@ -113,45 +104,6 @@ def _inputs(input_path: Path) -> list[InputEntry]:
     raise FileNotFoundError(f"--input does not exist: {input_path}")
 
 
-def _annotate(path: Path, result: ImageResult, out: Path, name: str, read: dict[str, Any]) -> str:
-    """Save a copy of ``path`` with the objects drawn as ``out/annotated/name`` (never outside ``out``), read with
-    the run's limits ``read``; returns ``""`` or why it could not be saved (the predictions stand either way)."""
-    try:
-        target = inside(out, f"{ANNOTATED_DIR}/{name}")
-        image = read_image(path, **read)
-        dets = result.detections
-        if len(dets):
-            captions = [f"{label} {float(p):.2f}" for label, p in zip(result.labels, dets.data["probability"],
-                                                                       strict=True)]
-            image = draw_boxes(image, [tuple(float(v) for v in box) for box in dets.xyxy], captions,
-                               colors_by=result.labels)
-        h, w = image.shape[:2]
-        if max(h, w) > JPEG_MAX_SIDE:  # JPEG cannot hold it: a smaller copy for review
-            scale = JPEG_MAX_SIDE / max(h, w)
-            image = resize_image(image, (max(1, round(h * scale)), max(1, round(w * scale))))
-        save_jpeg(target, image, quality=90)
-    except Exception as exc:
-        if isinstance(exc, OSError) and exc.errno in OUTPUT_FULL_ERRNOS:  # the disk, not this image: stop the run
-            raise output_unwritable(out, exc) from exc
-        text = str(exc) if str(exc).startswith(type(exc).__name__) else f"{type(exc).__name__}: {exc}"
-        reason = one_line(f"AnnotateError: no annotated copy: {text}")
-        logger.warning("%s: %s", printable(path), reason)
-        return reason
-    return ""
-
-
-def annotated_names(rels: list[str]) -> dict[str, str]:
-    """Where each input's annotated copy goes under ``annotated/``: its folder and stem, ``.jpg`` (a short hash of
-    the path is added when two inputs would share a name, or a name is too long)."""
-    stems = crop_basenames(rels)
-    names = {r: (Path(r).parent / f"{stems[r]}.jpg").as_posix() for r in rels}
-    folders = {p.as_posix().casefold() for n in names.values() for p in Path(n).parents}
-    for r, n in names.items():
-        if n.casefold() in folders:  # a.png's copy would be a.jpg, the folder of a.jpg/b.jpg's copy
-            names[r] = (Path(r).parent / f"{stems[r]}_{hashlib.sha1(r.encode('utf-8')).hexdigest()[:8]}.jpg").as_posix()
-    return names
-
-
 def labeled_rows(
     pipeline: DetectThenClassify, out: Path, entries: list[InputEntry], names: dict[str, str],
     images: Iterator[tuple[str, Any]], read: dict[str, Any],
@@ -164,7 +116,7 @@ def labeled_rows(
         entry = by_source[result.source]
         note = ""
         if names and result.status != "error":
-            note = _annotate(entry.path, result, out, names[entry.rel], read)
+            note = annotate_copy(entry.path, result, out, names[entry.rel], read)
         if result.status == "ok":
             result.error = note
         elif not result.error:
@@ -278,6 +230,15 @@ def _setting(config: dict[str, Any], key: str) -> Any:
     return value
 
 
+@contextlib.contextmanager
+def label_output(input_path: str | os.PathLike, output: str | os.PathLike) -> Iterator[Path]:
+    """The prepared output folder of a label run (`prepare_output`, before any model loads), its lock held for the
+    block: a second run into it fails at once."""
+    out = prepare_output(input_path, output)
+    with OutputLock(out, "label"):
+        yield out
+
+
 def label_folder(
     pipeline: DetectThenClassify,
     input_path: str | os.PathLike,
@@ -294,7 +255,37 @@ def label_folder(
     show_progress: bool = False,
     run_config: dict[str, Any] | None = None,
 ) -> LabelSummary:
-    """Label every entry under ``input_path`` (a folder, recursively, or one file) into ``output``.
+    """Label every entry under ``input_path`` (a folder, recursively, or one file) into ``output`` (prepared and
+    locked by `label_output`; `label_into` labels into a folder the caller holds).
+
+    ``run_config`` (JSON-able) is recorded in ``label_config.json`` with the models' fingerprints; ``resume``
+    requires the same config and fingerprints. ``engine="ray"`` labels on a Ray Data actor pool (``ray`` says where
+    and how many; the pipeline's steps must be preset names or paths, and the output folder on storage every node
+    shares); both engines write the same files.
+    """
+    with label_output(input_path, output) as out:
+        return label_into(pipeline, input_path, out, resume=resume, annotate=annotate, workers=workers,
+                          prefetch=prefetch, decode_budget=decode_budget, max_image_bytes=max_image_bytes,
+                          engine=engine, ray=ray, show_progress=show_progress, run_config=run_config)
+
+
+def label_into(
+    pipeline: DetectThenClassify,
+    input_path: str | os.PathLike,
+    out: Path,
+    *,
+    resume: bool = False,
+    annotate: bool = False,
+    workers: int = 2,
+    prefetch: int = 8,
+    decode_budget: int | None = DEFAULT_DECODE_BUDGET,
+    max_image_bytes: int | None = DEFAULT_MAX_IMAGE_BYTES,
+    engine: str = "local",
+    ray: RayOptions | None = None,
+    show_progress: bool = False,
+    run_config: dict[str, Any] | None = None,
+) -> LabelSummary:
+    """`label_folder` into ``out``, prepared by `label_output` whose lock the caller holds.
 
     ``run_config`` (JSON-able) is recorded in ``label_config.json`` with the models' fingerprints; ``resume``
     requires the same config and fingerprints. ``engine="ray"`` labels on a Ray Data actor pool (``ray`` says where
@@ -304,48 +295,46 @@ def label_folder(
     if engine not in ("local", "ray"):
         raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
     src = Path(input_path)
-    out = prepare_output(src, output)
-    with OutputLock(out, "label"):
-        pipeline.load()
-        entries = _inputs(src)
-        n_tmp = remove_stale_temporaries(out)
-        if n_tmp:
-            logger.info("removed %d temporary files left by an interrupted run", n_tmp)
-        config = {"input": str(src.resolve()), "annotate": annotate, "fingerprints": _fingerprints(pipeline),
-                  "max_image_bytes": max_image_bytes, **(run_config or {})}
-        manifest = CsvManifest(out / PREDICTIONS_CSV, COLUMNS)
-        if resume and manifest.path.exists():  # before anything is rewritten; the last image is redone anyway
-            finished = list(dict.fromkeys(r["image"] for r in manifest.rows()))
-            input_stamps.check_unchanged(out, entries, set(finished[:-1]))
-        done = _resume_state(out, manifest, config, resume)
-        input_stamps.record(out, entries, done)
-        atomic_write_text(out / CONFIG_JSON, json.dumps(config, indent=2, sort_keys=True) + "\n")
-        manifest.open()
+    pipeline.load()
+    entries = _inputs(src)
+    n_tmp = remove_stale_temporaries(out)
+    if n_tmp:
+        logger.info("removed %d temporary files left by an interrupted run", n_tmp)
+    config = {"input": str(src.resolve()), "annotate": annotate, "fingerprints": _fingerprints(pipeline),
+              "max_image_bytes": max_image_bytes, **(run_config or {})}
+    manifest = CsvManifest(out / PREDICTIONS_CSV, COLUMNS)
+    if resume and manifest.path.exists():  # before anything is rewritten; the last image is redone anyway
+        finished = list(dict.fromkeys(r["image"] for r in manifest.rows()))
+        input_stamps.check_unchanged(out, entries, set(finished[:-1]))
+    done = _resume_state(out, manifest, config, resume)
+    input_stamps.record(out, entries, done)
+    atomic_write_text(out / CONFIG_JSON, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    manifest.open()
 
-        todo = [e for e in entries if e.rel not in done]
-        logger.info("%d entries, %d already labeled, %d to label", len(entries), len(entries) - len(todo), len(todo))
-        names = annotated_names([e.rel for e in entries]) if annotate else {}
-        read = {"max_pixels": pipeline.max_pixels, "max_image_bytes": max_image_bytes}
-        if engine == "ray":
-            results = _ray_rows(pipeline, out, todo, names, read, ray or RayOptions(), show_progress)
-        else:
-            stream = read_entries(todo, workers=workers, prefetch=prefetch, decode_budget=decode_budget,
-                                  reduction=pipeline.steps_.reduction, **read)
-            results = labeled_rows(pipeline, out, todo, names, _sources(stream), read)
-        start = time.perf_counter()
-        with tqdm(total=len(todo), unit="img", desc="label", disable=not show_progress) as bar:
-            for rows in results:
-                manifest.append(rows)
-                bar.update(1)
-        seconds = time.perf_counter() - start
+    todo = [e for e in entries if e.rel not in done]
+    logger.info("%d entries, %d already labeled, %d to label", len(entries), len(entries) - len(todo), len(todo))
+    names = annotated_names([e.rel for e in entries]) if annotate else {}
+    read = {"max_pixels": pipeline.max_pixels, "max_image_bytes": max_image_bytes}
+    if engine == "ray":
+        results = _ray_rows(pipeline, out, todo, names, read, ray or RayOptions(), show_progress)
+    else:
+        stream = read_entries(todo, workers=workers, prefetch=prefetch, decode_budget=decode_budget,
+                              reduction=pipeline.steps_.reduction, **read)
+        results = labeled_rows(pipeline, out, todo, names, _sources(stream), read)
+    start = time.perf_counter()
+    with tqdm(total=len(todo), unit="img", desc="label", disable=not show_progress) as bar:
+        for rows in results:
+            manifest.append(rows)
+            bar.update(1)
+    seconds = time.perf_counter() - start
 
-        written = ImageResult.from_rows(manifest.rows())  # from the file: a resumed run ends with the same outputs
-        write_coco(written, pipeline, out / COCO_JSON)
-        summary = summarize(written, len(todo), seconds)
-        atomic_write_text(out / SUMMARY_JSON, json.dumps(
-            {k: v for k, v in asdict(summary).items() if k not in ("n_processed", "seconds", "images_per_s")},
-            indent=2, sort_keys=True) + "\n")
-        write_label_report(out)
+    written = ImageResult.from_rows(manifest.rows())  # from the file: a resumed run ends with the same outputs
+    write_coco(written, pipeline, out / COCO_JSON)
+    summary = summarize(written, len(todo), seconds)
+    atomic_write_text(out / SUMMARY_JSON, json.dumps(
+        {k: v for k, v in asdict(summary).items() if k not in ("n_processed", "seconds", "images_per_s")},
+        indent=2, sort_keys=True) + "\n")
+    write_label_report(out)
     for line in summary.lines():
         logger.info(line)
     return summary

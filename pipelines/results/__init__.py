@@ -5,8 +5,8 @@ COCO entries (`ImageResult.to_coco`). The pipeline returns it, `label` writes it
 """
 
 from pipelines.results.classification import classify_crops
-from pipelines.results.image import ImageResult, LabeledObject
+from pipelines.results.image import ImageResult, LabeledObject, as_results
 from pipelines.results.rows import COLUMNS, CONFIG_JSON, PREDICTIONS_CSV, read_predictions, read_results
 
-__all__ = ["COLUMNS", "CONFIG_JSON", "PREDICTIONS_CSV", "ImageResult", "LabeledObject", "classify_crops",
+__all__ = ["COLUMNS", "CONFIG_JSON", "PREDICTIONS_CSV", "ImageResult", "LabeledObject", "as_results", "classify_crops",
            "read_predictions", "read_results"]

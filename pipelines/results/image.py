@@ -134,3 +134,13 @@ class ImageResult:
             first_annotation_id + i, image_id, category_ids[label], d.xyxy[i], float(d.data["probability"][i]),
             detection_score=round(float(d.scores[i]), 6)) for i, label in enumerate(self.labels)]
         return entry, annotations
+
+
+def as_results(items: Iterable[ImageResult | Mapping[str, str]]) -> list[ImageResult]:
+    """``items`` as results: `ImageResult` s as they are, predictions.csv rows (dicts) grouped by `from_rows`."""
+    items = list(items)
+    if items and all(isinstance(i, ImageResult) for i in items):
+        return items
+    if any(isinstance(i, ImageResult) for i in items):
+        raise TypeError("pass ImageResult objects or predictions.csv rows, not both")
+    return ImageResult.from_rows(items)

@@ -12,6 +12,9 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from detectcrop.coco import NAME_TO_ID
 from detectcrop.io import csv_unsafe
@@ -34,6 +37,13 @@ def format_top_k(pairs: Sequence[tuple[str, float]]) -> str:
 def parse_top_k(text: str) -> list[tuple[str, float]]:
     """The pairs of a ``top_k`` cell (a label may hold ``:`` or ``;``; each pair ends in ``:`` and a number)."""
     return [(m.group(1), float(m.group(2))) for m in _TOP_K.finditer(text)]
+
+
+def as_recorded(values: Any, decimals: int) -> np.ndarray:
+    """``values`` as predictions.csv records them: rounded to ``decimals`` digits, as float64 (the numbers of the
+    file itself, whatever precision they were held in)."""
+    array = np.asarray(values)
+    return np.array([float(f"{float(v):.{decimals}f}") for v in array.reshape(-1)], np.float64).reshape(array.shape)
 
 
 def class_id(name: str) -> int:
