@@ -13,13 +13,13 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from detectcrop.coco import coco_annotation
-from pipelines.results import ImageResult, read_results
+from pipelines.results import ImageResult, as_results, read_results
 
 logger = logging.getLogger(__name__)
 
@@ -107,12 +107,13 @@ class GroundTruthResults:
     unknown_labels: dict[str, int] = field(default_factory=dict)  #: labels with no ground-truth category: count
 
 
-def results_for_ground_truth(results: list[ImageResult], coco_gt: dict[str, Any],
+def results_for_ground_truth(results: Iterable[ImageResult | Mapping[str, str]], coco_gt: dict[str, Any],
                              image_prefix: str | None = None) -> GroundTruthResults:
     """``[{"image_id", "category_id", "bbox", "score"}]`` for ``COCO.loadRes``: ids from ``coco_gt``, categories by
     label name, ``bbox`` as ``[x, y, w, h]`` pixels, ``score`` = detection score x label probability. Objects whose
     label is no ground-truth category (e.g. ``unknown``) are left out and counted. ``results`` are a label output's
-    images (`pipelines.results.read_results`)."""
+    images (`pipelines.results.read_results`) or its predictions.csv rows."""
+    results = as_results(results)
     image_ids = match_images((r.image for r in results), coco_gt, image_prefix)
     categories = {c["name"]: c["id"] for c in coco_gt["categories"]}
     keyed: list[dict[str, Any]] = []

@@ -56,13 +56,15 @@ def get_args_parser() -> argparse.ArgumentParser:
                         "(e.g. '/data/local-files/?d=photos/')")
     p.add_argument("--model-version", default="detectcrop", help="labelstudio: the predictions' model_version")
     p.add_argument("--confidence", action="store_true", help="yolo: a sixth column with the confidence")
+    p.add_argument("--log-level", default="WARNING", help="logging level")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    from pipelines.cli import fail
+    from pipelines.cli import fail, setup_logging
 
+    setup_logging(args.log_level)
     try:
         if not args.predictions.is_dir():
             raise FileNotFoundError(f"--predictions must be a `label` output folder: {args.predictions}")
