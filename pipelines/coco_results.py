@@ -1,6 +1,6 @@
-"""Prediction rows keyed to a ground-truth COCO file: image matching and the COCO *results* list.
+"""A label output's images keyed to a ground-truth COCO file: image matching and the COCO *results* list.
 
-Matching rule (one for every tool that compares ``predictions.csv`` with ground truth): a row's ``image`` (relative to
+Matching rule (one for every tool that compares ``predictions.csv`` with ground truth): an image's name (relative to
 the labeled folder) names the ground-truth image whose ``file_name`` is ``image_prefix + image``. Without a prefix,
 an image matches the ``file_name`` equal to it or, failing that, the one ending in ``"/" + image`` (the labeled folder
 is a subfolder of the ground truth's root, e.g. ``scenes/``); a name that two ``file_name`` s end in is an error (pass
@@ -13,13 +13,13 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from detectcrop.coco import coco_annotation
-from pipelines.predictions import labeled_images, read_predictions
+from pipelines.results import ImageResult, as_results, read_results
 
 logger = logging.getLogger(__name__)
 
@@ -107,26 +107,28 @@ class GroundTruthResults:
     unknown_labels: dict[str, int] = field(default_factory=dict)  #: labels with no ground-truth category: count
 
 
-def results_for_ground_truth(rows: list[dict[str, str]], coco_gt: dict[str, Any],
+def results_for_ground_truth(results: Iterable[ImageResult | Mapping[str, str]], coco_gt: dict[str, Any],
                              image_prefix: str | None = None) -> GroundTruthResults:
     """``[{"image_id", "category_id", "bbox", "score"}]`` for ``COCO.loadRes``: ids from ``coco_gt``, categories by
     label name, ``bbox`` as ``[x, y, w, h]`` pixels, ``score`` = detection score x label probability. Objects whose
-    label is no ground-truth category (e.g. ``unknown``) are left out and counted."""
-    image_ids = match_images((r["image"] for r in rows), coco_gt, image_prefix)
+    label is no ground-truth category (e.g. ``unknown``) are left out and counted. ``results`` are a label output's
+    images (`pipelines.results.read_results`) or its predictions.csv rows."""
+    results = as_results(results)
+    image_ids = match_images((r.image for r in results), coco_gt, image_prefix)
     categories = {c["name"]: c["id"] for c in coco_gt["categories"]}
-    results: list[dict[str, Any]] = []
+    keyed: list[dict[str, Any]] = []
     unknown: dict[str, int] = {}
-    for labeled in labeled_images(rows):
-        if labeled.image not in image_ids:
+    for result in results:
+        if result.image not in image_ids:
             continue
-        for box, label, score in zip(labeled.detections.xyxy, labeled.labels, labeled.scores, strict=True):
+        for box, label, score in zip(result.detections.xyxy, result.labels, result.scores, strict=True):
             if label not in categories:
                 unknown[label] = unknown.get(label, 0) + 1
                 continue
-            ann = coco_annotation(0, image_ids[labeled.image], categories[label], box, score)
-            results.append({k: ann[k] for k in RESULT_KEYS})
-    unmatched = sorted({r["image"] for r in rows} - set(image_ids))
-    return GroundTruthResults(results, image_ids, unmatched, unknown)
+            ann = coco_annotation(0, image_ids[result.image], categories[label], box, score)
+            keyed.append({k: ann[k] for k in RESULT_KEYS})
+    unmatched = sorted({r.image for r in results} - set(image_ids))
+    return GroundTruthResults(keyed, image_ids, unmatched, unknown)
 
 
 def write_ground_truth_results(predictions: str | os.PathLike, coco_gt: dict[str, Any] | str | os.PathLike,
@@ -135,6 +137,6 @@ def write_ground_truth_results(predictions: str | os.PathLike, coco_gt: dict[str
     (``COCO(gt).loadRes(path)`` reads it as is)."""
     from detectcrop.io import atomic_write_text
 
-    keyed = results_for_ground_truth(read_predictions(predictions), load_coco(coco_gt), image_prefix)
+    keyed = results_for_ground_truth(read_results(predictions), load_coco(coco_gt), image_prefix)
     atomic_write_text(path, json.dumps(keyed.results) + "\n")
     return keyed

@@ -33,10 +33,11 @@ from detectcrop.io.inputs import read_entries, scan_inputs
 from detectcrop.tiling import TileConfig
 from pipelines.params import StepParams
 from pipelines.pipeline_config import clone_pipeline, pipeline_config, pipeline_from_config, source_name
-from pipelines.results import ImageResult, classify_crops
+from pipelines.results import ImageResult, LabeledObject, classify_crops
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["DetectThenClassify", "ImageResult", "LabeledObject"]
 
 
 class DetectThenClassify(StepParams):

@@ -12,8 +12,8 @@ interrupted-and-resumed run ends with the same files as an uninterrupted one; ``
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -26,32 +26,25 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from detectcrop.coco import category_name, coco_annotation
 from detectcrop.core import StatusCounts
-from detectcrop.crops import save_jpeg
-from detectcrop.dataset import check_locations, check_not_nested, crop_basenames, decode_hint
-from detectcrop.draw import draw_boxes
+from detectcrop.dataset import check_locations, check_not_nested, decode_hint
 from detectcrop.io import (
-    OUTPUT_FULL_ERRNOS,
     CsvManifest,
     OutputLocationError,
     atomic_write_text,
-    inside,
-    one_line,
-    output_unwritable,
     prepare_output_dir,
-    printable,
     remove_stale_temporaries,
 )
 from detectcrop.io import stamps as input_stamps
-from detectcrop.io.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_BYTES, read_image, resize_image
+from detectcrop.io.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_BYTES
 from detectcrop.io.inputs import InputEntry, read_entries, scan_inputs
 from detectcrop.io.locks import OutputLock
 from detectcrop.ray_engine import RayOptions, ray_map
 from detectcrop.zoo.cache import tree_digest
-from pipelines.compose import DetectThenClassify, ImageResult
-from pipelines.predictions import COLUMNS, CONFIG_JSON, PREDICTIONS_CSV, labeled_images
+from pipelines.annotated import ANNOTATED_DIR, annotate_copy, annotated_names
+from pipelines.compose import DetectThenClassify
 from pipelines.report_html import write_label_report
+from pipelines.results import COLUMNS, CONFIG_JSON, PREDICTIONS_CSV, ImageResult
 
 logger = logging.getLogger(__name__)
 
@@ -62,9 +55,6 @@ NOT_RECORDED_BEFORE = ("max_image_bytes", "classifier_options")
 #: Settings and fingerprints recorded under another name by earlier versions: old name -> name now.
 RENAMED = {"detector_calibration": "detector_representative_data",
            "classifier_calibration": "classifier_representative_data"}
-ANNOTATED_DIR = "annotated"
-#: JPEG's largest side; larger annotated copies are scaled down to it.
-JPEG_MAX_SIDE = 65500
 
 
 @dataclass
@@ -117,68 +107,24 @@ def _inputs(input_path: Path) -> list[InputEntry]:
     raise FileNotFoundError(f"--input does not exist: {input_path}")
 
 
-def _rows(rel: str, result: ImageResult, note: str = "") -> list[list[Any]]:
-    if result.status != "ok":
-        return [[rel, result.status, result.width or "", result.height or "", "", "", "", "", "", "", "", "", "", "",
-                 result.error or note]]
-    rows = []
-    for i, o in enumerate(result.objects):
-        top = ";".join(f"{label}:{p:.4f}" for label, p in o.top_k)
-        rows.append([rel, "ok", result.width, result.height, i, *(f"{v:.1f}" for v in o.xyxy), f"{o.score:.4f}",
-                     category_name(o.class_id), o.label, f"{o.probability:.4f}", top, note])
-    return rows
-
-
-def _annotate(path: Path, result: ImageResult, out: Path, name: str, read: dict[str, Any]) -> str:
-    """Save a copy of ``path`` with the objects drawn as ``out/annotated/name`` (never outside ``out``), read with
-    the run's limits ``read``; returns ``""`` or why it could not be saved (the predictions stand either way)."""
-    try:
-        target = inside(out, f"{ANNOTATED_DIR}/{name}")
-        image = read_image(path, **read)
-        if result.objects:
-            captions = [f"{o.label} {o.probability:.2f}" for o in result.objects]
-            image = draw_boxes(image, [o.xyxy for o in result.objects], captions, colors_by=result.labels)
-        h, w = image.shape[:2]
-        if max(h, w) > JPEG_MAX_SIDE:  # JPEG cannot hold it: a smaller copy for review
-            scale = JPEG_MAX_SIDE / max(h, w)
-            image = resize_image(image, (max(1, round(h * scale)), max(1, round(w * scale))))
-        save_jpeg(target, image, quality=90)
-    except Exception as exc:
-        if isinstance(exc, OSError) and exc.errno in OUTPUT_FULL_ERRNOS:  # the disk, not this image: stop the run
-            raise output_unwritable(out, exc) from exc
-        text = str(exc) if str(exc).startswith(type(exc).__name__) else f"{type(exc).__name__}: {exc}"
-        reason = one_line(f"AnnotateError: no annotated copy: {text}")
-        logger.warning("%s: %s", printable(path), reason)
-        return reason
-    return ""
-
-
-def annotated_names(rels: list[str]) -> dict[str, str]:
-    """Where each input's annotated copy goes under ``annotated/``: its folder and stem, ``.jpg`` (a short hash of
-    the path is added when two inputs would share a name, or a name is too long)."""
-    stems = crop_basenames(rels)
-    names = {r: (Path(r).parent / f"{stems[r]}.jpg").as_posix() for r in rels}
-    folders = {p.as_posix().casefold() for n in names.values() for p in Path(n).parents}
-    for r, n in names.items():
-        if n.casefold() in folders:  # a.png's copy would be a.jpg, the folder of a.jpg/b.jpg's copy
-            names[r] = (Path(r).parent / f"{stems[r]}_{hashlib.sha1(r.encode('utf-8')).hexdigest()[:8]}.jpg").as_posix()
-    return names
-
-
 def labeled_rows(
     pipeline: DetectThenClassify, out: Path, entries: list[InputEntry], names: dict[str, str],
     images: Iterator[tuple[str, Any]], read: dict[str, Any],
 ) -> Iterator[list[list[Any]]]:
     """Label ``images`` (``(path text, image or read error)`` of ``entries``, in order) and annotate them when
     ``names`` gives annotated copies' names (read again with the limits ``read``); one list of predictions.csv rows
-    per entry."""
+    per entry (`ImageResult.to_rows`; an ok image's ``error`` cell holds why its annotated copy failed, if it did)."""
     by_source = {os.fspath(e.path): e for e in entries}
     for result in pipeline.label_images(images):
         entry = by_source[result.source]
         note = ""
         if names and result.status != "error":
-            note = _annotate(entry.path, result, out, names[entry.rel], read)
-        yield _rows(entry.rel, result, note)
+            note = annotate_copy(entry.path, result, out, names[entry.rel], read)
+        if result.status == "ok":
+            result.error = note
+        elif not result.error:
+            result.error = note
+        yield result.to_rows(entry.rel)
 
 
 class LabelWorker:
@@ -199,7 +145,7 @@ class LabelWorker:
     def died(self, item: dict[str, Any], tries: int) -> dict[str, Any]:
         result = ImageResult(item["path"], "error", error=f"WorkerDied: labeling this file killed its worker "
                                                           f"{tries} times")
-        return {"rows": _rows(item["key"], result)}
+        return {"rows": result.to_rows(item["key"])}
 
 
 def _ray_rows(
@@ -290,6 +236,15 @@ def _setting(config: dict[str, Any], key: str) -> Any:
     return value
 
 
+@contextlib.contextmanager
+def label_output(input_path: str | os.PathLike, output: str | os.PathLike) -> Iterator[Path]:
+    """The prepared output folder of a label run (`prepare_output`, before any model loads), its lock held for the
+    block: a second run into it fails at once."""
+    out = prepare_output(input_path, output)
+    with OutputLock(out, "label"):
+        yield out
+
+
 def label_folder(
     pipeline: DetectThenClassify,
     input_path: str | os.PathLike,
@@ -306,7 +261,37 @@ def label_folder(
     show_progress: bool = False,
     run_config: dict[str, Any] | None = None,
 ) -> LabelSummary:
-    """Label every entry under ``input_path`` (a folder, recursively, or one file) into ``output``.
+    """Label every entry under ``input_path`` (a folder, recursively, or one file) into ``output`` (prepared and
+    locked by `label_output`; `label_into` labels into a folder the caller holds).
+
+    ``run_config`` (JSON-able) is recorded in ``label_config.json`` with the models' fingerprints; ``resume``
+    requires the same config and fingerprints. ``engine="ray"`` labels on a Ray Data actor pool (``ray`` says where
+    and how many; the pipeline's steps must be preset names or paths, and the output folder on storage every node
+    shares); both engines write the same files.
+    """
+    with label_output(input_path, output) as out:
+        return label_into(pipeline, input_path, out, resume=resume, annotate=annotate, workers=workers,
+                          prefetch=prefetch, decode_budget=decode_budget, max_image_bytes=max_image_bytes,
+                          engine=engine, ray=ray, show_progress=show_progress, run_config=run_config)
+
+
+def label_into(
+    pipeline: DetectThenClassify,
+    input_path: str | os.PathLike,
+    out: Path,
+    *,
+    resume: bool = False,
+    annotate: bool = False,
+    workers: int = 2,
+    prefetch: int = 8,
+    decode_budget: int | None = DEFAULT_DECODE_BUDGET,
+    max_image_bytes: int | None = DEFAULT_MAX_IMAGE_BYTES,
+    engine: str = "local",
+    ray: RayOptions | None = None,
+    show_progress: bool = False,
+    run_config: dict[str, Any] | None = None,
+) -> LabelSummary:
+    """`label_folder` into ``out``, prepared by `label_output` whose lock the caller holds.
 
     ``run_config`` (JSON-able) is recorded in ``label_config.json`` with the models' fingerprints; ``resume``
     requires the same config and fingerprints. ``engine="ray"`` labels on a Ray Data actor pool (``ray`` says where
@@ -316,83 +301,74 @@ def label_folder(
     if engine not in ("local", "ray"):
         raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
     src = Path(input_path)
-    out = prepare_output(src, output)
-    with OutputLock(out, "label"):
-        pipeline.load()
-        entries = _inputs(src)
-        n_tmp = remove_stale_temporaries(out)
-        if n_tmp:
-            logger.info("removed %d temporary files left by an interrupted run", n_tmp)
-        config = {"input": str(src.resolve()), "annotate": annotate, "fingerprints": _fingerprints(pipeline),
-                  "max_image_bytes": max_image_bytes, **(run_config or {})}
-        manifest = CsvManifest(out / PREDICTIONS_CSV, COLUMNS)
-        if resume and manifest.path.exists():  # before anything is rewritten; the last image is redone anyway
-            finished = list(dict.fromkeys(r["image"] for r in manifest.rows()))
-            input_stamps.check_unchanged(out, entries, set(finished[:-1]))
-        done = _resume_state(out, manifest, config, resume)
-        input_stamps.record(out, entries, done)
-        atomic_write_text(out / CONFIG_JSON, json.dumps(config, indent=2, sort_keys=True) + "\n")
-        manifest.open()
+    pipeline.load()
+    entries = _inputs(src)
+    n_tmp = remove_stale_temporaries(out)
+    if n_tmp:
+        logger.info("removed %d temporary files left by an interrupted run", n_tmp)
+    config = {"input": str(src.resolve()), "annotate": annotate, "fingerprints": _fingerprints(pipeline),
+              "max_image_bytes": max_image_bytes, **(run_config or {})}
+    manifest = CsvManifest(out / PREDICTIONS_CSV, COLUMNS)
+    if resume and manifest.path.exists():  # before anything is rewritten; the last image is redone anyway
+        finished = list(dict.fromkeys(r["image"] for r in manifest.rows()))
+        input_stamps.check_unchanged(out, entries, set(finished[:-1]))
+    done = _resume_state(out, manifest, config, resume)
+    input_stamps.record(out, entries, done)
+    atomic_write_text(out / CONFIG_JSON, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    manifest.open()
 
-        todo = [e for e in entries if e.rel not in done]
-        logger.info("%d entries, %d already labeled, %d to label", len(entries), len(entries) - len(todo), len(todo))
-        names = annotated_names([e.rel for e in entries]) if annotate else {}
-        read = {"max_pixels": pipeline.max_pixels, "max_image_bytes": max_image_bytes}
-        if engine == "ray":
-            results = _ray_rows(pipeline, out, todo, names, read, ray or RayOptions(), show_progress)
-        else:
-            stream = read_entries(todo, workers=workers, prefetch=prefetch, decode_budget=decode_budget,
-                                  reduction=pipeline.steps_.reduction, **read)
-            results = labeled_rows(pipeline, out, todo, names, _sources(stream), read)
-        start = time.perf_counter()
-        with tqdm(total=len(todo), unit="img", desc="label", disable=not show_progress) as bar:
-            for rows in results:
-                manifest.append(rows)
-                bar.update(1)
-        seconds = time.perf_counter() - start
+    todo = [e for e in entries if e.rel not in done]
+    logger.info("%d entries, %d already labeled, %d to label", len(entries), len(entries) - len(todo), len(todo))
+    names = annotated_names([e.rel for e in entries]) if annotate else {}
+    read = {"max_pixels": pipeline.max_pixels, "max_image_bytes": max_image_bytes}
+    if engine == "ray":
+        results = _ray_rows(pipeline, out, todo, names, read, ray or RayOptions(), show_progress)
+    else:
+        stream = read_entries(todo, workers=workers, prefetch=prefetch, decode_budget=decode_budget,
+                              reduction=pipeline.steps_.reduction, **read)
+        results = labeled_rows(pipeline, out, todo, names, _sources(stream), read)
+    start = time.perf_counter()
+    with tqdm(total=len(todo), unit="img", desc="label", disable=not show_progress) as bar:
+        for rows in results:
+            manifest.append(rows)
+            bar.update(1)
+    seconds = time.perf_counter() - start
 
-        rows = manifest.rows()
-        write_coco(rows, pipeline, out / COCO_JSON)
-        summary = summarize(rows, len(todo), seconds)
-        atomic_write_text(out / SUMMARY_JSON, json.dumps(
-            {k: v for k, v in asdict(summary).items() if k not in ("n_processed", "seconds", "images_per_s")},
-            indent=2, sort_keys=True) + "\n")
-        write_label_report(out)
+    written = ImageResult.from_rows(manifest.rows())  # from the file: a resumed run ends with the same outputs
+    write_coco(written, pipeline, out / COCO_JSON)
+    summary = summarize(written, len(todo), seconds)
+    atomic_write_text(out / SUMMARY_JSON, json.dumps(
+        {k: v for k, v in asdict(summary).items() if k not in ("n_processed", "seconds", "images_per_s")},
+        indent=2, sort_keys=True) + "\n")
+    write_label_report(out)
     for line in summary.lines():
         logger.info(line)
     return summary
 
 
-def summarize(rows: list[dict[str, str]], n_processed: int, seconds: float) -> LabelSummary:
-    images: dict[str, str] = {}
-    for row in rows:
-        images.setdefault(row["image"], row["status"])
-    status = Counter(images.values())
-    labels = Counter(row["label"] for row in rows if row["status"] == "ok")
+def summarize(results: list[ImageResult], n_processed: int, seconds: float) -> LabelSummary:
+    status = Counter(r.status for r in results)
+    labels = Counter(label for r in results if r.status == "ok" for label in r.labels)
     return LabelSummary(
-        n_images=len(images), n_ok=status["ok"], n_no_detection=status["no_detection"], n_error=status["error"],
+        n_images=len(results), n_ok=status["ok"], n_no_detection=status["no_detection"], n_error=status["error"],
         n_objects=sum(labels.values()), labels=dict(labels), n_processed=n_processed, seconds=round(seconds, 3),
         images_per_s=round(n_processed / seconds, 3) if seconds > 0 and n_processed else 0.0,
     )
 
 
-def write_coco(rows: list[dict[str, str]], pipeline: DetectThenClassify, path: Path) -> None:
-    """COCO-format results from the prediction rows: images (not the unreadable ones), labels, scored boxes."""
+def write_coco(results: list[ImageResult], pipeline: DetectThenClassify, path: Path) -> None:
+    """COCO-format results (`ImageResult.to_coco`): images (not the unreadable ones), labels, scored boxes."""
     classes = [str(c) for c in pipeline.classifier_.classes_]
-    names = classes + sorted({r["label"] for r in rows if r["status"] == "ok"} - set(classes))
+    names = classes + sorted({label for r in results if r.status == "ok" for label in r.labels} - set(classes))
     cat_ids = {name: i + 1 for i, name in enumerate(names)}
     images: list[dict[str, Any]] = []
-    annotations = []
-    for labeled in labeled_images(rows):
-        if labeled.status == "error":
+    annotations: list[dict[str, Any]] = []
+    for result in results:
+        if result.status == "error":
             continue
-        images.append({"id": len(images) + 1, "file_name": labeled.image, "width": labeled.width,
-                       "height": labeled.height})
-        dets = labeled.detections
-        for i, label in enumerate(labeled.labels):
-            annotations.append(coco_annotation(
-                len(annotations) + 1, len(images), cat_ids[label], dets.xyxy[i], float(dets.data["probability"][i]),
-                detection_score=round(float(dets.scores[i]), 6)))
+        entry, found = result.to_coco(len(images) + 1, cat_ids, len(annotations) + 1)
+        images.append(entry)
+        annotations.extend(found)
     coco = {"info": {"description": "detect-then-classify predictions"}, "images": images,
             "categories": [{"id": i, "name": n} for n, i in cat_ids.items()], "annotations": annotations}
     atomic_write_text(path, json.dumps(coco, indent=1) + "\n")

@@ -202,28 +202,26 @@ def write_label_report(out: str | os.PathLike, low_confidence: float = 0.5, unkn
     from detectcrop.decoding import ReducedImage, Reduction, read_for_detection
     from detectcrop.draw import draw_boxes
     from detectcrop.io.images import resize_image
-    from pipelines.predictions import CONFIG_JSON, read_predictions
+    from pipelines.results import CONFIG_JSON, read_results
+    from pipelines.results.rows import as_recorded, format_top_k
 
     out = Path(out)
-    rows = read_predictions(out)
+    results = read_results(out)
     config = json.loads((out / CONFIG_JSON).read_text()) if (out / CONFIG_JSON).is_file() else {}
     src = Path(config.get("input", out))
     root = src if src.is_dir() else src.parent
-    images: dict[str, list[dict[str, str]]] = {}
-    status: dict[str, str] = {}
-    for r in rows:
-        images.setdefault(r["image"], [])
-        status.setdefault(r["image"], r["status"])
-        if r["status"] == "ok":
-            images[r["image"]].append(r)
-    objects = [r for r in rows if r["status"] == "ok"]
-    counts = Counter(status.values())
-    labels = Counter(r["label"] for r in objects)
-    sections = [("Summary", cards([("images", len(status)), ("with objects", counts["ok"]),
+    found = [r for r in results if r.status == "ok" and len(r.detections)]
+    # every object: (image, index, label, probability as recorded, box as recorded)
+    objects = [(r.image, i, label, p, box) for r in found
+               for i, (label, p, box) in enumerate(zip(r.labels, as_recorded(r.detections.data["probability"], 4),
+                                                       as_recorded(r.detections.xyxy, 1), strict=True))]
+    counts = Counter(r.status for r in results)
+    labels = Counter(o[2] for o in objects)
+    sections = [("Summary", cards([("images", len(results)), ("with objects", counts["ok"]),
                                    ("no detection", counts["no_detection"]), ("errors", counts["error"]),
                                    ("objects", len(objects)), (unknown_label, labels.get(unknown_label, 0))])),
                 ("Objects per label", table(["label", "objects", "mean probability"], [
-                    (label, n, float(np.mean([float(r["probability"]) for r in objects if r["label"] == label])))
+                    (label, n, float(np.mean([o[3] for o in objects if o[2] == label])))
                     for label, n in labels.most_common()]) if labels else '<p class="empty">no objects</p>')]
 
     def source(rel: str, thumbnail: bool = False) -> np.ndarray | ReducedImage | None:
@@ -237,32 +235,33 @@ def write_label_report(out: str | os.PathLike, low_confidence: float = 0.5, unkn
             return None
 
     gallery = []
-    for rel in [k for k, v in images.items() if v][:MAX_THUMBNAILS]:
+    for result in found[:MAX_THUMBNAILS]:
+        rel = result.image
         image = source(rel, thumbnail=True)
         if image is None:
             continue
-        found = images[rel]
-        xyxy = np.array([[float(r[k]) for k in ("x1", "y1", "x2", "y2")] for r in found])
+        xyxy = as_recorded(result.detections.xyxy, 1)
+        probability = as_recorded(result.detections.data["probability"], 4)
         if isinstance(image, ReducedImage):
             image, xyxy = image.image, image.to_reduced(xyxy)
         scale = min(1.0, THUMB_SIDE / max(image.shape[:2]))  # draw on the thumbnail: captions stay legible
         if scale < 1:
             image = resize_image(image, (max(1, round(image.shape[0] * scale)), max(1, round(image.shape[1] * scale))))
-        image = draw_boxes(image, scale * xyxy,
-                           [f"{r['label']} {float(r['probability']):.2f}" for r in found],
-                           colors_by=[r["label"] for r in found])
-        caption = f"{esc(rel)}<br>" + esc(", ".join(f"{k}: {v}" for k, v in Counter(r["label"] for r in found)
-                                                      .most_common()))
+        image = draw_boxes(image, scale * xyxy, [f"{label} {p:.2f}" for label, p in zip(result.labels, probability,
+                                                                                         strict=True)],
+                           colors_by=result.labels)
+        caption = f"{esc(rel)}<br>" + esc(", ".join(f"{k}: {v}" for k, v in Counter(result.labels).most_common()))
         gallery.append(figure(image, caption, rel))
     sections.append((f"Gallery (first {MAX_THUMBNAILS} images with objects)",
                      f'<div class="grid">{"".join(gallery)}</div>' if gallery
                      else '<p class="empty">no image with objects</p>'))
 
-    doubtful = sorted((r for r in objects if r["label"] == unknown_label or float(r["probability"]) < low_confidence),
-                      key=lambda r: float(r["probability"]))[:MAX_THUMBNAILS]
+    top_k = {r.image: r.detections.data["top_k"] for r in found}
+    doubtful = sorted((o for o in objects if o[2] == unknown_label or o[3] < low_confidence),
+                      key=lambda o: o[3])[:MAX_THUMBNAILS]
     by_image: dict[str, list[int]] = {}
-    for i, r in enumerate(doubtful):
-        by_image.setdefault(r["image"], []).append(i)
+    for i, o in enumerate(doubtful):
+        by_image.setdefault(o[0], []).append(i)
     figures: dict[int, str] = {}  # thumbnails (small JPEGs), not crops: memory stays one decoded image
     for rel, indices in by_image.items():  # each image decoded once, one held at a time
         image = source(rel)
@@ -270,22 +269,21 @@ def write_label_report(out: str | os.PathLike, low_confidence: float = 0.5, unkn
             continue
         h, w = image.shape[:2]
         for i in indices:
-            r = doubtful[i]
-            x1, y1, x2, y2 = (float(r[k]) for k in ("x1", "y1", "x2", "y2"))
+            _, index, label, p, (x1, y1, x2, y2) = doubtful[i]
             box = (max(0, int(x1)), max(0, int(y1)), min(w, int(np.ceil(x2))), min(h, int(np.ceil(y2))))
             if box[2] > box[0] and box[3] > box[1]:
-                caption = (f'<b class="bad">{esc(r["label"])}</b> {float(r["probability"]):.2f}'
-                           f'<br>{esc(r["top_k"])}<br>{esc(r["image"])}')
-                figures[i] = figure(crop_image(image, box), caption, f"{r['image']} object {r['object']}")
+                caption = (f'<b class="bad">{esc(label)}</b> {p:.2f}'
+                           f'<br>{esc(format_top_k(top_k[rel][index]))}<br>{esc(rel)}')
+                figures[i] = figure(crop_image(image, box), caption, f"{rel} object {index}")
         del image
     thumbs = [figures[i] for i in range(len(doubtful)) if i in figures]
     sections.append((f"Low-confidence (< {low_confidence:.2f}) and {unknown_label} objects",
                      f'<div class="grid crops">{"".join(thumbs)}</div>' if thumbs else '<p class="empty">none</p>'))
-    errors = [(r["image"], r["error"]) for r in rows if r["status"] == "error"]
-    notes = [(r["image"], r["error"]) for r in rows if r["status"] != "error" and r["error"]]
+    errors = [(r.image, r.error) for r in results if r.status == "error"]
+    notes = [(r.image, r.error) for r in results if r.status != "error" and r.error]
     sections.append(("Files that could not be labeled", table(["file", "reason"], errors) if errors
                      else '<p class="empty">none</p>'))
     if notes:
         sections.append(("Notes", table(["file", "note"], dict.fromkeys(notes))))
-    text = page("Labeling report", f"{src}: {len(status)} files", sections)
+    text = page("Labeling report", f"{src}: {len(results)} files", sections)
     return atomic_write_text(out / REPORT_HTML, text)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import pickle
-import shutil
 import time
 from pathlib import Path
 
@@ -215,24 +214,6 @@ def test_clone_keeps_what_set_params_changed_on_steps_given_by_path(pipe):
     assert fresh.load().classifier_.unknown_below != 0.77  # nothing leaks from one pipeline into another
 
 
-def test_run_on_a_folder_lists_it_as_label_does(bench, pipe, tmp_path):
-    from detectcrop.io.inputs import scan_inputs
-
-    folder = tmp_path / "mixed"
-    (folder / "sub").mkdir(parents=True)
-    scene = bench / "scenes" / "scene_0001.jpg"
-    shutil.copy2(scene, folder / "a.jpg")
-    shutil.copy2(scene, folder / ".hidden.jpg")  # hidden files are inputs like any other
-    (folder / "notes.txt").write_text("not a photo")
-    (folder / "sub" / "b.jpg").symlink_to(scene)
-    (folder / ".cache").mkdir()  # a hidden folder is listed, not searched
-    results = list(pipe.run(folder))
-    assert [r.source for r in results] == [str(e.path) for e in scan_inputs(folder)]
-    by_name = {Path(r.source).name: r for r in results}
-    assert by_name[".hidden.jpg"].labels == by_name["a.jpg"].labels == by_name["b.jpg"].labels
-    assert by_name["notes.txt"].status == "error" and by_name[".cache"].status == "error"
-
-
 def test_pickles_as_config_and_rebuilds(bench, pipe):
     config = json.loads(json.dumps(pipe.to_config()))  # JSON-able
     again = pickle.loads(pickle.dumps(pipe))
@@ -394,3 +375,46 @@ def test_an_abandoned_run_generator_leaves_no_threads_and_the_next_run_is_whole(
     assert threading.active_count() <= before
     again = list(pipe.run(bench / "scenes"))
     assert _summary(again[0]) == _summary(first) and len(again) == len(list((bench / "scenes").iterdir()))
+
+
+def test_run_on_a_folder_lists_its_entries_as_the_folder_commands_do(bench, pipe, tmp_path):
+    import os
+
+    from detectcrop.io.inputs import scan_inputs
+
+    folder = tmp_path / "photos"
+    (folder / ".hidden_folder").mkdir(parents=True)
+    scene = (bench / "scenes" / "scene_0002.jpg").read_bytes()
+    for name in ("a.jpg", ".hidden.jpg", ".hidden_folder/b.jpg"):
+        (folder / name).write_bytes(scene)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "linked").symlink_to(bench / "scenes", target_is_directory=True)
+    os.mkfifo(folder / "pipe")
+    results = list(pipe.run(folder))
+    assert [r.source for r in results] == [os.fspath(e.path) for e in scan_inputs(folder)]
+    by_name = {Path(r.source).name: r for r in results}
+    assert by_name[".hidden.jpg"].status == by_name["a.jpg"].status == "ok"  # a hidden file is an input
+    assert [(o.xyxy, o.label) for o in by_name[".hidden.jpg"].objects] == [
+        (o.xyxy, o.label) for o in by_name["a.jpg"].objects]
+    assert {by_name[n].status for n in (".hidden_folder", "linked", "notes.txt", "pipe")} == {"error"}
+
+
+def test_a_result_round_trips_through_its_rows_and_gives_its_coco_entries(bench, pipe):
+    from pipelines.results import COLUMNS, ImageResult
+
+    result = pipe(bench / "scenes" / "scene_0002.jpg")
+    rows = result.to_rows("scene_0002.jpg")
+    assert len(rows) == len(result.objects) > 0 and all(len(r) == len(COLUMNS) for r in rows)
+    (back,) = ImageResult.from_rows([dict(zip(COLUMNS, map(str, r), strict=True)) for r in rows])
+    assert back.to_rows() == rows  # the same cells: predictions.csv reads back to what was written
+    assert back.labels == result.labels and back.status == "ok" and (back.width, back.height) == (
+        result.width, result.height)
+    entry, annotations = back.to_coco(7, {label: i for i, label in enumerate(sorted(set(back.labels)), 1)}, 3)
+    assert entry == {"id": 7, "file_name": "scene_0002.jpg", "width": result.width, "height": result.height}
+    assert [a["id"] for a in annotations] == list(range(3, 3 + len(rows)))
+    assert all(a["image_id"] == 7 and 0 <= a["score"] <= 1 for a in annotations)
+    assert result.detections.data["crop_box"].shape == (len(rows), 4)
+    error = ImageResult("x.jpg", "error", error="ImageReadError: broken")
+    (again,) = ImageResult.from_rows([dict(zip(COLUMNS, map(str, r), strict=True)) for r in error.to_rows()])
+    assert (again.source, again.status, again.error, len(again.detections)) == ("x.jpg", "error", error.error, 0)
+    assert again.to_rows() == error.to_rows()

@@ -44,6 +44,10 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+#: Subcommands whose ``main`` also takes the arguments `subcommand_parser` parsed (an `argparse.Namespace`).
+PARSED = frozenset({"label"})
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     """The top-level parser (subcommand names and one-line help; the subcommands' own flags live in their modules)."""
     parser = argparse.ArgumentParser(
@@ -79,8 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         get_args_parser().parse_args(argv[:1])  # prints help, or the error naming the subcommands; exits
         return 2
     name, rest = argv[0], argv[1:]
-    subcommand_parser(name).parse_args(rest)  # --help and usage errors under the console's name; exits on those
-    return int(load(name).main(rest) or 0)
+    args = subcommand_parser(name).parse_args(rest)  # --help and usage errors under the console's name; exits on those
+    module = load(name)
+    if name in PARSED:  # its main takes the parsed arguments: argv is parsed once
+        return int(module.main(args) or 0)
+    return int(module.main(rest) or 0)
 
 
 if __name__ == "__main__":

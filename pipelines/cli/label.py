@@ -58,11 +58,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
+def main(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
+    """Run ``label`` on ``argv`` (or on arguments already parsed by `get_args_parser`, as the console does)."""
+    args = argv if isinstance(argv, argparse.Namespace) else get_args_parser().parse_args(argv)
     cli.setup_logging(args.log_level)
-    from detectcrop.io.locks import OutputLock
-    from pipelines.labeling import prepare_output
+    from pipelines.labeling import label_output
 
     model = Path(args.model)
     try:
@@ -74,18 +74,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.coco_gt is not None and not args.coco_gt.is_file():
             raise FileNotFoundError(f"--coco-gt does not exist: {args.coco_gt}")
         cli.join_ray_cluster(args)
-        out = prepare_output(args.input, args.output)  # before loading any model
-        with OutputLock(out, "label"):  # held from the start: a second run fails at once
-            return _run(args, model, categories, policy, tile)
+        with label_output(args.input, args.output) as out:  # before loading any model; a second run fails at once
+            return _run(args, out, model, categories, policy, tile)
     except (ValueError, OSError, RayError) as exc:
         return cli.fail(exc)
 
 
-def _run(args: argparse.Namespace, model: Path, categories: list[int], policy: CropPolicy,
+def _run(args: argparse.Namespace, out: Path, model: Path, categories: list[int], policy: CropPolicy,
          tile: TileConfig | None) -> int:
     from detectcrop.detector import ModelUnavailableError
     from pipelines.compose import DetectThenClassify
-    from pipelines.labeling import label_folder
+    from pipelines.labeling import label_into
 
     pipe = DetectThenClassify(
         args.detector, str(model), category=categories, min_score=args.min_score, crop_policy=policy, tile=tile,
@@ -95,10 +94,10 @@ def _run(args: argparse.Namespace, model: Path, categories: list[int], policy: C
         detector_precision=args.detector_precision, detector_representative_data=args.detector_representative_data,
     )
     try:
-        summary = label_folder(pipe.load(), args.input, args.output, resume=args.resume, annotate=args.annotate,
-                               workers=args.workers, prefetch=args.prefetch, **cli.decode_limits(args),
-                               engine=args.engine, ray=cli.ray_options(args),
-                               show_progress=not args.no_progress, run_config=pipe.to_config())
+        summary = label_into(pipe.load(), args.input, out, resume=args.resume, annotate=args.annotate,
+                             workers=args.workers, prefetch=args.prefetch, **cli.decode_limits(args),
+                             engine=args.engine, ray=cli.ray_options(args),
+                             show_progress=not args.no_progress, run_config=pipe.to_config())
     except ModelUnavailableError as exc:
         return cli.fail(exc)
     for line in summary.lines():
