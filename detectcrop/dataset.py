@@ -17,9 +17,9 @@ need every crop, so they are computed at the end from the hashes in crops.csv an
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
-import json
 import logging
 import os
 import time
@@ -30,29 +30,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from detectcrop import dedupe
 from detectcrop.core import DetectSteps, ImageCrops, StatusCounts, category_ids, process_image
 from detectcrop.crop_writer import CropWorker, ImageRows, ManifestWriter, detector_config, label_of, stop_error
 from detectcrop.crops import JPEG_QUALITY, CropPolicy
 from detectcrop.decoding import DEFAULT_DECODE
-from detectcrop.io import (
-    CsvManifest,
-    OutputLocationError,
-    atomic_write_text,
-    inside,
-    prepare_output_dir,
-    remove_stale_temporaries,
-)
-from detectcrop.io import stamps as input_stamps
+from detectcrop.folder_job import FolderJob, check_locations, check_not_nested, decode_hint
+from detectcrop.io import CsvManifest, OutputLocationError, inside
 from detectcrop.io.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_PIXELS
-from detectcrop.io.inputs import InputEntry, read_entries, scan_inputs
-from detectcrop.io.locks import RUN_LOCK, OutputLock
-from detectcrop.ray_engine import RayOptions, ray_map
+from detectcrop.io.inputs import InputEntry, read_entries
+from detectcrop.io.locks import RUN_LOCK
+from detectcrop.ray_engine import RayOptions
 from detectcrop.tiling import SupportsDetect, TileConfig
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["BuildSummary", "CropLedger", "OutputLocationError", "build_crops", "build_crops_into", "check_locations",
+           "check_not_nested", "crop_basenames", "crop_output", "decode_hint"]
 
 IMAGES_CSV = "images.csv"
 CROPS_CSV = "crops.csv"
@@ -94,30 +89,6 @@ class BuildSummary(StatusCounts):
         if self.errors:
             out.append("errors: " + ", ".join(f"{k} {v}" for k, v in sorted(self.errors.items())))
         return out
-
-
-# -- paths -------------------------------------------------------------------------------------------------------
-def check_locations(input_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """Check the input folder and prepare the output folder before any work; clear errors otherwise.
-
-    The two must not contain each other (outputs would be read as inputs, or inputs overwritten). The output folder is
-    created if its parent exists, and must be writable (checked by writing a probe file).
-    """
-    src, dst = Path(input_dir).resolve(), Path(output_dir).resolve()
-    if not src.is_dir():
-        raise FileNotFoundError(f"input folder does not exist or is not a folder: {input_dir}")
-    check_not_nested(src, dst)
-    prepare_output_dir(dst)
-    return src, dst
-
-
-def check_not_nested(src: Path, dst: Path) -> None:
-    """Refuse an output folder inside the input (or equal to it), and an input inside the output."""
-    src, dst = src.resolve(), dst.resolve()
-    if dst == src or src in dst.parents:
-        raise OutputLocationError(f"the output folder {dst} must not be inside the input {src}")
-    if dst in src.parents:
-        raise OutputLocationError(f"the input {src} must not be inside the output folder {dst}")
 
 
 def _short_stem(stem: str, rel: str) -> str:
@@ -178,41 +149,35 @@ def _config(
     }
 
 
-def decode_hint(previous: dict[str, Any]) -> str:
-    """How to resume a run made with another ``--decode`` (runs that record none decoded in full)."""
-    return f"; to continue it, pass --decode {previous.get('decode') or 'full'} (the decoding it used)"
+class CropLedger:
+    """What build_crops has written, for `FolderJob.start`: images.csv rows are finished images; crops.csv rows of
+    images without one are a kill's leftovers."""
 
+    holds = "a crop dataset"
 
-def _prepare_resume(out: Path, config: dict[str, Any], resume: bool) -> set[str]:
-    """Check a previous run's settings and return the images it finished; clean up what a crash left."""
-    images_csv, config_json = out / IMAGES_CSV, out / CONFIG_JSON
-    if not resume:
-        if images_csv.exists() or (out / CROPS_CSV).exists():
-            raise OutputLocationError(
-                f"{out} already holds a crop dataset; pass resume=True (--resume) to continue it, or use a new folder"
-            )
-        return set()
-    if config_json.exists():
-        previous = json.loads(config_json.read_text(encoding="utf-8"))
-        changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
-        if changed:
-            hint = decode_hint(previous) if "decode" in changed else ""
-            raise ValueError(f"cannot resume {out}: settings differ from the previous run ({', '.join(changed)}){hint}")
-    n_tmp = remove_stale_temporaries(out)
-    if n_tmp:
-        logger.info("removed %d temporary files left by an interrupted run", n_tmp)
-    done = {row["path"] for row in CsvManifest(images_csv, IMAGES_COLUMNS).rows()}
-    crops = CsvManifest(out / CROPS_CSV, CROPS_COLUMNS)
-    if crops.path.exists():
-        crops.open()
-        rows = crops.rows()
-        for r in rows:
-            inside(out, r["crop_path"])  # refuse a manifest that names files outside the output folder
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.images = CsvManifest(out / IMAGES_CSV, IMAGES_COLUMNS)
+        self.crops = CsvManifest(out / CROPS_CSV, CROPS_COLUMNS)
+
+    def has_results(self) -> bool:
+        return self.images.path.exists() or self.crops.path.exists()
+
+    def finished(self) -> set[str]:
+        if self.crops.path.exists():
+            self.crops.open()  # cuts a torn last line
+        for r in self.crops.rows():
+            inside(self.out, r["crop_path"])  # refuse a manifest that names files outside the output folder
+        return {row["path"] for row in self.images.rows()}
+
+    def settle(self, done: set[str]) -> None:
+        if not self.crops.path.exists():
+            return
+        rows = self.crops.rows()
         kept = [r for r in rows if r["source_path"] in done]
         if len(kept) != len(rows):
             logger.info("dropping %d crops.csv rows of unfinished images", len(rows) - len(kept))
-            crops.rewrite([[r[c] for c in CROPS_COLUMNS] for r in kept])
-    return done
+            self.crops.rewrite([[r[c] for c in CROPS_COLUMNS] for r in kept])
 
 
 def _finish_duplicates(out: Path, drop: bool, max_distance: int) -> tuple[int, int, int]:
@@ -231,6 +196,16 @@ def _finish_duplicates(out: Path, drop: bool, max_distance: int) -> tuple[int, i
     manifest.rewrite(new_rows)
     n_groups = int(groups.max()) + 1 if len(groups) and groups.max() >= 0 else 0
     return n_groups, int((groups >= 0).sum()), int((~keep).sum())
+
+
+@contextlib.contextmanager
+def crop_output(input_dir: str | os.PathLike[str], output_dir: str | os.PathLike[str], *, engine: str = "local",
+                ray: RayOptions | None = None, show_progress: bool = False) -> Iterator[FolderJob]:
+    """The `FolderJob` of a build_crops run: input and output checked (before any model loads) and the output's
+    lock held for the block, so a second run into it fails at once."""
+    with FolderJob.open("build_crops", input_dir, output_dir, CONFIG_JSON, engine=engine, ray=ray,
+                        show_progress=show_progress) as job:
+        yield job
 
 
 def build_crops(
@@ -259,7 +234,8 @@ def build_crops(
     """Detect ``category`` in every photo under ``input_dir`` and save the crops under ``output_dir``.
 
     Every entry under ``input_dir`` gets one images.csv row (`detectcrop.io.inputs.scan_inputs` says how links, hidden
-    folders and special files count). One run at a time per output folder (`detectcrop.io.locks.OutputLock`).
+    folders and special files count). One run at a time per output folder (`detectcrop.io.locks.OutputLock`); the
+    folders are checked and locked before a detector given by name loads (`crop_output` + `build_crops_into`).
 
     Args:
         input_dir: photo folder; its subfolders (class labels) are mirrored in ``output_dir``.
@@ -286,34 +262,57 @@ def build_crops(
         decode: ``"full"``, ``"reduced"`` or ``"auto"``: decode large JPEGs at reduced size for whole-image detection
             (`detectcrop.decoding`; crops are cut from the full resolution, decoded only for images with crops).
     """
-    started = time.perf_counter()
-    if isinstance(detector, str | os.PathLike):
-        from detectcrop.detector import Detector
+    with crop_output(input_dir, output_dir, engine=engine, ray=ray, show_progress=show_progress) as job:
+        if isinstance(detector, str | os.PathLike):
+            from detectcrop.detector import Detector
 
-        detector = Detector.from_preset(detector, runtime=runtime)
-    if engine not in ("local", "ray"):
-        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
+            detector = Detector.from_preset(detector, runtime=runtime)
+        return build_crops_into(
+            job, detector, category=category, min_score=min_score, policy=policy, tile=tile, resume=resume,
+            drop_duplicates=drop_duplicates, max_distance=max_distance, max_pixels=max_pixels,
+            max_image_bytes=max_image_bytes, decode_budget=decode_budget, workers=workers, prefetch=prefetch,
+            decode=decode)
+
+
+def build_crops_into(
+    job: FolderJob,
+    detector: SupportsDetect,
+    *,
+    category: str | int | Sequence[str | int] = "clock",
+    min_score: float = 0.3,
+    policy: CropPolicy | None = None,
+    tile: TileConfig | None = None,
+    resume: bool = False,
+    drop_duplicates: bool = False,
+    max_distance: int = dedupe.DEFAULT_MAX_DISTANCE,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_image_bytes: int | None = DEFAULT_MAX_IMAGE_BYTES,
+    decode_budget: int | None = DEFAULT_DECODE_BUDGET,
+    workers: int = 2,
+    prefetch: int = 8,
+    decode: str = DEFAULT_DECODE,
+) -> BuildSummary:
+    """`build_crops` into the folder of ``job`` (made by `crop_output`, whose lock the caller holds), on its
+    engine; the settings are `build_crops`'s."""
+    started = time.perf_counter()
     steps = DetectSteps(detector, category_ids([category] if isinstance(category, str | int) else category),
                         min_score, policy or CropPolicy(), tile, decode)
-    src, out = check_locations(input_dir, output_dir)
-    with OutputLock(out, "build_crops"):
-        config = _config(src, steps, max_pixels, max_image_bytes, drop_duplicates, max_distance)
-        done = _prepare_resume(out, config, resume)
-        entries = scan_inputs(src)
-        input_stamps.check_unchanged(out, entries, done)
-        input_stamps.record(out, entries, done)
-        atomic_write_text(out / CONFIG_JSON, json.dumps(config, indent=2, sort_keys=True) + "\n")
-        names = crop_basenames([e.rel for e in entries])
-        todo = [InputEntry(e.rel, e.path, _entry_problem(e)) for e in entries if e.rel not in done]
-        logger.info("%d entries under %s, %d already done, %d to process", len(entries), src,
-                    len(entries) - len(todo), len(todo))
-        read = {"max_pixels": max_pixels, "max_image_bytes": max_image_bytes}
-        if engine == "ray":
-            results = _ray_results(out, todo, names, steps, read, ray or RayOptions(), show_progress)
-        else:
-            results = _local_results(todo, steps, read, decode_budget, workers, prefetch)
-        loop_seconds = _write(out, names, len(todo), results, prefetch, show_progress)
-        n_groups, n_dups, n_dropped = _finish_duplicates(out, drop_duplicates, max_distance)
+    out = job.out
+    config = _config(job.input, steps, max_pixels, max_image_bytes, drop_duplicates, max_distance)
+    entries = job.entries()
+    todo = [InputEntry(e.rel, e.path, _entry_problem(e))
+            for e in job.start(config, CropLedger(out), resume=resume, entries=entries)]
+    names = crop_basenames([e.rel for e in entries])
+    read = {"max_pixels": max_pixels, "max_image_bytes": max_image_bytes}
+    worker = functools.partial(
+        CropWorker, str(out), detector_config(steps.detector),
+        {"category_ids": steps.category_ids, "min_score": steps.min_score, "policy": steps.policy.to_dict(),
+         "tile": steps.tile.to_dict() if steps.tile else None, "decode": steps.decode}, read,
+    )
+    results = job.map(todo, local=lambda todo: _local_results(todo, steps, read, decode_budget, workers, prefetch),
+                      worker=worker, item=lambda e: {"name": names[e.rel]})
+    loop_seconds = _write(job, names, len(todo), results, prefetch)
+    n_groups, n_dups, n_dropped = _finish_duplicates(out, drop_duplicates, max_distance)
     summary = _summarize(out, len(entries), len(todo), loop_seconds, time.perf_counter() - started)
     summary.n_duplicate_groups, summary.n_duplicates, summary.n_dropped = n_groups, n_dups, n_dropped
     logger.info("build_crops finished: %d files, %d crops, %d errors, %.2f images/s", summary.n_files,
@@ -338,36 +337,20 @@ def _local_results(
         reader.close()
 
 
-def _ray_results(
-    out: Path, todo: list[InputEntry], names: dict[str, str], steps: DetectSteps, read: dict[str, Any],
-    options: RayOptions, show_progress: bool,
-) -> Iterator[ImageRows]:
-    """The Ray engine: actors read, detect, crop and write crops; their rows come back in order."""
-    worker = functools.partial(
-        CropWorker, str(out), detector_config(steps.detector),
-        {"category_ids": steps.category_ids, "min_score": steps.min_score, "policy": steps.policy.to_dict(),
-         "tile": steps.tile.to_dict() if steps.tile else None, "decode": steps.decode}, read,
-    )
-    items = [{"key": e.rel, "path": os.fspath(e.path), "name": names[e.rel], "problem": e.problem} for e in todo]
-    for payload in ray_map(items, worker, options, show_progress=show_progress):
-        yield ImageRows(payload["image"], payload["crops"])
-
-
-def _write(
-    out: Path, names: dict[str, str], total: int, results: Iterator[ImageCrops | ImageRows], prefetch: int,
-    show_progress: bool,
-) -> float:
-    """Write each input's crops and rows in order (on a writer thread); returns the seconds the loop took."""
-    images = CsvManifest(out / IMAGES_CSV, IMAGES_COLUMNS).open()
-    crops = CsvManifest(out / CROPS_CSV, CROPS_COLUMNS).open()
-    writer = ManifestWriter(out, names, images, crops, depth=prefetch)
+def _write(job: FolderJob, names: dict[str, str], total: int, results: Iterator[ImageCrops | dict[str, Any]],
+           prefetch: int) -> float:
+    """Write each input's crops and rows in order (on a writer thread; the Ray engine's actors wrote their crops and
+    send the rows); returns the seconds the loop took."""
+    images = CsvManifest(job.out / IMAGES_CSV, IMAGES_COLUMNS).open()
+    crops = CsvManifest(job.out / CROPS_CSV, CROPS_COLUMNS).open()
+    writer = ManifestWriter(job.out, names, images, crops, depth=prefetch)
     writer.start()
-    loop_start = time.perf_counter()
+
+    def put(result: ImageCrops | dict[str, Any]) -> None:
+        writer.put(ImageRows(result["image"], result["crops"]) if isinstance(result, dict) else result)
+
     try:
-        with tqdm(total=total, unit="img", desc="build_crops", disable=not show_progress) as bar:
-            for result in results:
-                writer.put(result)
-                bar.update(1)
+        seconds = job.drain(results, put, total)
         writer.put(None)
     except BaseException:
         writer.abort()
@@ -376,7 +359,7 @@ def _write(
         writer.join()
     if writer.failure is not None:
         raise stop_error(writer.failure) from writer.failure
-    return time.perf_counter() - loop_start
+    return seconds
 
 
 def _summarize(out: Path, n_files: int, n_processed: int, loop_seconds: float, seconds: float) -> BuildSummary:

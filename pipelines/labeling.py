@@ -17,29 +17,18 @@ import functools
 import json
 import logging
 import os
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from detectcrop.core import StatusCounts
-from detectcrop.dataset import check_locations, check_not_nested, decode_hint
-from detectcrop.io import (
-    CsvManifest,
-    OutputLocationError,
-    atomic_write_text,
-    prepare_output_dir,
-    remove_stale_temporaries,
-)
-from detectcrop.io import stamps as input_stamps
+from detectcrop.folder_job import FolderJob, SettingsRules
+from detectcrop.io import CsvManifest, OutputLocationError, atomic_write_text
 from detectcrop.io.images import DEFAULT_DECODE_BUDGET, DEFAULT_MAX_IMAGE_BYTES
-from detectcrop.io.inputs import InputEntry, read_entries, scan_inputs
-from detectcrop.io.locks import OutputLock
-from detectcrop.ray_engine import RayOptions, ray_map
+from detectcrop.io.inputs import InputEntry, read_entries
+from detectcrop.ray_engine import RayOptions
 from detectcrop.zoo.cache import tree_digest
 from pipelines.annotated import ANNOTATED_DIR, annotate_copy, annotated_names
 from pipelines.compose import DetectThenClassify
@@ -50,8 +39,9 @@ logger = logging.getLogger(__name__)
 
 COCO_JSON = "results.coco.json"
 SUMMARY_JSON = "summary.json"
-#: Settings that label_config.json holds only since a later version (not compared when a resumed run lacks them).
-NOT_RECORDED_BEFORE = ("max_image_bytes", "classifier_options")
+#: Settings and fingerprints that label_config.json holds only since a later version (not compared when a resumed run
+#: lacks them).
+NOT_RECORDED_BEFORE = ("max_image_bytes", "classifier_options", "classifier_representative_data")
 #: Settings and fingerprints recorded under another name by earlier versions: old name -> name now.
 RENAMED = {"detector_calibration": "detector_representative_data",
            "classifier_calibration": "classifier_representative_data"}
@@ -74,37 +64,39 @@ class LabelSummary(StatusCounts):
         ]
 
 
-def prepare_output(input_path: str | os.PathLike, output: str | os.PathLike) -> Path:
-    """Check the input and prepare a writable output folder (neither inside the other), before any model loads. A
-    folder already holding other files than a label run's is refused, and so is an ``annotated`` entry that is not a
+def check_label_output(out: Path) -> None:
+    """Refuse an output folder that holds other files than a label run's, and an ``annotated`` entry that is not a
     plain folder (a link would take the copies elsewhere)."""
-    src = Path(input_path)
-    if src.is_dir():
-        out = check_locations(src, output)[1]
-    elif not src.is_file():
-        raise FileNotFoundError(f"--input does not exist: {input_path}")
-    else:
-        if Path(output).resolve() in src.resolve().parents:
-            check_not_nested(src, Path(output))
-        out = prepare_output_dir(output)
     annotated = out / ANNOTATED_DIR
     if annotated.is_symlink() or (annotated.exists() and not annotated.is_dir()):
         raise OutputLocationError(f"{annotated} is a link or a file, not a folder of the run's annotated copies; "
                                   "remove it or choose another --output")
     visible = [p.name for p in out.iterdir() if not p.name.startswith(".")]
     if visible and not {CONFIG_JSON, PREDICTIONS_CSV} & set(visible):
-        raise OutputLocationError(f"the output folder {output} holds other files ({', '.join(sorted(visible)[:3])}"
+        raise OutputLocationError(f"the output folder {out} holds other files ({', '.join(sorted(visible)[:3])}"
                                   f"{', ...' if len(visible) > 3 else ''}) and no label run; choose an empty or new "
                                   "--output")
-    return out
 
 
-def _inputs(input_path: Path) -> list[InputEntry]:
-    if input_path.is_dir():
-        return scan_inputs(input_path)
-    if input_path.is_file():
-        return [InputEntry(input_path.name, input_path)]
-    raise FileNotFoundError(f"--input does not exist: {input_path}")
+class PredictionLedger:
+    """What label has written, for `FolderJob.start`: predictions.csv rows, an image's rows appended in one write;
+    the last image's rows are redone on resume (a kill may have torn them)."""
+
+    holds = "predictions"
+
+    def __init__(self, out: Path) -> None:
+        self.manifest = CsvManifest(out / PREDICTIONS_CSV, COLUMNS)
+
+    def has_results(self) -> bool:
+        return self.manifest.path.exists() and bool(self.manifest.rows())
+
+    def finished(self) -> set[str]:
+        images = list(dict.fromkeys(r["image"] for r in self.manifest.rows()))
+        return set(images[:-1])
+
+    def settle(self, done: set[str]) -> None:
+        rows = self.manifest.open().rows()
+        self.manifest.rewrite([[r[c] for c in COLUMNS] for r in rows if r["image"] in done])
 
 
 def labeled_rows(
@@ -148,21 +140,6 @@ class LabelWorker:
         return {"rows": result.to_rows(item["key"])}
 
 
-def _ray_rows(
-    pipeline: DetectThenClassify, out: Path, todo: list[InputEntry], names: dict[str, str], read: dict[str, Any],
-    options: RayOptions, show_progress: bool,
-) -> Iterator[list[list[Any]]]:
-    try:
-        config = pipeline.to_config()
-    except ValueError as exc:
-        raise ValueError(f"engine 'ray' rebuilds the pipeline in each actor: {exc}") from exc
-    worker = functools.partial(LabelWorker, str(out), config, bool(names), read)
-    items = [{"key": e.rel, "path": os.fspath(e.path), "problem": e.problem, "name": names.get(e.rel, "")}
-             for e in todo]
-    for payload in ray_map(items, worker, options, show_progress=show_progress):
-        yield payload["rows"]
-
-
 def _sources(stream: Iterator[tuple[InputEntry, Any]]) -> Iterator[tuple[str, Any]]:
     """``(entry, image)`` pairs as ``(path text, image)``, not holding an image while the next one decodes."""
     for entry, image in stream:
@@ -187,42 +164,6 @@ def _fingerprints(pipeline: DetectThenClassify) -> dict[str, str]:
     return out
 
 
-def _resume_state(out: Path, manifest: CsvManifest, config: dict[str, Any], resume: bool) -> set[str]:
-    """The images a previous run finished (its last one excluded: a kill may have torn its rows)."""
-    if not (manifest.path.exists() and manifest.rows()):
-        return set()
-    if not resume:
-        raise OutputLocationError(f"{out} already holds predictions; pass --resume to continue, or a new output")
-    previous = json.loads((out / CONFIG_JSON).read_text()) if (out / CONFIG_JSON).exists() else {}
-    previous = {RENAMED.get(k, k): v for k, v in previous.items()}
-    previous["fingerprints"] = {RENAMED.get(k, k): v for k, v in previous.get("fingerprints", {}).items()}
-    # what a run recorded by an earlier version did not record cannot be compared: taken as unchanged
-    for key in NOT_RECORDED_BEFORE:
-        if key not in previous and key in config:
-            logger.warning("%s does not record %s (an earlier version wrote it): not compared", CONFIG_JSON, key)
-            previous[key] = config[key]
-    recorded = previous.get("fingerprints", {})
-    if "classifier_representative_data" in config["fingerprints"] and "classifier" in recorded:
-        recorded.setdefault("classifier_representative_data", config["fingerprints"]["classifier_representative_data"])
-    changed = sorted(k for k in set(previous) | set(config) if _setting(previous, k) != _setting(config, k))
-    if "fingerprints" in changed:
-        before, now = previous.get("fingerprints", {}), config["fingerprints"]
-        which = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-        raise OutputLocationError(
-            f"cannot resume {out}: the {' and '.join(which)} model changed since the run started (its files' sha256 "
-            "differs); label into a new output folder"
-        )
-    if changed:
-        hint = decode_hint(previous) if "decode" in changed else ""
-        raise OutputLocationError(f"cannot resume {out}: settings differ from the previous run ({', '.join(changed)}); "
-                                  f"use a new output folder{hint}")
-    rows = manifest.open().rows()
-    last = rows[-1]["image"]
-    kept = [r for r in rows if r["image"] != last]
-    manifest.rewrite([[r[c] for c in COLUMNS] for r in kept])
-    return {r["image"] for r in kept}
-
-
 def _setting(config: dict[str, Any], key: str) -> Any:
     """A recorded setting as resume compares it: ``runtime="auto"`` as what it resolves to here, and a classifier
     given by path not by its spelling (its sha256 fingerprint is compared instead)."""
@@ -236,13 +177,19 @@ def _setting(config: dict[str, Any], key: str) -> Any:
     return value
 
 
+#: How a resumed label run compares its settings with the recorded ones.
+RESUME_RULES = SettingsRules(RENAMED, NOT_RECORDED_BEFORE, compare_as=_setting)
+
+
 @contextlib.contextmanager
-def label_output(input_path: str | os.PathLike, output: str | os.PathLike) -> Iterator[Path]:
-    """The prepared output folder of a label run (`prepare_output`, before any model loads), its lock held for the
-    block: a second run into it fails at once."""
-    out = prepare_output(input_path, output)
-    with OutputLock(out, "label"):
-        yield out
+def label_output(input_path: str | os.PathLike, output: str | os.PathLike, *, engine: str = "local",
+                 ray: RayOptions | None = None, show_progress: bool = False) -> Iterator[FolderJob]:
+    """The `FolderJob` of a label run from ``input_path`` (a folder or one file) into ``output``: both checked
+    (`check_label_output`) before any model loads, and the output's lock held for the block, so a second run into it
+    fails at once."""
+    with FolderJob.open("label", input_path, output, CONFIG_JSON, single_file=True, check=check_label_output,
+                        engine=engine, ray=ray, show_progress=show_progress) as job:
+        yield job
 
 
 def label_folder(
@@ -261,24 +208,22 @@ def label_folder(
     show_progress: bool = False,
     run_config: dict[str, Any] | None = None,
 ) -> LabelSummary:
-    """Label every entry under ``input_path`` (a folder, recursively, or one file) into ``output`` (prepared and
-    locked by `label_output`; `label_into` labels into a folder the caller holds).
+    """Label every entry under ``input_path`` (a folder, recursively, or one file) into ``output`` (`label_output`
+    prepares and locks it, `label_into` labels into it).
 
     ``run_config`` (JSON-able) is recorded in ``label_config.json`` with the models' fingerprints; ``resume``
     requires the same config and fingerprints. ``engine="ray"`` labels on a Ray Data actor pool (``ray`` says where
     and how many; the pipeline's steps must be preset names or paths, and the output folder on storage every node
     shares); both engines write the same files.
     """
-    with label_output(input_path, output) as out:
-        return label_into(pipeline, input_path, out, resume=resume, annotate=annotate, workers=workers,
-                          prefetch=prefetch, decode_budget=decode_budget, max_image_bytes=max_image_bytes,
-                          engine=engine, ray=ray, show_progress=show_progress, run_config=run_config)
+    with label_output(input_path, output, engine=engine, ray=ray, show_progress=show_progress) as job:
+        return label_into(pipeline, job, resume=resume, annotate=annotate, workers=workers, prefetch=prefetch,
+                          decode_budget=decode_budget, max_image_bytes=max_image_bytes, run_config=run_config)
 
 
 def label_into(
     pipeline: DetectThenClassify,
-    input_path: str | os.PathLike,
-    out: Path,
+    job: FolderJob,
     *,
     resume: bool = False,
     annotate: bool = False,
@@ -286,53 +231,35 @@ def label_into(
     prefetch: int = 8,
     decode_budget: int | None = DEFAULT_DECODE_BUDGET,
     max_image_bytes: int | None = DEFAULT_MAX_IMAGE_BYTES,
-    engine: str = "local",
-    ray: RayOptions | None = None,
-    show_progress: bool = False,
     run_config: dict[str, Any] | None = None,
 ) -> LabelSummary:
-    """`label_folder` into ``out``, prepared by `label_output` whose lock the caller holds.
-
-    ``run_config`` (JSON-able) is recorded in ``label_config.json`` with the models' fingerprints; ``resume``
-    requires the same config and fingerprints. ``engine="ray"`` labels on a Ray Data actor pool (``ray`` says where
-    and how many; the pipeline's steps must be preset names or paths, and the output folder on storage every node
-    shares); both engines write the same files.
-    """
-    if engine not in ("local", "ray"):
-        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
-    src = Path(input_path)
+    """`label_folder` into the folder of ``job`` (made by `label_output`, whose lock the caller holds), on its
+    engine."""
+    out = job.out
     pipeline.load()
-    entries = _inputs(src)
-    n_tmp = remove_stale_temporaries(out)
-    if n_tmp:
-        logger.info("removed %d temporary files left by an interrupted run", n_tmp)
-    config = {"input": str(src.resolve()), "annotate": annotate, "fingerprints": _fingerprints(pipeline),
+    config = {"input": str(job.input.resolve()), "annotate": annotate, "fingerprints": _fingerprints(pipeline),
               "max_image_bytes": max_image_bytes, **(run_config or {})}
-    manifest = CsvManifest(out / PREDICTIONS_CSV, COLUMNS)
-    if resume and manifest.path.exists():  # before anything is rewritten; the last image is redone anyway
-        finished = list(dict.fromkeys(r["image"] for r in manifest.rows()))
-        input_stamps.check_unchanged(out, entries, set(finished[:-1]))
-    done = _resume_state(out, manifest, config, resume)
-    input_stamps.record(out, entries, done)
-    atomic_write_text(out / CONFIG_JSON, json.dumps(config, indent=2, sort_keys=True) + "\n")
-    manifest.open()
-
-    todo = [e for e in entries if e.rel not in done]
-    logger.info("%d entries, %d already labeled, %d to label", len(entries), len(entries) - len(todo), len(todo))
+    if job.engine == "ray":
+        try:
+            pipeline_config = pipeline.to_config()
+        except ValueError as exc:
+            raise ValueError(f"engine 'ray' rebuilds the pipeline in each actor: {exc}") from exc
+    entries = job.entries()
+    ledger = PredictionLedger(out)
+    todo = job.start(config, ledger, resume=resume, rules=RESUME_RULES, entries=entries)
+    manifest = ledger.manifest.open()
     names = annotated_names([e.rel for e in entries]) if annotate else {}
     read = {"max_pixels": pipeline.max_pixels, "max_image_bytes": max_image_bytes}
-    if engine == "ray":
-        results = _ray_rows(pipeline, out, todo, names, read, ray or RayOptions(), show_progress)
-    else:
+
+    def local(todo: list[InputEntry]) -> Iterator[list[list[Any]]]:
         stream = read_entries(todo, workers=workers, prefetch=prefetch, decode_budget=decode_budget,
                               reduction=pipeline.steps_.reduction, **read)
-        results = labeled_rows(pipeline, out, todo, names, _sources(stream), read)
-    start = time.perf_counter()
-    with tqdm(total=len(todo), unit="img", desc="label", disable=not show_progress) as bar:
-        for rows in results:
-            manifest.append(rows)
-            bar.update(1)
-    seconds = time.perf_counter() - start
+        return labeled_rows(pipeline, out, todo, names, _sources(stream), read)
+
+    worker = None if job.engine != "ray" else functools.partial(LabelWorker, str(out), pipeline_config, annotate,
+                                                                  read)
+    results = job.map(todo, local=local, worker=worker, item=lambda e: {"name": names.get(e.rel, "")})
+    seconds = job.drain(results, lambda r: manifest.append(r if isinstance(r, list) else r["rows"]), len(todo))
 
     written = ImageResult.from_rows(manifest.rows())  # from the file: a resumed run ends with the same outputs
     write_coco(written, pipeline, out / COCO_JSON)

@@ -312,11 +312,14 @@ def test_resume_compares_what_an_earlier_version_recorded_and_runtime_auto_as_re
     from detectcrop.litert import resolve_runtime
 
     from detectcrop.io import CsvManifest, OutputLocationError
-    from pipelines.labeling import CONFIG_JSON, _resume_state
+    from pipelines.labeling import CONFIG_JSON, RESUME_RULES, PredictionLedger, label_output
     from pipelines.predictions import COLUMNS, PREDICTIONS_CSV
 
-    out = tmp_path / "out"
+    photos, out = tmp_path / "photos", tmp_path / "out"
+    photos.mkdir()
     out.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (photos / name).write_bytes(b"not read here")
     manifest = CsvManifest(out / PREDICTIONS_CSV, COLUMNS).open()
     manifest.append([["a.jpg", "no_detection", 10, 10, *[""] * 11], ["b.jpg", "no_detection", 10, 10, *[""] * 11]])
     earlier = {"input": "/photos", "runtime": "auto", "classifier": "run",
@@ -325,8 +328,14 @@ def test_resume_compares_what_an_earlier_version_recorded_and_runtime_auto_as_re
     now = {"input": "/photos", "runtime": resolve_runtime("auto"), "classifier": "/elsewhere/run/model.keras",
            "max_image_bytes": 123,
            "fingerprints": {"detector": "d", "classifier": "c", "classifier_representative_data": "x"}}
-    assert _resume_state(out, CsvManifest(out / PREDICTIONS_CSV, COLUMNS), now, resume=True) == {"a.jpg"}
+    with label_output(photos, out) as job:
+        todo = job.start(now, PredictionLedger(out), resume=True, rules=RESUME_RULES)
+    assert [e.rel for e in todo] == ["b.jpg"]  # the last image is redone: a kill may have torn its rows
+    assert [r["image"] for r in manifest.rows()] == ["a.jpg"]
     (out / CONFIG_JSON).write_text(json.dumps({**now, "fingerprints": {**now["fingerprints"],
                                                                        "classifier_calibration": "y"}}))
-    with pytest.raises(OutputLocationError, match="classifier_representative_data model changed"):
-        _resume_state(out, CsvManifest(out / PREDICTIONS_CSV, COLUMNS), now, resume=True)
+    before = (out / PREDICTIONS_CSV).read_bytes()
+    with label_output(photos, out) as job, pytest.raises(
+            OutputLocationError, match="classifier_representative_data model changed"):
+        job.start(now, PredictionLedger(out), resume=True, rules=RESUME_RULES)
+    assert (out / PREDICTIONS_CSV).read_bytes() == before  # a refused resume rewrites nothing

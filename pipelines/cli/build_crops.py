@@ -14,9 +14,9 @@ import sys
 from collections.abc import Sequence
 
 from detectcrop.crops import CropPolicy
-from detectcrop.dataset import build_crops, check_locations
+from detectcrop.dataset import build_crops_into, crop_output
 from detectcrop.dedupe import DEFAULT_MAX_DISTANCE
-from detectcrop.io.locks import OutputLock
+from detectcrop.folder_job import FolderJob
 from detectcrop.ray_engine import RayError
 from detectcrop.tiling import TileConfig
 from pipelines import cli
@@ -46,14 +46,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         categories, policy, tile = cli.detection_settings(args)
         cli.join_ray_cluster(args)
-        check_locations(args.input, args.output)  # before loading any model
-        with OutputLock(args.output, "build_crops"):  # held from the start: a second run fails at once
-            return _run(args, categories, policy, tile)
+        with crop_output(args.input, args.output, engine=args.engine, ray=cli.ray_options(args),
+                         show_progress=not args.no_progress) as job:  # before loading any model; a second run fails
+            return _run(args, job, categories, policy, tile)
     except (ValueError, OSError, RayError) as exc:
         return cli.fail(exc)
 
 
-def _run(args: argparse.Namespace, categories: list[int], policy: CropPolicy, tile: TileConfig | None) -> int:
+def _run(args: argparse.Namespace, job: FolderJob, categories: list[int], policy: CropPolicy,
+         tile: TileConfig | None) -> int:
     from detectcrop.detector import Detector, ModelUnavailableError
 
     try:
@@ -61,12 +62,10 @@ def _run(args: argparse.Namespace, categories: list[int], policy: CropPolicy, ti
                                         representative_data=args.detector_representative_data)
     except (ModelUnavailableError, ValueError) as exc:
         return cli.fail(exc)
-    summary = build_crops(
-        args.input, args.output, detector, category=categories, min_score=args.min_score, policy=policy,
-        tile=tile, resume=args.resume, drop_duplicates=args.drop_duplicates, max_distance=args.dedupe_distance,
-        max_pixels=args.max_pixels or None, **cli.decode_limits(args), workers=args.workers,
-        prefetch=args.prefetch, engine=args.engine, ray=cli.ray_options(args), show_progress=not args.no_progress,
-        decode=args.decode,
+    summary = build_crops_into(
+        job, detector, category=categories, min_score=args.min_score, policy=policy, tile=tile, resume=args.resume,
+        drop_duplicates=args.drop_duplicates, max_distance=args.dedupe_distance, max_pixels=args.max_pixels or None,
+        **cli.decode_limits(args), workers=args.workers, prefetch=args.prefetch, decode=args.decode,
     )
     for line in summary.lines():
         print(line)

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from detectcrop.crops import CropPolicy
+from detectcrop.folder_job import FolderJob
 from detectcrop.ray_engine import RayError
 from detectcrop.runtime.precision import CLASSIFIER_PRECISIONS
 from detectcrop.tiling import TileConfig
@@ -74,13 +75,14 @@ def main(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
         if args.coco_gt is not None and not args.coco_gt.is_file():
             raise FileNotFoundError(f"--coco-gt does not exist: {args.coco_gt}")
         cli.join_ray_cluster(args)
-        with label_output(args.input, args.output) as out:  # before loading any model; a second run fails at once
-            return _run(args, out, model, categories, policy, tile)
+        with label_output(args.input, args.output, engine=args.engine, ray=cli.ray_options(args),
+                          show_progress=not args.no_progress) as job:  # before loading any model; a second run fails
+            return _run(args, job, model, categories, policy, tile)
     except (ValueError, OSError, RayError) as exc:
         return cli.fail(exc)
 
 
-def _run(args: argparse.Namespace, out: Path, model: Path, categories: list[int], policy: CropPolicy,
+def _run(args: argparse.Namespace, job: FolderJob, model: Path, categories: list[int], policy: CropPolicy,
          tile: TileConfig | None) -> int:
     from detectcrop.detector import ModelUnavailableError
     from pipelines.compose import DetectThenClassify
@@ -94,10 +96,8 @@ def _run(args: argparse.Namespace, out: Path, model: Path, categories: list[int]
         detector_precision=args.detector_precision, detector_representative_data=args.detector_representative_data,
     )
     try:
-        summary = label_into(pipe.load(), args.input, out, resume=args.resume, annotate=args.annotate,
-                             workers=args.workers, prefetch=args.prefetch, **cli.decode_limits(args),
-                             engine=args.engine, ray=cli.ray_options(args),
-                             show_progress=not args.no_progress, run_config=pipe.to_config())
+        summary = label_into(pipe.load(), job, resume=args.resume, annotate=args.annotate, workers=args.workers,
+                             prefetch=args.prefetch, **cli.decode_limits(args), run_config=pipe.to_config())
     except ModelUnavailableError as exc:
         return cli.fail(exc)
     for line in summary.lines():
