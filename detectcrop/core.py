@@ -18,7 +18,7 @@ from detectcrop.decoding import DECODE_MODES, DEFAULT_DECODE, ReducedImage, Redu
 from detectcrop.detections import Detections
 from detectcrop.io import one_line
 from detectcrop.io.images import ImageReadError
-from detectcrop.tiling import SupportsDetect, TileConfig, detect_tiled
+from detectcrop.tiling import SupportsDetect, TileConfig, detect_tiled, run_detector
 
 
 @dataclass
@@ -130,17 +130,11 @@ def _decode_full(reduced: ReducedImage, source: str) -> np.ndarray:
 
 
 def detect_objects(image: np.ndarray, steps: DetectSteps) -> Detections:
-    """Detect on the whole image (or tiles + whole), keep ``steps``' categories at ``steps.min_score``."""
-    options = {}  # a detector that can decode only the wanted categories skips the others' decoding
-    if steps.category_ids is not None and getattr(steps.detector, "accepts_categories", False):
-        options["categories"] = steps.category_ids
+    """Detect on the whole image (or tiles + whole), keeping ``steps``' categories at ``steps.min_score``
+    (`detectcrop.tiling.run_detector` applies the request, once)."""
     if steps.tile is not None:
-        dets = detect_tiled(steps.detector, image, steps.tile, min_score=steps.min_score, **options)
-    else:
-        dets = steps.detector.detect(image, min_score=steps.min_score, **options)
-    if steps.category_ids is None:
-        return dets.by_score(steps.min_score)
-    return dets.filter(category=list(steps.category_ids), min_score=steps.min_score)
+        return detect_tiled(steps.detector, image, steps.tile, min_score=steps.min_score, categories=steps.category_ids)
+    return run_detector(steps.detector, image, steps.min_score, steps.category_ids)
 
 
 def process_image(

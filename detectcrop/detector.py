@@ -140,6 +140,10 @@ class Detector:
         thread; TensorFlow parallelises inside one call: 1)."""
         return int(getattr(self.model, "concurrent_calls", 1)) if self.runtime == "litert" else 1
 
+    #: `detect` returns only what it is asked for (``min_score``, ``categories``): `detectcrop.tiling.run_detector`
+    #: does not filter its results again.
+    applies_request = True
+
     @property
     def accepts_categories(self) -> bool:
         """Whether `detect` can decode only some categories (``categories=``; the offline CenterNet on LiteRT)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
@@ -22,18 +23,24 @@ from detectcrop.detections import Detections
 class SupportsDetect(Protocol):
     """A detector: ``detect(rgb_uint8, min_score=...) -> Detections`` with boxes in the image's pixels.
 
-    ``min_score=None`` means the detector's own default; results may hold lower scores (they are filtered again).
+    ``min_score=None`` means the detector's own default. A detector whose ``applies_request`` is true (`Detector`)
+    returns only what it was asked for (``min_score``, and ``categories=`` where given); any other may return lower
+    scores and other categories, and `run_detector` filters its results.
     """
 
     def detect(self, image: np.ndarray, *, min_score: float | None = None) -> Detections: ...
 
 
 def run_detector(detector: SupportsDetect, image: np.ndarray, min_score: float | None = None,
-                 **kwargs: Any) -> Detections:
-    """``detector.detect(image, min_score=min_score, **kwargs)``, score-filtered (a detector may return lower
-    scores)."""
+                 categories: Sequence[int] | None = None, **kwargs: Any) -> Detections:
+    """The detections of ``image`` with ``score >= min_score`` in ``categories`` (COCO ids; ``None``: all): the one
+    place the request is applied. A detector that ``applies_request`` is asked for it; any other is called with
+    ``min_score`` alone and its results filtered here."""
+    if getattr(detector, "applies_request", False):
+        options = {} if categories is None else {"categories": categories}
+        return detector.detect(image, min_score=min_score, **options, **kwargs)
     dets = detector.detect(image, min_score=min_score, **kwargs)
-    return dets if min_score is None else dets.by_score(min_score)
+    return dets.filter(category=None if categories is None else list(categories), min_score=min_score)
 
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
@@ -144,12 +151,14 @@ def detect_tiled(
     image: np.ndarray,
     config: TileConfig | None = None,
     min_score: float | None = None,
+    categories: Sequence[int] | None = None,
     **options: Any,
 ) -> Detections:
     """Detect on overlapping tiles (and the whole image), merged with class-aware NMS; boxes in image pixels.
 
     ``data["tile"]`` records where each kept box came from (``-1``: the whole image, else the tile index).
-    ``options`` go to every ``detector.detect`` call (e.g. ``categories=`` for a `Detector` that accepts them).
+    Each pass is `run_detector` (``min_score`` and ``categories`` applied); ``options`` go to every
+    ``detector.detect`` call.
     """
     config = config or TileConfig()
     jobs: list[tuple[int, np.ndarray | None]] = [(-1, None)] if config.include_full else []
@@ -165,10 +174,11 @@ def detect_tiled(
         t, tile = job
         kwargs.update(options)
         if tile is None:
-            dets = run_detector(detector, image, min_score, **kwargs)
+            dets = run_detector(detector, image, min_score, categories, **kwargs)
         else:
             x1, y1, x2, y2 = (int(v) for v in tile)
-            dets = run_detector(detector, np.ascontiguousarray(image[y1:y2, x1:x2]), min_score, **kwargs)
+            dets = run_detector(detector, np.ascontiguousarray(image[y1:y2, x1:x2]), min_score, categories,
+                                **kwargs)
             dets = dets.shift(x1, y1)
             dets = dets[~_cut_by_interior_edge(dets.xyxy, tile, image.shape, config.edge_margin)]
         return Detections(dets.xyxy, dets.scores, dets.class_ids, {"tile": np.full(len(dets), t)})

@@ -210,7 +210,7 @@ def test_a_second_run_on_the_same_output_is_refused(hostile, model_dir, tmp_path
     with OutputLock(out, "someone else"):
         args = ["--input", str(hostile / "a"), "--output", str(out), "--detector", zoo.OFFLINE_DETECTOR]
         pid = os.getpid()
-        # In this process the lock is re-entrant, so the holder is played by a child process.
+        # the holder is another process, as it would be
         import subprocess
         import sys
 

@@ -77,8 +77,8 @@ def test_atomic_write_fits_names_at_the_file_system_limit(tmp_path):
 
 def test_second_run_is_refused_and_names_the_holder(tmp_path):
     with OutputLock(tmp_path, "label"):
-        with OutputLock(tmp_path, "label"):  # nested in one process: allowed
-            pass
+        with pytest.raises(OutputBusyError, match=r"another run of this process \(label\)"):
+            OutputLock(tmp_path, "label").acquire()  # a second run in this process (another thread, say) too
         code = f"from detectcrop.locks import OutputLock; OutputLock({str(tmp_path)!r}, 'other').acquire()"
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
         assert proc.returncode != 0

@@ -144,3 +144,29 @@ def test_passes_left_over_after_full_rounds_share_the_threads(workers, threads):
     assert on_caller == ([(480, 640)] if None in threads else [])  # the whole image, on the caller's thread
     np.testing.assert_array_equal(got.xyxy, reference.xyxy)
     np.testing.assert_array_equal(got.data["tile"], reference.data["tile"])
+
+
+class _Fixed:
+    """Returns the same three detections whatever it is asked (two clocks, one low, and a person)."""
+
+    def __init__(self, applies_request: bool) -> None:
+        self.applies_request, self.calls = applies_request, []
+
+    def detect(self, image: np.ndarray, *, min_score: float | None = None, **kwargs) -> Detections:
+        self.calls.append({"min_score": min_score, **kwargs})
+        return Detections(np.array([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], np.float32),
+                          np.array([0.9, 0.1, 0.8], np.float32), np.array([85, 85, 1]))
+
+
+def test_the_detection_request_is_applied_once_by_the_detector_that_takes_it_else_after_it():
+    from detectcrop.core import DetectSteps, detect_objects
+
+    image = np.zeros((64, 64, 3), np.uint8)
+    for tile in (None, TileConfig(include_full=True)):
+        plain, taking = _Fixed(False), _Fixed(True)
+        got = detect_objects(image, DetectSteps(plain, (85,), 0.3, CropPolicy(), tile))
+        assert got.class_ids.tolist() == [85] and got.scores.tolist() == pytest.approx([0.9])  # filtered here
+        assert all("categories" not in c and c["min_score"] == 0.3 for c in plain.calls)  # it was not asked for them
+        trusted = detect_objects(image, DetectSteps(taking, (85,), 0.3, CropPolicy(), tile))
+        assert all(c["categories"] == (85,) and c["min_score"] == 0.3 for c in taking.calls)
+        assert len(trusted) > len(got)  # what a detector that takes the request returns is not filtered again

@@ -29,15 +29,15 @@ class OutputBusyError(OutputLocationError):
     """Another run holds the output folder."""
 
 
-_HELD: dict[Path, int] = {}  # lock files this process holds -> nesting depth
+_HELD: dict[Path, str] = {}  # lock files this process holds -> the command holding each
 _HELD_LOCK = threading.Lock()
 
 
 class OutputLock:
     """One run per output folder: ``with OutputLock(out, "label"):`` fails at once if another run holds ``out``.
 
-    The lock file records the holder (pid, host, command, start time) so the error can name it. Nested use in one
-    process (a command line tool holding the folder while a library call takes it again) is allowed.
+    The lock file records the holder (pid, host, command, start time) so the error can name it. A second run in the
+    same process (another thread, or a call made while a `FolderJob` holds the folder) is refused the same way.
     """
 
     def __init__(self, folder: str | os.PathLike[str], command: str = "", lock_file: Path | None = None) -> None:
@@ -45,7 +45,6 @@ class OutputLock:
         self.path = lock_file or self.folder / RUN_LOCK
         self.command = command or Path(sys.argv[0]).name
         self._fd: int | None = None
-        self._nested = False
 
     @classmethod
     def beside(cls, folder: str | os.PathLike[str], command: str = "") -> OutputLock:
@@ -56,12 +55,11 @@ class OutputLock:
     def acquire(self) -> OutputLock:
         key = self.path.resolve()
         with _HELD_LOCK:
-            if _HELD.get(key):
-                _HELD[key] += 1
-                self._nested = True
-                return self
+            if key in _HELD:
+                raise OutputBusyError(f"{self.folder} is in use by another run of this process ({_HELD[key]}); wait "
+                                      "for it to finish or use another output folder")
             self._acquire()
-            _HELD[key] = 1
+            _HELD[key] = self.command
         return self
 
     def _acquire(self) -> None:
@@ -93,14 +91,9 @@ class OutputLock:
 
     def release(self) -> None:
         with _HELD_LOCK:
-            key = self.path.resolve()
-            if self._nested:
-                _HELD[key] -= 1
-                self._nested = False
-                return
             if self._fd is None:
                 return
-            _HELD.pop(key, None)
+            _HELD.pop(self.path.resolve(), None)
             with contextlib.suppress(OSError):
                 os.unlink(self.path)  # still holding it: a newcomer locks a fresh file (see _acquire)
             os.close(self._fd)  # closing the descriptor releases the lock

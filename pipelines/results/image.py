@@ -104,23 +104,24 @@ class ImageResult:
     @classmethod
     def from_rows(cls, rows: Iterable[Mapping[str, str]]) -> list[ImageResult]:
         """Prediction rows (`pipelines.results.read_predictions`) grouped by image, in file order (an image's rows
-        are consecutive); ``source`` is the ``image`` cell."""
-        by_image: dict[str, list[Mapping[str, str]]] = {}
-        for row in rows:
-            by_image.setdefault(row["image"], []).append(row)
+        are consecutive); ``source`` is the ``image`` cell. A cell that cannot be read is a ``ValueError`` naming
+        its row (counted as lines of the file: the header is line 1) and column."""
+        by_image: dict[str, list[tuple[int, Mapping[str, str]]]] = {}
+        for line, row in enumerate(rows, 2):
+            by_image.setdefault(row["image"], []).append((line, row))
         out = []
         for image, group in by_image.items():
-            first = group[0]
-            objects = [r for r in group if r["status"] == "ok"]
+            line, first = group[0]
+            objects = [(n, r) for n, r in group if r["status"] == "ok"]
             dets = Detections.empty() if not objects else Detections(
-                [[float(r[k]) for k in ("x1", "y1", "x2", "y2")] for r in objects],
-                [float(r["det_score"]) for r in objects], [class_id(r["det_class"]) for r in objects],
-                {"label": np.array([r["label"] for r in objects], dtype=object),
-                 "probability": np.array([float(r["probability"]) for r in objects], dtype=np.float32),
-                 "top_k": object_array([parse_top_k(r["top_k"]) for r in objects])},
+                [[_number(r, k, n) for k in ("x1", "y1", "x2", "y2")] for n, r in objects],
+                [_number(r, "det_score", n) for n, r in objects], [class_id(r["det_class"]) for _, r in objects],
+                {"label": np.array([r["label"] for _, r in objects], dtype=object),
+                 "probability": np.array([_number(r, "probability", n) for n, r in objects], dtype=np.float32),
+                 "top_k": object_array([parse_top_k(r["top_k"]) for _, r in objects])},
             )
-            out.append(cls(image, first["status"], int(first["width"] or 0), int(first["height"] or 0),
-                           first["error"], dets))
+            out.append(cls(image, first["status"], int(_number(first, "width", line, 0)),
+                           int(_number(first, "height", line, 0)), first["error"], dets))
         return out
 
     # -- COCO -------------------------------------------------------------------------------------------------
@@ -144,3 +145,15 @@ def as_results(items: Iterable[ImageResult | Mapping[str, str]]) -> list[ImageRe
     if any(isinstance(i, ImageResult) for i in items):
         raise TypeError("pass ImageResult objects or predictions.csv rows, not both")
     return ImageResult.from_rows(items)
+
+
+def _number(row: Mapping[str, str], column: str, line: int, empty: float | None = None) -> float:
+    """The number in ``row[column]`` (``empty`` for an empty cell where given)."""
+    text = row[column]
+    if text == "" and empty is not None:
+        return empty
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"predictions row {line} (image {row['image']!r}): the {column} cell {text!r} is not a "
+                         "number (an edited file?)") from None
