@@ -188,7 +188,7 @@ class FolderJob:
             if not resume:
                 raise OutputLocationError(f"{self.out} already holds {ledger.holds}; pass --resume (resume=True) to "
                                           "continue it, or use a new output folder")
-            self._check_settings(config, rules or SettingsRules())
+            self._check_settings(config, rules or SettingsRules(), ledger.holds)
             done = ledger.finished()
             input_stamps.check_unchanged(self.out, entries, done)
             ledger.settle(done)
@@ -199,10 +199,11 @@ class FolderJob:
                     len(entries) - len(todo), len(todo))
         return todo
 
-    def _check_settings(self, config: Mapping[str, Any], rules: SettingsRules) -> None:
+    def _check_settings(self, config: Mapping[str, Any], rules: SettingsRules, holds: str) -> None:
         path = self.out / self.config_file
-        if not path.exists():
-            return
+        if not path.exists():  # written before any result: without it, what the results were made with is unknown
+            raise ResumeRefusedError(f"cannot resume {self.out}: it holds {holds} but no "
+                                     f"{self.config_file} to compare the settings with; use a new output folder")
         try:
             previous = json.loads(path.read_text(encoding="utf-8"))
         except ValueError as exc:

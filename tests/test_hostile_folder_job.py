@@ -64,6 +64,11 @@ def test_a_broken_settings_file_is_a_clear_refusal(tmp_path):
     with pytest.raises(ResumeRefusedError, match=r"build_crops\.json is not valid JSON"):
         build_crops(photos, out, RedBlobDetector(), resume=True)
     assert _files(out) == before
+    (out / "build_crops.json").unlink()  # results whose settings nobody knows
+    before = _files(out)
+    with pytest.raises(ResumeRefusedError, match=r"holds a crop dataset but no build_crops\.json"):
+        build_crops(photos, out, RedBlobDetector(), resume=True)
+    assert _files(out) == before
 
 
 def test_an_unknown_engine_is_refused_before_any_folder_or_model(tmp_path):
