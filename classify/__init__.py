@@ -57,4 +57,5 @@ def __getattr__(name: str) -> Any:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'classify' has no attribute {name!r}")
 
+
 _moved.install()  # old module paths keep importing (detectcrop._moved)

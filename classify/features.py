@@ -27,6 +27,7 @@ from detectcrop.io import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
+
 def _chunks(n: int, size: int) -> Iterator[slice]:
     for start in range(0, n, size):
         yield slice(start, min(n, start + size))

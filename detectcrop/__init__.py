@@ -68,4 +68,5 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
+
 _moved.install()  # old module paths keep importing (detectcrop._moved)

@@ -20,4 +20,5 @@ def __getattr__(name: str) -> Any:
         return getattr(compose, name)
     raise AttributeError(f"module 'pipelines' has no attribute {name!r}")
 
+
 _moved.install()  # old module paths keep importing (detectcrop._moved)

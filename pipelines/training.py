@@ -138,8 +138,6 @@ def _evaluate(clf: FineClassifier, data: ImageFolder, split: str, rows: list) ->
     return metrics, proba
 
 
-
-
 def train_and_write(
     args: argparse.Namespace,
     classifier: Callable[[argparse.Namespace], FineClassifier],

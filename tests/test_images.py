@@ -275,6 +275,7 @@ def test_iter_images_keeps_decoded_bytes_within_the_budget(tmp_path, photo, monk
         peaks.append(self.used)
 
     monkeypatch.setattr(im.DecodeBudget, "_reserve", watch)
+
     def slowly(budget):  # a slow consumer, so the decoders run as far ahead as they may
         out = []
         for p, _ in iter_images(paths, workers=3, prefetch=8, decode_budget=budget):

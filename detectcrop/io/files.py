@@ -132,6 +132,7 @@ def inside(root: str | os.PathLike[str], rel: str) -> Path:
         raise UnsafePathError(f"manifest path {rel!r} leads outside the output folder {base}")
     return target
 
+
 def printable(text: str | os.PathLike[str]) -> str:
     """A file name or path as valid UTF-8 text (for rows and log lines): undecodable bytes of a POSIX name, which
     Python holds as lone surrogates, become ``\\xNN``."""

@@ -26,7 +26,6 @@ from detectcrop.runtime.precision import EXPORTED_PRECISIONS, check_precision
 logger = logging.getLogger(__name__)
 
 
-
 def export_litert(
     clf: FineClassifier, path: str | Path, precision: str = "float", *, saved_model: Path | None = None,
     representative: np.ndarray | None = None, extra_meta: dict[str, Any] | None = None,

@@ -16,6 +16,8 @@ logger = logging.getLogger(__name__)
 
 Runtime = Literal["tf", "litert", "auto"]
 RUNTIMES: tuple[str, ...] = ("tf", "litert", "auto")
+
+
 class ConversionError(RuntimeError):
     """A model cannot be converted to, or run by, LiteRT."""
 

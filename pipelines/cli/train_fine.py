@@ -154,6 +154,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 #: `classify.openset.GRAPH_SCORES` (not imported here: --help must not load TensorFlow).
 OPEN_SET_SCORES = ("max_softmax", "max_logit", "energy", "class_mean_cosine")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Train, evaluate and write ``RUN/``; 0 on success, 2 on a data, output or model problem (one-line error)."""
     args = get_args_parser().parse_args(argv)
@@ -238,8 +240,6 @@ def _classifier(args: argparse.Namespace) -> FineClassifier:
         seed=args.seed,
         show_progress=not args.no_progress,
     )
-
-
 
 
 if __name__ == "__main__":
