@@ -259,8 +259,7 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         integers are named by their text)."""
         from sklearn.metrics import accuracy_score
 
-        return float(accuracy_score(np.asarray([str(v) for v in y], dtype=object),
-                                    np.asarray(self.predict(X), dtype=object), sample_weight=sample_weight))
+        return float(accuracy_score([str(v) for v in y], list(self.predict(X)), sample_weight=sample_weight))
 
     def logits_and_features(self, X: Images) -> tuple[np.ndarray, np.ndarray]:
         """The head's logits ``(N, n_classes)`` (before the temperature) and the model's backbone features
@@ -273,8 +272,7 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
 
     def predict_linear_probe(self, X: Images) -> np.ndarray:
         """Labels the linear probe (logistic regression on the frozen backbone's features, fitted with the model on
-        the same training images) gives ``X``: the baseline the trained model should beat. Only after `fit` (the
-        probe is not saved with the model)."""
+        the same training images) gives ``X``: the baseline to beat. Only after `fit` (the probe is not saved)."""
         check_is_fitted(self, "linear_probe_")
         items = iter_items(X)
         if not items:
