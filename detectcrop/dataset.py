@@ -304,7 +304,7 @@ def build_crops_into(
             for e in job.start(config, CropLedger(out), resume=resume, entries=entries)]
     names = crop_basenames([e.rel for e in entries])
     read = {"max_pixels": max_pixels, "max_image_bytes": max_image_bytes}
-    worker = functools.partial(
+    worker = None if job.engine != "ray" else functools.partial(  # the actors rebuild the detector from its config
         CropWorker, str(out), detector_config(steps.detector),
         {"category_ids": steps.category_ids, "min_score": steps.min_score, "policy": steps.policy.to_dict(),
          "tile": steps.tile.to_dict() if steps.tile else None, "decode": steps.decode}, read,

@@ -11,7 +11,7 @@ result per entry in input order; `FolderJob.drain` writes them with a progress b
 
     with FolderJob.open("label", photos, out, "label_config.json", engine="ray") as job:
         todo = job.start(config, ledger, resume=True)
-        seconds = job.drain(job.map(todo, local=..., worker=..., item=...), ledger_append)
+        seconds = job.drain(job.map(todo, local=..., worker=..., item=...), write, len(todo))
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ class Ledger(Protocol):
         """Whether an earlier run wrote results (then only ``resume`` may continue it)."""
 
     def finished(self) -> set[str]:
-        """The entries (relative paths) whose results are complete; reads, writes nothing."""
+        """The entries (relative paths) whose results are complete (reading may cut a torn last line, as any run
+        does; nothing else is written)."""
 
     def settle(self, done: set[str]) -> None:
         """Drop what was written for entries outside ``done`` (a kill's half-written results)."""
@@ -74,8 +75,8 @@ class SettingsRules:
     not_recorded_before: tuple[str, ...] = ()
     compare_as: Callable[[Mapping[str, Any], str], Any] | None = None
 
-    def changed(self, previous: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
-        """The settings that differ (``"fingerprints"`` among them when a model's does)."""
+    def as_now(self, previous: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, Any]:
+        """The recorded settings under today's names, what earlier versions did not record taken from ``config``."""
         previous = {self.renamed.get(k, k): v for k, v in previous.items()}
         recorded = {self.renamed.get(k, k): v for k, v in previous.get("fingerprints", {}).items()}
         if "fingerprints" in previous:
@@ -87,6 +88,14 @@ class SettingsRules:
             now = config.get("fingerprints", {})
             if recorded and key not in recorded and key in now:  # a fingerprint an earlier version did not take
                 recorded[key] = now[key]
+        return previous
+
+    def changed(self, previous: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+        """The settings that differ (``"fingerprints"`` among them when a model's does); ``previous`` as recorded."""
+        return self.differ(self.as_now(previous, config), config)
+
+    def differ(self, previous: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+        """The settings that differ between ``previous`` (made by `as_now`) and ``config``."""
         value = self.compare_as or (lambda c, k: c.get(k))
         return sorted(k for k in set(previous) | set(config) if value(previous, k) != value(config, k))
 
@@ -209,9 +218,13 @@ class FolderJob:
         except ValueError as exc:
             raise ResumeRefusedError(f"cannot resume {self.out}: {self.config_file} is not valid JSON ({exc}); "
                                      "use a new output folder") from exc
-        changed = rules.changed(previous, config)
+        if not isinstance(previous, dict):
+            raise ResumeRefusedError(f"cannot resume {self.out}: {self.config_file} does not hold settings; use a "
+                                     "new output folder")
+        previous = rules.as_now(previous, config)
+        changed = rules.differ(previous, config)
         if "fingerprints" in changed:
-            before = {rules.renamed.get(k, k): v for k, v in previous.get("fingerprints", {}).items()}
+            before = previous.get("fingerprints", {})
             now = config.get("fingerprints", {})
             which = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
             raise ResumeRefusedError(

@@ -234,7 +234,8 @@ def label_into(
     run_config: dict[str, Any] | None = None,
 ) -> LabelSummary:
     """`label_folder` into the folder of ``job`` (made by `label_output`, whose lock the caller holds), on its
-    engine."""
+    engine. ``run_config`` (JSON-able, e.g. ``pipeline.to_config()``) is recorded in ``label_config.json`` with the
+    models' fingerprints and compared on ``resume``."""
     out = job.out
     pipeline.load()
     config = {"input": str(job.input.resolve()), "annotate": annotate, "fingerprints": _fingerprints(pipeline),

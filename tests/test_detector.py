@@ -138,3 +138,20 @@ def test_huge_images_are_shrunk_before_the_model_and_boxes_map_back():
         np.testing.assert_allclose(out.xyxy, [[0.5 * w, 0.25 * h, w, 0.75 * h]], rtol=1e-6)
     assert seen[0] == (1, 300, 400, 3)
     assert seen[1] == (1, round(2000 * MAX_INPUT_SIDE / 10000), MAX_INPUT_SIDE, 3)
+
+
+def test_build_crops_runs_a_detector_built_from_a_model_object_on_the_local_engine(tmp_path):
+    from PIL import Image
+
+    from detectcrop.dataset import IMAGES_CSV, build_crops
+    from detectcrop.io import read_csv
+
+    photos = tmp_path / "photos" / "a"
+    photos.mkdir(parents=True)
+    Image.fromarray(_bright_box_image()).save(photos / "p.png")
+    detector = Detector(_BrightBoxDetector(), min_score=0.1)  # "custom": no config to rebuild it on Ray actors
+    summary = build_crops(tmp_path / "photos", tmp_path / "crops", detector)
+    assert summary.n_ok == 1 and summary.n_crops == 1
+    assert read_csv(tmp_path / "crops" / IMAGES_CSV)[1][0][:3] == ["a/p.png", "ok", "1"]
+    with pytest.raises(ValueError, match="has no config"):  # the Ray engine says why it cannot take it
+        build_crops(tmp_path / "photos", tmp_path / "crops2", detector, engine="ray")

@@ -5,6 +5,7 @@ another run, and hand-edited predictions."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -114,3 +115,13 @@ def test_a_hand_edited_prediction_cell_names_its_row_and_column(tmp_path):
                           capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "x1 cell 'twelve'" in proc.stderr
     assert not (out / "yolo").exists()
+
+
+def test_an_edited_image_size_is_refused_as_a_value_error():
+    from pipelines.results import COLUMNS, ImageResult
+
+    row = dict.fromkeys(COLUMNS, "")
+    for width in ("inf", "-3", "12.5", "nan"):
+        row.update(image="a.jpg", status="no_detection", width=width, height="10")
+        with pytest.raises(ValueError, match=rf"row 2 \(image 'a\.jpg'\): the width cell '{re.escape(width)}'"):
+            ImageResult.from_rows([row])

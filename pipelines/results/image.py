@@ -105,7 +105,7 @@ class ImageResult:
     def from_rows(cls, rows: Iterable[Mapping[str, str]]) -> list[ImageResult]:
         """Prediction rows (`pipelines.results.read_predictions`) grouped by image, in file order (an image's rows
         are consecutive); ``source`` is the ``image`` cell. A cell that cannot be read is a ``ValueError`` naming
-        its row (counted as lines of the file: the header is line 1) and column."""
+        its row (the header is row 1) and column."""
         by_image: dict[str, list[tuple[int, Mapping[str, str]]]] = {}
         for line, row in enumerate(rows, 2):
             by_image.setdefault(row["image"], []).append((line, row))
@@ -120,8 +120,8 @@ class ImageResult:
                  "probability": np.array([_number(r, "probability", n) for n, r in objects], dtype=np.float32),
                  "top_k": object_array([parse_top_k(r["top_k"]) for _, r in objects])},
             )
-            out.append(cls(image, first["status"], int(_number(first, "width", line, 0)),
-                           int(_number(first, "height", line, 0)), first["error"], dets))
+            out.append(cls(image, first["status"], _size(first, "width", line), _size(first, "height", line),
+                           first["error"], dets))
         return out
 
     # -- COCO -------------------------------------------------------------------------------------------------
@@ -157,3 +157,12 @@ def _number(row: Mapping[str, str], column: str, line: int, empty: float | None 
     except ValueError:
         raise ValueError(f"predictions row {line} (image {row['image']!r}): the {column} cell {text!r} is not a "
                          "number (an edited file?)") from None
+
+
+def _size(row: Mapping[str, str], column: str, line: int) -> int:
+    """The image size in ``row[column]`` (0 for an empty cell)."""
+    value = _number(row, column, line, 0)
+    if not (np.isfinite(value) and value >= 0 and value == int(value)):
+        raise ValueError(f"predictions row {line} (image {row['image']!r}): the {column} cell {row[column]!r} is not a "
+                         "size in pixels (an edited file?)")
+    return int(value)
