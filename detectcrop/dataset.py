@@ -299,16 +299,16 @@ def build_crops_into(
                         min_score, policy or CropPolicy(), tile, decode)
     out = job.out
     config = _config(job.input, steps, max_pixels, max_image_bytes, drop_duplicates, max_distance)
-    entries = job.entries()
-    todo = [InputEntry(e.rel, e.path, _entry_problem(e))
-            for e in job.start(config, CropLedger(out), resume=resume, entries=entries)]
-    names = crop_basenames([e.rel for e in entries])
     read = {"max_pixels": max_pixels, "max_image_bytes": max_image_bytes}
     worker = None if job.engine != "ray" else functools.partial(  # the actors rebuild the detector from its config
         CropWorker, str(out), detector_config(steps.detector),
         {"category_ids": steps.category_ids, "min_score": steps.min_score, "policy": steps.policy.to_dict(),
          "tile": steps.tile.to_dict() if steps.tile else None, "decode": steps.decode}, read,
-    )
+    )  # before anything is written: a detector the actors cannot rebuild is refused first
+    entries = job.entries()
+    todo = [InputEntry(e.rel, e.path, _entry_problem(e))
+            for e in job.start(config, CropLedger(out), resume=resume, entries=entries)]
+    names = crop_basenames([e.rel for e in entries])
     results = job.map(todo, local=lambda todo: _local_results(todo, steps, read, decode_budget, workers, prefetch),
                       worker=worker, item=lambda e: {"name": names[e.rel]})
     loop_seconds = _write(job, names, len(todo), results, prefetch)

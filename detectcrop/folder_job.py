@@ -134,7 +134,7 @@ class FolderJob:
 
     Attributes:
         command: the command's name (the lock's owner, the progress bar's title).
-        input: the input as given: a folder, or one file where the command takes one.
+        input: the input: a folder (resolved), or one file where the command takes one (as given).
         out: the output folder (resolved).
         config_file: the file in ``out`` that records the run's settings, compared on resume.
         engine: ``"local"`` (this process) or ``"ray"`` (a Ray Data actor pool); both write the same files.

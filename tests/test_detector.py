@@ -155,3 +155,4 @@ def test_build_crops_runs_a_detector_built_from_a_model_object_on_the_local_engi
     assert read_csv(tmp_path / "crops" / IMAGES_CSV)[1][0][:3] == ["a/p.png", "ok", "1"]
     with pytest.raises(ValueError, match="has no config"):  # the Ray engine says why it cannot take it
         build_crops(tmp_path / "photos", tmp_path / "crops2", detector, engine="ray")
+    assert not any(p.name != ".detectcrop.lock" for p in (tmp_path / "crops2").iterdir())  # before writing anything
