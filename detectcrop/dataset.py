@@ -310,7 +310,8 @@ def build_crops_into(
             for e in job.start(config, CropLedger(out), resume=resume, entries=entries)]
     names = crop_basenames([e.rel for e in entries])
     results = job.map(todo, local=lambda todo: _local_results(todo, steps, read, decode_budget, workers, prefetch),
-                      worker=worker, item=lambda e: {"name": names[e.rel]})
+                      worker=worker, item=lambda e: {"name": names[e.rel]},
+                      result=lambda payload: ImageRows(payload["image"], payload["crops"]))
     loop_seconds = _write(job, names, len(todo), results, prefetch)
     n_groups, n_dups, n_dropped = _finish_duplicates(out, drop_duplicates, max_distance)
     summary = _summarize(out, len(entries), len(todo), loop_seconds, time.perf_counter() - started)
@@ -337,7 +338,7 @@ def _local_results(
         reader.close()
 
 
-def _write(job: FolderJob, names: dict[str, str], total: int, results: Iterator[ImageCrops | dict[str, Any]],
+def _write(job: FolderJob, names: dict[str, str], total: int, results: Iterator[ImageCrops | ImageRows],
            prefetch: int) -> float:
     """Write each input's crops and rows in order (on a writer thread; the Ray engine's actors wrote their crops and
     send the rows); returns the seconds the loop took."""
@@ -345,12 +346,8 @@ def _write(job: FolderJob, names: dict[str, str], total: int, results: Iterator[
     crops = CsvManifest(job.out / CROPS_CSV, CROPS_COLUMNS).open()
     writer = ManifestWriter(job.out, names, images, crops, depth=prefetch)
     writer.start()
-
-    def put(result: ImageCrops | dict[str, Any]) -> None:
-        writer.put(ImageRows(result["image"], result["crops"]) if isinstance(result, dict) else result)
-
     try:
-        seconds = job.drain(results, put, total)
+        seconds = job.drain(results, writer.put, total)
         writer.put(None)
     except BaseException:
         writer.abort()

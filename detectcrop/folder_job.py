@@ -236,14 +236,15 @@ class FolderJob:
                                      f"({', '.join(changed)}); use a new output folder{hint}")
 
     def map(self, todo: list[InputEntry], *, local: Callable[[list[InputEntry]], Iterator[T]],
-            worker: Callable[[], Any], item: Callable[[InputEntry], dict[str, Any]] = lambda e: {}) -> Iterator[Any]:
-        """The results of ``todo`` in order: ``local(todo)`` in this process, or on the Ray engine the payloads of
-        actors made by ``worker`` (`detectcrop.ray_engine.ray_map`) for items ``{"key", "path", "problem"}`` plus
-        ``item(entry)``."""
+            worker: Callable[[], Any] | None, item: Callable[[InputEntry], dict[str, Any]] = lambda e: {},
+            result: Callable[[dict[str, Any]], T] = lambda payload: payload) -> Iterator[T]:
+        """The results of ``todo`` in order: ``local(todo)`` in this process, or on the Ray engine ``result(payload)``
+        of the payloads of actors made by ``worker`` (`detectcrop.ray_engine.ray_map`) for items ``{"key", "path",
+        "problem"}`` plus ``item(entry)``; both engines give the writer results of one shape."""
         if self.engine != "ray":
             return local(todo)
         items = [{"key": e.rel, "path": os.fspath(e.path), "problem": e.problem, **item(e)} for e in todo]
-        return ray_map(items, worker, self.ray, show_progress=self.show_progress)
+        return map(result, ray_map(items, worker, self.ray, show_progress=self.show_progress))
 
     def drain(self, results: Iterable[T], write: Callable[[T], None], total: int) -> float:
         """``write`` each result in order, with a progress bar; the seconds the loop took."""

@@ -259,8 +259,9 @@ def label_into(
 
     worker = None if job.engine != "ray" else functools.partial(LabelWorker, str(out), pipeline_config, annotate,
                                                                   read)
-    results = job.map(todo, local=local, worker=worker, item=lambda e: {"name": names.get(e.rel, "")})
-    seconds = job.drain(results, lambda r: manifest.append(r if isinstance(r, list) else r["rows"]), len(todo))
+    results = job.map(todo, local=local, worker=worker, item=lambda e: {"name": names.get(e.rel, "")},
+                      result=lambda payload: payload["rows"])
+    seconds = job.drain(results, manifest.append, len(todo))
 
     written = ImageResult.from_rows(manifest.rows())  # from the file: a resumed run ends with the same outputs
     write_coco(written, pipeline, out / COCO_JSON)

@@ -4,19 +4,7 @@
     python -m pipelines.export --predictions OUT --format yolo [--confidence]
     detectcrop export ...   # the same
 
-- ``labelstudio`` writes ``OUT/labelstudio.json`` and ``OUT/labelstudio.xml``, the labeling config to create the
-  project with (an image, a ``RectangleLabels`` with every class). The tasks: one per readable image,
-  ``data.image`` = PREFIX + the image's path relative to the labeled folder (URL-quoted; e.g.
-  ``/data/local-files/?d=photos/`` for Label Studio's local file storage), and one prediction per task
-  (``model_version``, ``score`` = its least confident object, ``result``: ``rectanglelabels`` boxes in percent of the
-  image, ``from_name="label"``, ``to_name="image"`` as in Label Studio's "Object Detection with Bounding Boxes"
-  template).
-- ``yolo`` writes ``OUT/yolo/labels/<image path>.txt`` (one per readable image, empty when nothing was detected:
-  ``class x_center y_center width height``, normalised to 0-1, plus the confidence with ``--confidence``),
-  ``OUT/yolo/classes.txt`` (one name per line, line k = class k) and ``OUT/yolo/data.yaml`` (``names``).
-
-Scores are detection score x label probability. FiftyOne reads ``OUT/results.coco.json`` (written by `label`) with
-its COCO importer; see the README.
+What each format writes, and how review tools read it: `pipelines.exports`.
 """
 
 from __future__ import annotations
