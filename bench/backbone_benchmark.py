@@ -41,6 +41,8 @@ VARIANTS = {  # brands, training photos per brand, test photos per brand, held-o
 RECIPES = {
     "default": [],
     "head": ["--fine-tune-blocks", "0"],
+    "fine_grained": ["--input-size", "448", "--augment", "colour_invariant"],
+    "fine_grained_8": ["--input-size", "448", "--augment", "colour_invariant", "--fine-tune-blocks", "8"],
 }
 SCORES = ("max_softmax", "max_logit", "energy", "class_mean_cosine", "knn_cosine")
 

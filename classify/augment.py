@@ -41,11 +41,35 @@ def _default() -> A.Compose:
     )
 
 
-PRESETS = {"light": _light, "default": _default}
+def _colour_invariant() -> A.Compose:
+    # For catalogues where every class comes in every colour (brands told apart by shape details only): colour is
+    # nuisance there, so a training view is often greyscale, channel-shuffled or strongly hue-shifted. Not for classes
+    # whose colour is a cue.
+    return A.Compose(
+        [
+            A.Affine(scale=(0.85, 1.1), translate_percent=(-0.06, 0.06), rotate=(-12, 12), p=0.8),
+            A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.6),
+            A.OneOf(
+                [
+                    A.ToGray(p=1.0),
+                    A.ChannelShuffle(p=1.0),
+                    A.HueSaturationValue(hue_shift_limit=90, sat_shift_limit=40, val_shift_limit=10, p=1.0),
+                ],
+                p=0.5,
+            ),
+            A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.MotionBlur(blur_limit=(3, 5))], p=0.25),
+            A.GaussNoise(std_range=(0.01, 0.04), p=0.2),
+            A.ImageCompression(quality_range=(50, 95), p=0.3),
+        ]
+    )
+
+
+PRESETS = {"light": _light, "default": _default, "colour_invariant": _colour_invariant}
 
 
 def build_augmentation(spec: AugmentationSpec) -> A.BaseCompose | None:
-    """An albumentations pipeline from a preset name (``"default"``, ``"light"``, ``"none"``), a dict made by
+    """An albumentations pipeline from a preset name (``"default"``, ``"light"``, ``"colour_invariant"``,
+    ``"none"``), a dict made by
     `augmentation_to_dict` / ``A.to_dict``, a path to such a JSON file, or a ready pipeline (returned as is)."""
     if spec is None or (isinstance(spec, str) and spec.lower() in ("", "none")):
         return None

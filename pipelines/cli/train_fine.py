@@ -109,7 +109,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--augment",
         default="default",
-        help="augmentation: 'default', 'light', 'none', or a JSON file (albumentations to_dict)",
+        help="augmentation: 'default', 'light', 'colour_invariant', 'none', or a JSON file (albumentations to_dict)",
     )
     p.add_argument(
         "--augment-views",
