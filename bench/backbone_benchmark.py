@@ -38,9 +38,9 @@ VARIANTS = {  # brands, training photos per brand, test photos per brand, held-o
     "hard": (20, 20, 10, 4),
     "normal": (8, 20, 10, 2),
 }
-RECIPES = {
-    "default": [],
+RECIPES = {  # train_fine options of each recipe
     "head": ["--fine-tune-blocks", "0"],
+    "default": [],
     "fine_grained": ["--input-size", "448", "--augment", "colour_invariant"],
     "fine_grained_8": ["--input-size", "448", "--augment", "colour_invariant", "--fine-tune-blocks", "8"],
 }
@@ -171,26 +171,39 @@ def probe_stage(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
-def speed_stage(work: Path, backbones: list[str], rounds: int) -> dict[str, Any]:
+def _trained_run(work: Path, name: str, size: tuple[int, int]) -> Path | None:
+    """A trained hard-last seed-0 run of ``name`` at ``size`` (the head recipe first), for the LiteRT timing."""
+    runs = sorted((work / "runs").glob(f"hard_last_{name}_*_s0"), key=lambda r: not r.name.endswith("_head_s0"))
+    for run in runs:
+        config = run / "config.json"
+        if (run / "model.keras").exists() and config.exists():
+            if tuple(json.loads(config.read_text())["model"]["input_size"]) == tuple(size):
+                return run
+    return None
+
+
+def speed_stage(work: Path, candidates: list[str], rounds: int) -> dict[str, Any]:
     """Per-crop labeling cost (TensorFlow, and LiteRT float on a trained run's classifier when the accuracy stage
-    left one) and one fine-tuning step of each backbone, alternating in one process."""
+    left one at that size) and one fine-tuning step of each ``name[@size]`` candidate, alternating in one process."""
     import keras
 
     from classify.backbones import Backbone, copy_model, set_fine_tunable
     from detectcrop.runtime.classifier_cache import load_litert_classifier
 
     crops = sorted((work / "hard_last" / "test" / "known").rglob("*.jpg"))[:64]
+    backbones: dict[str, Backbone] = {}
     litert = {}
-    for name in backbones:
-        run = work / "runs" / f"hard_last_{name}_head_s0"
-        if (run / "model.keras").exists() and crops:
-            litert[name] = load_litert_classifier(run, precision="float")
+    for candidate in candidates:
+        name, _, size = candidate.partition("@")
+        backbones[candidate] = bb = Backbone.from_preset(name, input_size=int(size) if size else None)
+        run = _trained_run(work, name, bb.input_size)
+        if run is not None and crops:
+            litert[candidate] = load_litert_classifier(run, precision="float")
 
     rng = np.random.default_rng(0)
     batch = rng.integers(0, 256, (32, 480, 480, 3), dtype=np.uint8)
     models = {}
-    for name in backbones:
-        bb = Backbone.from_preset(name)
+    for name, bb in backbones.items():
         net = copy_model(bb.net)
         set_fine_tunable(net, 4)
         inputs = keras.Input((*bb.input_size, 3))
@@ -199,7 +212,7 @@ def speed_stage(work: Path, backbones: list[str], rounds: int) -> dict[str, Any]
         trainer.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
         models[name] = (bb, trainer, bb.prepare(batch))
     labels = rng.integers(0, 16, 32)
-    times: dict[str, dict[str, list[float]]] = {n: {"infer": [], "train": [], "litert": []} for n in backbones}
+    times: dict[str, dict[str, list[float]]] = {n: {"infer": [], "train": [], "litert": []} for n in candidates}
     for r in range(rounds + 1):  # round 0 warms up
         for name, (bb, trainer, x) in models.items():
             t = time.perf_counter()
@@ -217,9 +230,9 @@ def speed_stage(work: Path, backbones: list[str], rounds: int) -> dict[str, Any]
                 times[name]["train"].append(train / len(batch))
             elif name in litert:
                 times[name]["litert"].clear()
-    base = backbones[0]
+    base = candidates[0]
     out = {}
-    for name in backbones:
+    for name in candidates:
         ratio_i = np.median(np.array(times[name]["infer"]) / np.array(times[base]["infer"]))
         ratio_t = np.median(np.array(times[name]["train"]) / np.array(times[base]["train"]))
         out[name] = {"input_size": list(models[name][0].input_size),
@@ -237,8 +250,11 @@ def markdown(rows: list[dict[str, Any]], speed: dict[str, Any], probes: list[dic
     lines = ["| variant | split | backbone | recipe | seeds | test macro-F1 (each seed) | probe | gain | "
              "AUROC energy | AUROC max_softmax | AUROC class_mean_cosine | AUROC knn_cosine | ECE after |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    backbones = list(dict.fromkeys(r["backbone"] for r in rows))
+    order = lambda r: (list(VARIANTS).index(r["variant"]), ("last", "first").index(r["split"]),  # noqa: E731
+                       backbones.index(r["backbone"]), list(RECIPES).index(r["recipe"]), r["seed"])
     groups: dict[tuple, list[dict]] = {}
-    for r in rows:
+    for r in sorted(rows, key=order):
         groups.setdefault((r["variant"], r["split"], r["backbone"], r["recipe"]), []).append(r)
 
     def mean(rs, f, fmt=".3f"):
@@ -255,16 +271,17 @@ def markdown(rows: list[dict[str, Any]], speed: dict[str, Any], probes: list[dic
             + " | ".join(mean(rs, lambda r, s=s: r["auroc"].get(s)) for s in
                          ("energy", "max_softmax", "class_mean_cosine", "knn_cosine"))
             + f" | {mean(rs, lambda r: r['ece_after'])} |")
-    lines += ["", "| variant | split | backbone | probe | head | default | best | train s/run, head | "
-              "train s/run, default |", "|---|---|---|---|---|---|---|---|---|"]
+    recipes = [rc for rc in RECIPES if any(k[3] == rc for k in groups)]
+    lines += ["", "| variant | split | backbone | probe | " + " | ".join(recipes) + " | best | "
+              + " | ".join(f"train s/run, {rc}" for rc in recipes) + " |", "|---" * (5 + 2 * len(recipes)) + "|"]
     for variant, split, backbone in dict.fromkeys(k[:3] for k in groups):
-        per = {rc: groups.get((variant, split, backbone, rc), []) for rc in RECIPES}
+        per = {rc: groups.get((variant, split, backbone, rc), []) for rc in recipes}
         f1 = {rc: mean(rs, lambda r: r["test_macro_f1"]) for rc, rs in per.items()}
         best = max((v, rc) for rc, v in f1.items() if v != "-")
         probe = mean([r for rs in per.values() for r in rs], lambda r: r["probe_macro_f1"])
-        lines.append(f"| {variant} | {split} | `{backbone}` | {probe} | {f1['head']} | {f1['default']} | "
-                     f"{best[0]} ({best[1]}) | {mean(per['head'], lambda r: r['wall_s'], '.0f')} | "
-                     f"{mean(per['default'], lambda r: r['wall_s'], '.0f')} |")
+        lines.append(f"| {variant} | {split} | `{backbone}` | {probe} | " + " | ".join(f1.values())
+                     + f" | {best[0]} ({best[1]}) | "
+                     + " | ".join(mean(rs, lambda r: r["wall_s"], ".0f") for rs in per.values()) + " |")
     if probes:
         lines += ["", "| variant | split | backbone | input | probe macro-F1 | AUROC energy | "
                   "AUROC class_mean_cosine |", "|---|---|---|---|---|---|---|"]
@@ -282,6 +299,16 @@ def markdown(rows: list[dict[str, Any]], speed: dict[str, Any], probes: list[dic
     return "\n".join(lines) + "\n"
 
 
+def merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` with the figures of ``old`` it did not measure again: runs by variant, split, backbone, recipe and
+    seed; the probe and speed stages whole. Commands accumulate in order."""
+    key = lambda r: (r["variant"], r["split"], r["backbone"], r["recipe"], r["seed"])  # noqa: E731
+    again = {key(r) for r in new["runs"]}
+    return {**new, "runs": [r for r in old.get("runs", []) if key(r) not in again] + new["runs"],
+            "probes": new["probes"] or old.get("probes", []), "speed": new["speed"] or old.get("speed", {}),
+            "commands": [*old.get("commands", [old["command"]] if "command" in old else []), *new["commands"]]}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, default=Path("/tmp/backbone_bench"))
@@ -295,17 +322,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--probe-candidates", nargs="+", metavar="NAME[@SIZE]",
                    default=["mobilenet_v2_torchvision", "efficientnet_lite1", "efficientnet_lite2",
                             "efficientnet_lite2@384"])
+    p.add_argument("--speed-candidates", nargs="+", metavar="NAME[@SIZE]",
+                   help="speed: backbones (and input sizes) to time, the first is the reference (default: --backbones)")
     p.add_argument("--rounds", type=int, default=5, help="speed: alternating rounds")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the --json file's figures that this run does not measure again (runs by variant, "
+                        "split, backbone, recipe and seed; probes; speed)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args.work.mkdir(parents=True, exist_ok=True)
     rows = accuracy_stage(args) if args.stage in ("accuracy", "all") else []
     probes = probe_stage(args) if args.stage in ("probe", "all") else []
-    speed = speed_stage(args.work, args.backbones, args.rounds) if args.stage in ("speed", "all") else {}
+    speed = {}
+    if args.stage in ("speed", "all"):
+        speed = speed_stage(args.work, args.speed_candidates or args.backbones, args.rounds)
+    command = " ".join(["python -m bench.backbone_benchmark", *(argv if argv is not None else sys.argv[1:])])
     result = {"date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-              "python": platform.python_version(), "command": " ".join(["python -m bench.backbone_benchmark",
-                                                                        *(argv if argv is not None else sys.argv[1:])]),
+              "python": platform.python_version(), "command": command, "commands": [command],
               "runs": rows, "probes": probes, "speed": speed}
+    if args.merge and args.json and args.json.exists():
+        result = merged(json.loads(args.json.read_text()), result)
+    rows, probes, speed = result["runs"], result["probes"], result["speed"]
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     print(markdown(rows, speed, probes))

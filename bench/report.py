@@ -35,23 +35,17 @@ SOURCES = {
                 "python -m bench.client_check --demo /tmp/demo --work /tmp/clients --json bench/client_check.json"),
 }
 
-RECIPE_ORDER = ("head", "default")
-
-
 def _command_line(result: dict[str, Any], what: str, json_name: str) -> str:
-    return (f"Command: `{result['command']}` ({result['date']}, {result['machine']}, Python {result['python']}; "
-            f"{what} in `bench/{json_name}`).")
+    commands = result.get("commands") or [result["command"]]
+    quoted = "; then ".join(f"`{c}`" for c in commands)
+    return (f"Command{'s' if len(commands) > 1 else ''}: {quoted} ({result['date']}, {result['machine']}, "
+            f"Python {result['python']}; {what} in `bench/{json_name}`).")
 
 
 def _backbone_tables(result: dict[str, Any]) -> list[str]:
     from bench.backbone_benchmark import markdown
 
-    # the page lists each group's head row before its default row; groups keep the order they were run in
-    runs = sorted(result["runs"], key=lambda r: RECIPE_ORDER.index(r["recipe"]) if r["recipe"] in RECIPE_ORDER
-                  else len(RECIPE_ORDER))
-    groups = list(dict.fromkeys((r["variant"], r["split"], r["backbone"]) for r in result["runs"]))
-    runs.sort(key=lambda r: groups.index((r["variant"], r["split"], r["backbone"])))
-    return markdown(runs, result["speed"], result["probes"]).strip().split("\n\n")
+    return markdown(result["runs"], result["speed"], result["probes"]).strip().split("\n\n")
 
 
 def backbone(result: dict[str, Any], part: str) -> str:

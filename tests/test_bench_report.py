@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 
-from bench import report
+from bench import backbone_benchmark, report
 from pipelines import demo
 
 
@@ -23,3 +23,25 @@ def test_a_render_keeps_the_demo_table_and_notes_missing_json(tmp_path):
     assert f"{demo.TABLE_START}\na demo table\n{demo.TABLE_END}" in text
     assert "(No `bench/backbone_benchmark.json` yet:" in text and "(No `bench/client_check.json` yet:" in text
     assert "<!-- render:" not in text
+
+
+def _run(split: str, recipe: str, seed: int, f1: float) -> dict:
+    return {"variant": "hard", "split": split, "backbone": "b", "recipe": recipe, "seed": seed, "test_macro_f1": f1,
+            "probe_macro_f1": 0.4, "auroc": {"energy": 0.6}, "ece_after": 0.1, "wall_s": 10.0}
+
+
+def test_a_merged_backbone_result_keeps_what_was_not_measured_again():
+    old = {"command": "first", "runs": [_run("last", "head", 0, 0.40), _run("last", "default", 0, 0.50)],
+           "probes": [{"p": 1}], "speed": {"b": {}}}
+    new = {"command": "second", "commands": ["second"], "runs": [_run("last", "default", 0, 0.55),
+                                                                _run("first", "fine_grained", 0, 0.65)],
+           "probes": [], "speed": {}}
+    result = backbone_benchmark.merged(old, new)
+    assert result["commands"] == ["first", "second"] and result["probes"] == [{"p": 1}] and result["speed"]
+    assert sorted((r["split"], r["recipe"], r["test_macro_f1"]) for r in result["runs"]) == [
+        ("first", "fine_grained", 0.65), ("last", "default", 0.55), ("last", "head", 0.40)]
+    runs, best = backbone_benchmark.markdown(result["runs"], {}, []).strip().split("\n\n")
+    assert runs.index("| hard | last | `b` | head") < runs.index("| hard | last | `b` | default") < runs.index(
+        "| hard | first | `b` | fine_grained")
+    assert "| head | default | fine_grained | best |" in best
+    assert "| hard | first | `b` | 0.400 | - | - | 0.650 | 0.650 (fine_grained) |" in best

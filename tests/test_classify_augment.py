@@ -20,7 +20,7 @@ from classify.augment import (
 IMAGE = np.ascontiguousarray(skdata.chelsea()[:128, :128])
 
 
-@pytest.mark.parametrize("preset", ["default", "light"])
+@pytest.mark.parametrize("preset", ["default", "light", "colour_invariant"])
 def test_presets_round_trip_through_json(tmp_path, preset):
     path = save_augmentation(preset, tmp_path / "aug.json")
     loaded = load_augmentation(path)
@@ -49,3 +49,26 @@ def test_none_and_custom_dicts(tmp_path):
     assert augmentation_to_dict(str(tmp_path / "flip.json")) == custom
     with pytest.raises(ValueError, match="unknown augmentation"):
         build_augmentation("heavy")
+
+
+def _colour_signature(image: np.ndarray) -> np.ndarray:
+    """Each channel's mean departure from the pixel's grey: the image's overall colour cast."""
+    rgb = image.astype(np.float64)
+    return (rgb - rgb.mean(axis=2, keepdims=True)).reshape(-1, 3).mean(axis=0)
+
+
+def _colour_changed(view: np.ndarray, original: np.ndarray) -> bool:
+    a, b = _colour_signature(view), _colour_signature(original)
+    cosine = a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9)
+    return cosine < 0.5 or np.linalg.norm(a) < 0.3 * np.linalg.norm(b)
+
+
+def test_colour_invariant_changes_colour_where_default_keeps_it():
+    pipelines = {p: seeded(p, 3) for p in ("default", "colour_invariant")}
+    views = {p: [pipe(image=IMAGE)["image"] for _ in range(60)] for p, pipe in pipelines.items()}
+    changed = {p: sum(_colour_changed(v, IMAGE) for v in vs) for p, vs in views.items()}
+    assert changed["default"] <= 3  # dial colour is a cue: the default keeps it
+    assert changed["colour_invariant"] >= 10 and changed["colour_invariant"] > 5 * max(changed["default"], 1)
+    greys = sum(np.array_equal(v[..., 0], v[..., 1]) and np.array_equal(v[..., 1], v[..., 2])
+                for v in views["colour_invariant"])
+    assert greys >= 3 and not any(np.array_equal(v[..., 0], v[..., 1]) for v in views["default"])
