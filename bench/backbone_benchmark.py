@@ -43,6 +43,7 @@ RECIPES = {  # train_fine options of each recipe
     "default": [],
     "fine_grained": ["--input-size", "448", "--augment", "colour_invariant"],
     "fine_grained_8": ["--input-size", "448", "--augment", "colour_invariant", "--fine-tune-blocks", "8"],
+    "fine_grained_strong_8": ["--input-size", "448", "--augment", "fine_grained", "--fine-tune-blocks", "8"],
 }
 SCORES = ("max_softmax", "max_logit", "energy", "class_mean_cosine", "knn_cosine")
 

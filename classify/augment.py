@@ -64,7 +64,33 @@ def _colour_invariant() -> A.Compose:
     )
 
 
-PRESETS = {"light": _light, "default": _default, "colour_invariant": _colour_invariant}
+def _fine_grained() -> A.Compose:
+    # Classes told apart by small shape details, photographed in any pose and colour: `_colour_invariant` with
+    # stronger pose changes (tilt, perspective) and parts covered (coarse dropout), so a view keeps only some of
+    # the details that tell two classes apart.
+    return A.Compose(
+        [
+            A.Affine(scale=(0.8, 1.15), translate_percent=(-0.08, 0.08), rotate=(-25, 25), p=0.9),
+            A.Perspective(scale=(0.02, 0.08), p=0.5),
+            A.RandomBrightnessContrast(brightness_limit=0.25, contrast_limit=0.25, p=0.6),
+            A.OneOf(
+                [
+                    A.ToGray(p=1.0),
+                    A.ChannelShuffle(p=1.0),
+                    A.HueSaturationValue(hue_shift_limit=90, sat_shift_limit=40, val_shift_limit=10, p=1.0),
+                ],
+                p=0.5,
+            ),
+            A.CoarseDropout(num_holes_range=(1, 3), hole_height_range=(0.1, 0.3), hole_width_range=(0.1, 0.3),
+                            fill="random_uniform", p=0.4),
+            A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.MotionBlur(blur_limit=(3, 5))], p=0.25),
+            A.GaussNoise(std_range=(0.01, 0.04), p=0.2),
+            A.ImageCompression(quality_range=(50, 95), p=0.3),
+        ]
+    )
+
+
+PRESETS = {"light": _light, "default": _default, "colour_invariant": _colour_invariant, "fine_grained": _fine_grained}
 
 
 def build_augmentation(spec: AugmentationSpec) -> A.BaseCompose | None:
