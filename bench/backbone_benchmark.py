@@ -13,7 +13,8 @@ Frozen features (``--stage probe``): the linear probe and two open-set scores of
 size on the same crops, without training.
 
 Speed (``--stage speed``), side by side in one process, alternating the backbones: labeling cost per crop (a forward
-pass of a batch of 32) and one fine-tuning step (batch 32, forward and backward with the top 4 blocks unfrozen).
+pass of a batch of 32) and one fine-tuning step (batch 32, forward and backward with the blocks the backbone's default
+recipe unfreezes).
 """
 
 from __future__ import annotations
@@ -38,14 +39,22 @@ VARIANTS = {  # brands, training photos per brand, test photos per brand, held-o
     "hard": (20, 20, 10, 4),
     "normal": (8, 20, 10, 2),
 }
-RECIPES = {  # train_fine options of each recipe
-    "head": ["--fine-tune-blocks", "0"],
-    "default": [],
-    "fine_grained": ["--input-size", "448", "--augment", "colour_invariant"],
-    "fine_grained_8": ["--input-size", "448", "--augment", "colour_invariant", "--fine-tune-blocks", "8"],
-    "fine_grained_strong_8": ["--input-size", "448", "--augment", "fine_grained", "--fine-tune-blocks", "8"],
+RECIPES = {  # train_fine options of each recipe; NATIVE: the backbone's ImageNet input size
+    "head": ["--input-size", "NATIVE", "--fine-tune-blocks", "0", "--augment", "colour"],  # the head alone
+    "previous": ["--input-size", "NATIVE", "--fine-tune-blocks", "4", "--augment", "colour"],  # the earlier default
+    "448px": ["--input-size", "448", "--fine-tune-blocks", "4", "--augment", "default"],
+    "default": [],  # the library's defaults (the offline backbone: 448 px, top 8 blocks, default augmentation)
+    "strong": ["--input-size", "448", "--fine-tune-blocks", "8", "--augment", "strong"],
 }
 SCORES = ("max_softmax", "max_logit", "energy", "class_mean_cosine", "knn_cosine")
+
+
+def recipe_options(recipe: str, backbone: str) -> list[str]:
+    """``train_fine`` options of ``recipe`` for ``backbone``."""
+    from detectcrop.zoo.presets import PRESETS
+
+    native = str(PRESETS[backbone].input_size[0])
+    return [native if option == "NATIVE" else option for option in RECIPES[recipe]]
 
 
 def make_crops(work: Path, variant: str, split: str, seed: int, photos_per_brand: int) -> Path:
@@ -87,7 +96,8 @@ def run_train_fine(args: argparse.Namespace, run: Path, train: Path, test: Path,
     """One ``train_fine`` run (skipped when its report exists); the figures this benchmark reports."""
     cmd = [sys.executable, "-m", "pipelines.cli.train_fine", "--data", str(train), "--test-data", str(test),
            "--open-set-data", str(unseen), "--output", str(run), "--backbone", backbone, "--seed", str(seed),
-           "--cache-dir", str(args.work / "cache"), "--no-progress", "--log-level", "WARNING", *RECIPES[recipe]]
+           "--cache-dir", str(args.work / "cache"), "--no-progress", "--log-level", "WARNING",
+           *recipe_options(recipe, backbone)]
     if not (run / "report.json").exists():
         run.parent.mkdir(parents=True, exist_ok=True)
         logger.info("running %s", " ".join(cmd[1:]))
@@ -189,6 +199,7 @@ def speed_stage(work: Path, candidates: list[str], rounds: int) -> dict[str, Any
     import keras
 
     from classify.backbones import Backbone, copy_model, set_fine_tunable
+    from classify.model import resolve_fine_tune_blocks
     from detectcrop.runtime.classifier_cache import load_litert_classifier
 
     crops = sorted((work / "hard_last" / "test" / "known").rglob("*.jpg"))[:64]
@@ -206,7 +217,7 @@ def speed_stage(work: Path, candidates: list[str], rounds: int) -> dict[str, Any
     models = {}
     for name, bb in backbones.items():
         net = copy_model(bb.net)
-        set_fine_tunable(net, 4)
+        set_fine_tunable(net, resolve_fine_tune_blocks("auto", bb))
         inputs = keras.Input((*bb.input_size, 3))
         outputs = keras.layers.Dense(16, activation="softmax")(net(bb.model.layers[1](inputs)))
         trainer = keras.Model(inputs, outputs)
@@ -237,6 +248,7 @@ def speed_stage(work: Path, candidates: list[str], rounds: int) -> dict[str, Any
         ratio_i = np.median(np.array(times[name]["infer"]) / np.array(times[base]["infer"]))
         ratio_t = np.median(np.array(times[name]["train"]) / np.array(times[base]["train"]))
         out[name] = {"input_size": list(models[name][0].input_size),
+                     "fine_tune_blocks": resolve_fine_tune_blocks("auto", models[name][0]),
                      "label_ms_per_crop": 1000 * float(np.median(times[name]["infer"])),
                      "fine_tune_ms_per_crop": 1000 * float(np.median(times[name]["train"])),
                      "label_ratio": float(ratio_i), "fine_tune_ratio": float(ratio_t)}
@@ -295,8 +307,9 @@ def markdown(rows: list[dict[str, Any]], speed: dict[str, Any], probes: list[dic
         for name, s in speed.items():
             lite = (f"{s['litert_ms_per_crop']:.1f} | {s['litert_ratio']:.2f}x" if "litert_ms_per_crop" in s
                     else "- | -")
+            blocks = f" ({s['fine_tune_blocks']} blocks)" if "fine_tune_blocks" in s else ""
             lines.append(f"| `{name}` | {s['input_size'][0]} | {s['label_ms_per_crop']:.1f} | {s['label_ratio']:.2f}x "
-                         f"| {lite} | {s['fine_tune_ms_per_crop']:.1f} | {s['fine_tune_ratio']:.2f}x |")
+                         f"| {lite} | {s['fine_tune_ms_per_crop']:.1f}{blocks} | {s['fine_tune_ratio']:.2f}x |")
     return "\n".join(lines) + "\n"
 
 

@@ -26,9 +26,9 @@ def _light() -> A.Compose:
     )
 
 
-def _default() -> A.Compose:
-    # No flips: brand cues (logo text, numerals, crown side) are not mirror-symmetric. Colour jitter stays small
-    # because dial colour is itself a brand cue.
+def _colour() -> A.Compose:
+    # For classes whose colour is itself a cue: colour jitter stays small. No flips: brand cues (logo text,
+    # numerals, crown side) are not mirror-symmetric.
     return A.Compose(
         [
             A.Affine(scale=(0.85, 1.1), translate_percent=(-0.06, 0.06), rotate=(-12, 12), p=0.8),
@@ -41,10 +41,10 @@ def _default() -> A.Compose:
     )
 
 
-def _colour_invariant() -> A.Compose:
-    # For catalogues where every class comes in every colour (brands told apart by shape details only): colour is
-    # nuisance there, so a training view is often greyscale, channel-shuffled or strongly hue-shifted. Not for classes
-    # whose colour is a cue.
+def _default() -> A.Compose:
+    # Pose, light, blur, noise and compression as in `_colour`, and half the views greyscale, channel-shuffled or
+    # strongly hue-shifted, so the model leans on shape details more than on colour (a class seen in every colour,
+    # such as a brand, is told apart by shape; measured in BENCHMARKS.md, "Backbones"). No flips.
     return A.Compose(
         [
             A.Affine(scale=(0.85, 1.1), translate_percent=(-0.06, 0.06), rotate=(-12, 12), p=0.8),
@@ -64,10 +64,9 @@ def _colour_invariant() -> A.Compose:
     )
 
 
-def _fine_grained() -> A.Compose:
-    # Classes told apart by small shape details, photographed in any pose and colour: `_colour_invariant` with
-    # stronger pose changes (tilt, perspective) and parts covered (coarse dropout), so a view keeps only some of
-    # the details that tell two classes apart.
+def _strong() -> A.Compose:
+    # `_default` with stronger pose changes (tilt, perspective) and parts covered (coarse dropout), so a view keeps
+    # only some of the details that tell two classes apart.
     return A.Compose(
         [
             A.Affine(scale=(0.8, 1.15), translate_percent=(-0.08, 0.08), rotate=(-25, 25), p=0.9),
@@ -90,11 +89,11 @@ def _fine_grained() -> A.Compose:
     )
 
 
-PRESETS = {"light": _light, "default": _default, "colour_invariant": _colour_invariant, "fine_grained": _fine_grained}
+PRESETS = {"default": _default, "colour": _colour, "light": _light, "strong": _strong}
 
 
 def build_augmentation(spec: AugmentationSpec) -> A.BaseCompose | None:
-    """An albumentations pipeline from a preset name (``"default"``, ``"light"``, ``"colour_invariant"``,
+    """An albumentations pipeline from a preset name (``"default"``, ``"colour"``, ``"light"``, ``"strong"``,
     ``"none"``), a dict made by
     `augmentation_to_dict` / ``A.to_dict``, a path to such a JSON file, or a ready pipeline (returned as is)."""
     if spec is None or (isinstance(spec, str) and spec.lower() in ("", "none")):

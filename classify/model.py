@@ -24,7 +24,13 @@ from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 
 from classify.augment import AugmentationSpec, augmentation_to_dict, build_augmentation
-from classify.backbones import backbone_name, input_size_of, resolve_backbone
+from classify.backbones import (
+    backbone_name,
+    input_size_of,
+    preset_fine_tune_blocks,
+    resolve_backbone,
+    training_input_size,
+)
 from classify.batches import ImageItem, iter_items
 from classify.data import grouped_split
 from classify.features import extract_features, predict_batches, predict_outputs
@@ -36,7 +42,7 @@ from classify.trainer import Split, TrainSettings, train_task
 
 logger = logging.getLogger(__name__)
 
-#: Backbone blocks fine-tuned by default (``fine_tune_blocks="auto"``).
+#: Backbone blocks fine-tuned by default (``fine_tune_blocks="auto"``) where the backbone's preset sets no count.
 AUTO_FINE_TUNE_BLOCKS = 4
 
 Images = Sequence[ImageItem] | np.ndarray
@@ -61,11 +67,13 @@ def encode_labels(y: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def resolve_fine_tune_blocks(blocks: int | str, backbone: Any) -> int:
-    """The number of backbone blocks to fine-tune: ``"auto"`` is `AUTO_FINE_TUNE_BLOCKS` for a backbone that can be
-    fine-tuned and 0 for one that cannot (TF Hub feature vectors); an explicit count on such a backbone is an error."""
+    """The number of backbone blocks to fine-tune: ``"auto"`` is the backbone preset's measured count (the offline
+    default's: 8), else `AUTO_FINE_TUNE_BLOCKS`, for a backbone that can be fine-tuned and 0 for one that cannot (TF
+    Hub feature vectors); an explicit count on such a backbone is an error."""
     tunable = getattr(backbone, "fine_tunable", True)
     if blocks == "auto":
-        return AUTO_FINE_TUNE_BLOCKS if tunable else 0
+        preset = preset_fine_tune_blocks(backbone)
+        return (AUTO_FINE_TUNE_BLOCKS if preset is None else preset) if tunable else 0
     if not isinstance(blocks, int | np.integer) or isinstance(blocks, bool) or blocks < 0:
         raise ValueError(f"fine_tune_blocks must be 'auto' or a count >= 0, got {blocks!r}")
     if blocks > 0 and not tunable:
@@ -118,10 +126,10 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
             `classify.Backbone`, or a `keras.Model` mapping ``(H, W, 3)`` float ``[0, 255]`` images to pooled
             features. Only read: fine-tuning trains a copy, `sklearn.base.clone` shares a Backbone (a bare
             keras.Model is deep-copied by clone, as any parameter).
-        input_size: square input side in pixels for a preset backbone (``None``: the preset's, 224). Larger inputs
-            keep the fine detail of small crops (on the hard benchmark the default fine-tuned recipe gained 0.02 and
-            0.10 test macro-F1 at 448, two seeds, see BENCHMARKS.md) at about ``(input_size / 224) ** 2`` times the
-            compute in training and labeling.
+        input_size: square input side in pixels for a preset backbone (``None``: the preset's training size,
+            ``train_input_size``: 448 for the offline default ``mobilenet_v2_torchvision``, else its ImageNet size).
+            Larger inputs keep the fine detail of small crops at about ``(input_size / 224) ** 2`` times the compute
+            in training and labeling (BENCHMARKS.md, "Backbones").
         epochs: head-stage epochs (upper bound; early stopping may end sooner).
         batch_size: batch size for training and inference.
         learning_rate: Adam learning rate for the head (0.001; the seed's 0.005 overshoots on hard data, see
@@ -129,7 +137,9 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         dense_units: the head's hidden width: ``Dense(dense_units, relu) -> Dropout(dropout) -> Dense(n, softmax)``
             (``dense_units=0``: no hidden layer, a linear head).
         dropout: the head's dropout rate.
-        augmentation: albumentations pipeline as a preset name, dict, JSON path or Compose; ``None`` for none.
+        augmentation: albumentations pipeline as a preset name (`classify.augment.PRESETS`: ``"default"`` changes
+            the colour of half the views; ``"colour"`` for classes whose colour is a cue), dict, JSON path or
+            Compose; ``None`` for none.
         augment_views: augmented views cached per training image for the head stage (0: clean images only).
         class_weight: ``None`` or ``"balanced"`` (inverse class frequency, as scikit-learn).
         validation_fraction: held out of ``fit``'s data (grouped by ``groups``) when no ``validation_data`` is given;
@@ -139,9 +149,10 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         reduce_lr_factor: ReduceLROnPlateau's factor.
         min_learning_rate: ReduceLROnPlateau's lowest learning rate.
         fine_tune_blocks: after the head stage, unfreeze the backbone's top blocks (see
-            `classify.backbones.backbone_blocks`; 0: skip; ``"auto"``: `AUTO_FINE_TUNE_BLOCKS` where the backbone
-            can be fine-tuned, else 0). The defaults (4 blocks, peak rate 3e-4, 15 epochs, Dense(512) + Dropout 0.3)
-            are the recipe measured best on the hard benchmark (BENCHMARKS.md).
+            `classify.backbones.backbone_blocks`; 0: skip; ``"auto"``: the preset's ``fine_tune_blocks`` (8 for the
+            offline default), else `AUTO_FINE_TUNE_BLOCKS`, where the backbone can be fine-tuned, else 0). The
+            defaults (peak rate 3e-4, 15 epochs, Dense(512) + Dropout 0.3, and for the offline backbone 448 px and
+            8 blocks) are the recipe measured best on the hard benchmark (BENCHMARKS.md).
         fine_tune_epochs: the fine-tuning stage's epochs.
         fine_tune_learning_rate: the fine-tuning stage's peak learning rate (see
             `classify.trainer.fine_tune_schedule`).
@@ -224,7 +235,8 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
         seed = self.seed if self.seed is not None else int(np.random.default_rng().integers(2**31 - 1))
         train, val = _fit_split(items, y_int, classes, groups, validation_data, self.validation_fraction, seed)
         train.weights = sample_weights(train.y, len(classes), self.class_weight)
-        backbone = resolve_backbone(self.backbone, self.input_size)
+        size = self.input_size if self.input_size is not None else training_input_size(self.backbone)
+        backbone = resolve_backbone(self.backbone, size)
         fine_tune_blocks = resolve_fine_tune_blocks(self.fine_tune_blocks, backbone)
         input_size_of(backbone)  # a fixed input size is required
         augmentation = augmentation_to_dict(self.augmentation)

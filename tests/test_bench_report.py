@@ -34,14 +34,14 @@ def test_a_merged_backbone_result_keeps_what_was_not_measured_again():
     old = {"command": "first", "runs": [_run("last", "head", 0, 0.40), _run("last", "default", 0, 0.50)],
            "probes": [{"p": 1}], "speed": {"b": {}}}
     new = {"command": "second", "commands": ["second"], "runs": [_run("last", "default", 0, 0.55),
-                                                                _run("first", "fine_grained", 0, 0.65)],
+                                                                _run("first", "448px", 0, 0.65)],
            "probes": [], "speed": {}}
     result = backbone_benchmark.merged(old, new)
     assert result["commands"] == ["first", "second"] and result["probes"] == [{"p": 1}] and result["speed"]
     assert sorted((r["split"], r["recipe"], r["test_macro_f1"]) for r in result["runs"]) == [
-        ("first", "fine_grained", 0.65), ("last", "default", 0.55), ("last", "head", 0.40)]
+        ("first", "448px", 0.65), ("last", "default", 0.55), ("last", "head", 0.40)]
     runs, best = backbone_benchmark.markdown(result["runs"], {}, []).strip().split("\n\n")
     assert runs.index("| hard | last | `b` | head") < runs.index("| hard | last | `b` | default") < runs.index(
-        "| hard | first | `b` | fine_grained")
-    assert "| head | default | fine_grained | best |" in best
-    assert "| hard | first | `b` | 0.400 | - | - | 0.650 | 0.650 (fine_grained) |" in best
+        "| hard | first | `b` | 448px")
+    assert "| head | 448px | default | best |" in best
+    assert "| hard | first | `b` | 0.400 | - | 0.650 | - | 0.650 (448px) |" in best

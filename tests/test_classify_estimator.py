@@ -18,9 +18,10 @@ import tensorflow as tf
 from sklearn.base import clone
 
 from classify import Backbone, CropClassifier, FineClassifier
-from classify.backbones import backbone_blocks
+from classify.backbones import backbone_blocks, training_input_size
 from classify.model import AUTO_FINE_TUNE_BLOCKS, resolve_fine_tune_blocks
 from classify.prediction import ProbabilityPredictor, decide_labels
+from detectcrop import zoo
 
 COLOURS = ("blue", "green", "red")
 
@@ -321,3 +322,14 @@ def test_fine_tune_blocks_auto_follows_the_backbone():
     for bad in (-1, "all", 1.5, True):
         with pytest.raises(ValueError, match="'auto' or a count"):
             resolve_fine_tune_blocks(bad, tunable)
+    # a preset's measured count (the offline default fine-tunes 8), by name or as a built backbone of that preset
+    offline = SimpleNamespace(fine_tunable=True, name=zoo.OFFLINE_BACKBONE)
+    assert resolve_fine_tune_blocks("auto", offline) == resolve_fine_tune_blocks("auto", zoo.OFFLINE_BACKBONE) == 8
+    assert resolve_fine_tune_blocks("auto", "efficientnet_lite2") == AUTO_FINE_TUNE_BLOCKS
+    assert resolve_fine_tune_blocks(2, offline) == 2
+
+
+def test_a_preset_name_trains_at_its_measured_input_size():
+    assert training_input_size(zoo.OFFLINE_BACKBONE) == (448, 448)  # its ImageNet size is 224
+    assert training_input_size("efficientnet_lite2") == (260, 260) and training_input_size("densenet121") == (224, 224)
+    assert training_input_size(tiny_backbone()) is None and training_input_size("not_a_preset") is None

@@ -67,6 +67,8 @@ def test_cli_writes_the_run_folder_and_prints_macro_f1_last(tmp_path, capsys, tr
     report = json.loads((out / "report.json").read_text())
     assert float(last) == pytest.approx(report["test"]["macro_f1"], abs=5e-5)
     assert report["test"]["macro_f1"] >= 0.75 and report["val"]["n"] > 0  # chance is 0.25
+    # no --input-size: the offline backbone trains at its measured size, not its ImageNet 224
+    assert json.loads((out / "config.json").read_text())["model"]["input_size"] == [448, 448]
     for split in ("val", "test"):
         m = report[split]
         assert {"accuracy", "macro_f1", "weighted_f1", "per_class", "confusion_matrix"} <= set(m)

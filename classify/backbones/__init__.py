@@ -38,6 +38,8 @@ class BackbonePreset:
     preprocessing: str  # "torch": ImageNet mean/std on [0, 1]; "tf": [-1, 1]; "lite": (x - 127) / 128; "unit": [0, 1]
     build: Callable[[bool, str | None, tuple[int, int, int]], keras.Model]
     fine_tunable: bool = True
+    train_input_size: tuple[int, int] | None = None  # a classifier's default input on it (None: input_size)
+    fine_tune_blocks: int | None = None  # blocks a classifier fine-tunes by default (None: the library's)
 
 
 def preprocessing_layer(mode: str) -> keras.layers.Layer:
@@ -136,7 +138,8 @@ BUILDERS: dict[str, Callable[[presets.Preset], Builder]] = {
 }
 
 PRESETS: dict[str, BackbonePreset] = {
-    p.name: BackbonePreset(p.name, p.input_size, p.preprocessing, BUILDERS[p.builder](p), p.fine_tunable)
+    p.name: BackbonePreset(p.name, p.input_size, p.preprocessing, BUILDERS[p.builder](p), p.fine_tunable,
+                           p.train_input_size, p.fine_tune_blocks)
     for p in presets.PRESETS.values()
     if p.kind == "backbone"
 }
@@ -267,6 +270,22 @@ def resolve_backbone(backbone: Any, input_size: int | tuple[int, int] | None = N
         raise ValueError(f"backbone {backbone_name(backbone)} takes {tuple(backbone.input_size)}, not "
                          f"{check_input_size(input_size)}: give a preset name to build it at another size")
     return backbone
+
+
+def training_input_size(backbone: Any) -> tuple[int, int] | None:
+    """The input a classifier trains on by default for ``backbone``: a preset name's ``train_input_size`` (measured
+    per backbone; the ImageNet size where none is set); ``None`` for a built backbone (its own size)."""
+    if isinstance(backbone, str) and backbone in PRESETS:
+        preset = PRESETS[backbone]
+        return tuple(preset.train_input_size or preset.input_size)
+    return None
+
+
+def preset_fine_tune_blocks(backbone: Any) -> int | None:
+    """The top blocks a classifier fine-tunes by default on ``backbone`` (a name or a built backbone of a preset);
+    ``None``: no preset value."""
+    preset = PRESETS.get(backbone_name(backbone))
+    return preset.fine_tune_blocks if preset else None
 
 
 def backbone_name(backbone: Any) -> str:

