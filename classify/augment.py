@@ -26,18 +26,39 @@ def _light() -> A.Compose:
     )
 
 
+def _pose(stronger: bool = False) -> list[A.BasicTransform]:
+    if stronger:  # more tilt, and perspective
+        return [A.Affine(scale=(0.8, 1.15), translate_percent=(-0.08, 0.08), rotate=(-25, 25), p=0.9),
+                A.Perspective(scale=(0.02, 0.08), p=0.5),
+                A.RandomBrightnessContrast(brightness_limit=0.25, contrast_limit=0.25, p=0.6)]
+    return [A.Affine(scale=(0.85, 1.1), translate_percent=(-0.06, 0.06), rotate=(-12, 12), p=0.8),
+            A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.6)]
+
+
+def _colour_change() -> A.BasicTransform:
+    """Half the views greyscale, channel-shuffled or strongly hue-shifted."""
+    return A.OneOf(
+        [
+            A.ToGray(p=1.0),
+            A.ChannelShuffle(p=1.0),
+            A.HueSaturationValue(hue_shift_limit=90, sat_shift_limit=40, val_shift_limit=10, p=1.0),
+        ],
+        p=0.5,
+    )
+
+
+def _camera() -> list[A.BasicTransform]:
+    """Blur, sensor noise and JPEG compression."""
+    return [A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.MotionBlur(blur_limit=(3, 5))], p=0.25),
+            A.GaussNoise(std_range=(0.01, 0.04), p=0.2),
+            A.ImageCompression(quality_range=(50, 95), p=0.3)]
+
+
 def _colour() -> A.Compose:
     # For classes whose colour is itself a cue: colour jitter stays small. No flips: brand cues (logo text,
     # numerals, crown side) are not mirror-symmetric.
     return A.Compose(
-        [
-            A.Affine(scale=(0.85, 1.1), translate_percent=(-0.06, 0.06), rotate=(-12, 12), p=0.8),
-            A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.6),
-            A.HueSaturationValue(hue_shift_limit=4, sat_shift_limit=12, val_shift_limit=8, p=0.3),
-            A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.MotionBlur(blur_limit=(3, 5))], p=0.25),
-            A.GaussNoise(std_range=(0.01, 0.04), p=0.2),
-            A.ImageCompression(quality_range=(50, 95), p=0.3),
-        ]
+        [*_pose(), A.HueSaturationValue(hue_shift_limit=4, sat_shift_limit=12, val_shift_limit=8, p=0.3), *_camera()]
     )
 
 
@@ -45,48 +66,15 @@ def _default() -> A.Compose:
     # Pose, light, blur, noise and compression as in `_colour`, and half the views greyscale, channel-shuffled or
     # strongly hue-shifted, so the model leans on shape details more than on colour (a class seen in every colour,
     # such as a brand, is told apart by shape; measured in BENCHMARKS.md, "Backbones"). No flips.
-    return A.Compose(
-        [
-            A.Affine(scale=(0.85, 1.1), translate_percent=(-0.06, 0.06), rotate=(-12, 12), p=0.8),
-            A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.6),
-            A.OneOf(
-                [
-                    A.ToGray(p=1.0),
-                    A.ChannelShuffle(p=1.0),
-                    A.HueSaturationValue(hue_shift_limit=90, sat_shift_limit=40, val_shift_limit=10, p=1.0),
-                ],
-                p=0.5,
-            ),
-            A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.MotionBlur(blur_limit=(3, 5))], p=0.25),
-            A.GaussNoise(std_range=(0.01, 0.04), p=0.2),
-            A.ImageCompression(quality_range=(50, 95), p=0.3),
-        ]
-    )
+    return A.Compose([*_pose(), _colour_change(), *_camera()])
 
 
 def _strong() -> A.Compose:
     # `_default` with stronger pose changes (tilt, perspective) and parts covered (coarse dropout), so a view keeps
     # only some of the details that tell two classes apart.
-    return A.Compose(
-        [
-            A.Affine(scale=(0.8, 1.15), translate_percent=(-0.08, 0.08), rotate=(-25, 25), p=0.9),
-            A.Perspective(scale=(0.02, 0.08), p=0.5),
-            A.RandomBrightnessContrast(brightness_limit=0.25, contrast_limit=0.25, p=0.6),
-            A.OneOf(
-                [
-                    A.ToGray(p=1.0),
-                    A.ChannelShuffle(p=1.0),
-                    A.HueSaturationValue(hue_shift_limit=90, sat_shift_limit=40, val_shift_limit=10, p=1.0),
-                ],
-                p=0.5,
-            ),
-            A.CoarseDropout(num_holes_range=(1, 3), hole_height_range=(0.1, 0.3), hole_width_range=(0.1, 0.3),
-                            fill="random_uniform", p=0.4),
-            A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.MotionBlur(blur_limit=(3, 5))], p=0.25),
-            A.GaussNoise(std_range=(0.01, 0.04), p=0.2),
-            A.ImageCompression(quality_range=(50, 95), p=0.3),
-        ]
-    )
+    dropout = A.CoarseDropout(num_holes_range=(1, 3), hole_height_range=(0.1, 0.3), hole_width_range=(0.1, 0.3),
+                              fill="random_uniform", p=0.4)
+    return A.Compose([*_pose(stronger=True), _colour_change(), dropout, *_camera()])
 
 
 PRESETS = {"default": _default, "colour": _colour, "light": _light, "strong": _strong}
