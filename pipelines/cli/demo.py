@@ -42,6 +42,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="head-stage epochs (default: train_fine's)")
     p.add_argument("--fine-tune-blocks", default=None, metavar="K|auto",
                    help="backbone blocks to fine-tune (default: train_fine's, auto; 0: the head alone, faster)")
+    p.add_argument("--input-size", type=int, default=None, metavar="PX",
+                   help="classifier input size (default: train_fine's, the backbone preset's training size)")
+    p.add_argument("--augment", default=None, metavar="PRESET|JSON",
+                   help="training augmentation (default: train_fine's, the 'default' preset)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-level", default="ERROR",
                    help="logging level of the stages (the demo reports the damaged upload it adds itself)")
@@ -130,7 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     crop_seconds = time.perf_counter() - t
 
     options = [*(["--epochs", str(args.epochs)] if args.epochs is not None else []),
-               *(["--fine-tune-blocks", str(args.fine_tune_blocks)] if args.fine_tune_blocks is not None else [])]
+               *(["--fine-tune-blocks", str(args.fine_tune_blocks)] if args.fine_tune_blocks is not None else []),
+               *(["--input-size", str(args.input_size)] if args.input_size is not None else []),
+               *(["--augment", args.augment] if args.augment is not None else [])]
     recipe = " ".join(options) if options else "a Dense(512) head, then its top blocks fine-tuned (the default recipe)"
     t = _step(f"3/4 train_fine: {OFFLINE_BACKBONE}, {recipe}")
     if train_fine.main(["--data", str(crops), "--output", str(run), "--backbone", OFFLINE_BACKBONE,
