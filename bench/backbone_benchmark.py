@@ -45,6 +45,7 @@ RECIPES = {  # train_fine options of each recipe; NATIVE: the backbone's ImageNe
     "448px": ["--input-size", "448", "--fine-tune-blocks", "4", "--augment", "default"],
     "default": [],  # the library's defaults (the offline backbone: 448 px, top 8 blocks, default augmentation)
     "strong": ["--input-size", "448", "--fine-tune-blocks", "8", "--augment", "strong"],
+    "colour": ["--input-size", "448", "--fine-tune-blocks", "8", "--augment", "colour"],  # colour kept
 }
 SCORES = ("max_softmax", "max_logit", "energy", "class_mean_cosine", "knn_cosine")
 
