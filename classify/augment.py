@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import albumentations as A
+import cv2
 
 from detectcrop.io import atomic_write_text
 
@@ -47,6 +48,13 @@ def _colour_change() -> A.BasicTransform:
     )
 
 
+def _resolution() -> A.BasicTransform:
+    """Half the views at 1/4 to full resolution, shrunk and enlarged as a crop is (area down, linear up): a detector's
+    crop of a small or distant object has less detail than the training crops."""
+    return A.Downscale(scale_range=(0.25, 1.0),
+                       interpolation_pair={"downscale": cv2.INTER_AREA, "upscale": cv2.INTER_LINEAR}, p=0.5)
+
+
 def _camera() -> list[A.BasicTransform]:
     """Blur, sensor noise and JPEG compression."""
     return [A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.MotionBlur(blur_limit=(3, 5))], p=0.25),
@@ -66,7 +74,7 @@ def _default() -> A.Compose:
     # Pose, light, blur, noise and compression as in `_colour`, and half the views greyscale, channel-shuffled or
     # strongly hue-shifted, so the model leans on shape details more than on colour (a class seen in every colour,
     # such as a brand, is told apart by shape; measured in BENCHMARKS.md, "Backbones"). No flips.
-    return A.Compose([*_pose(), _colour_change(), *_camera()])
+    return A.Compose([*_pose(), _colour_change(), _resolution(), *_camera()])
 
 
 def _strong() -> A.Compose:
@@ -74,7 +82,7 @@ def _strong() -> A.Compose:
     # only some of the details that tell two classes apart.
     dropout = A.CoarseDropout(num_holes_range=(1, 3), hole_height_range=(0.1, 0.3), hole_width_range=(0.1, 0.3),
                               fill="random_uniform", p=0.4)
-    return A.Compose([*_pose(stronger=True), _colour_change(), dropout, *_camera()])
+    return A.Compose([*_pose(stronger=True), _colour_change(), dropout, _resolution(), *_camera()])
 
 
 PRESETS = {"default": _default, "colour": _colour, "light": _light, "strong": _strong}
