@@ -39,13 +39,18 @@ VARIANTS = {  # brands, training photos per brand, test photos per brand, held-o
     "hard": (20, 20, 10, 4),
     "normal": (8, 20, 10, 2),
 }
+#: Augmentations measured before they changed, kept as albumentations dicts (``AUG/name.json`` in recipes).
+AUGMENTATIONS = Path(__file__).parent / "augmentations"
 RECIPES = {  # train_fine options of each recipe; NATIVE: the backbone's ImageNet input size
     "head": ["--input-size", "NATIVE", "--fine-tune-blocks", "0", "--augment", "colour"],  # the head alone
     "previous": ["--input-size", "NATIVE", "--fine-tune-blocks", "4", "--augment", "colour"],  # the earlier default
-    "448px": ["--input-size", "448", "--fine-tune-blocks", "4", "--augment", "default"],
+    "448px": ["--input-size", "448", "--fine-tune-blocks", "4", "--augment", "AUG/no_downscale.json"],
+    "no-downscale": ["--input-size", "448", "--fine-tune-blocks", "8", "--augment", "AUG/no_downscale.json"],
     "default": [],  # the library's defaults (the offline backbone: 448 px, top 8 blocks, default augmentation)
-    "strong": ["--input-size", "448", "--fine-tune-blocks", "8", "--augment", "strong"],
     "colour": ["--input-size", "448", "--fine-tune-blocks", "8", "--augment", "colour"],  # colour kept
+    "strong-no-downscale": ["--input-size", "448", "--fine-tune-blocks", "8", "--augment",
+                            "AUG/strong_no_downscale.json"],
+    "strong": ["--input-size", "448", "--fine-tune-blocks", "8", "--augment", "strong"],
 }
 SCORES = ("max_softmax", "max_logit", "energy", "class_mean_cosine", "knn_cosine")
 
@@ -55,7 +60,8 @@ def recipe_options(recipe: str, backbone: str) -> list[str]:
     from detectcrop.zoo.presets import PRESETS
 
     native = str(PRESETS[backbone].input_size[0])
-    return [native if option == "NATIVE" else option for option in RECIPES[recipe]]
+    return [native if option == "NATIVE" else str(AUGMENTATIONS / option[4:]) if option.startswith("AUG/") else option
+            for option in RECIPES[recipe]]
 
 
 def make_crops(work: Path, variant: str, split: str, seed: int, photos_per_brand: int) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import albumentations as A
+import cv2
 import numpy as np
 import pytest
 from skimage import data as skdata
@@ -73,3 +74,20 @@ def test_default_changes_colour_where_colour_keeps_it():
     greys = sum(np.array_equal(v[..., 0], v[..., 1]) and np.array_equal(v[..., 1], v[..., 2])
                 for v in views["default"])
     assert greys >= 3 and not any(np.array_equal(v[..., 0], v[..., 1]) for v in views["colour"])
+
+
+def _detail(image: np.ndarray) -> float:
+    """Fine detail: the variance of the grey image's Laplacian."""
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float64)
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+@pytest.mark.parametrize("preset", ["default", "strong"])
+def test_default_and_strong_lose_resolution_where_colour_keeps_it(preset):
+    # a detector's crop of a small object has less detail than a training crop: some views are shrunk and enlarged
+    def lossy_share(name: str) -> float:
+        pipe = seeded(name, 3)
+        return float(np.mean([_detail(pipe(image=IMAGE)["image"]) < 0.2 * _detail(IMAGE) for _ in range(200)]))
+
+    kept, lost = lossy_share("colour"), lossy_share(preset)
+    assert lost >= 0.1 and lost >= 3 * max(kept, 0.01), (kept, lost)
