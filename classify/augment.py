@@ -71,9 +71,10 @@ def _colour() -> A.Compose:
 
 
 def _default() -> A.Compose:
-    # Pose, light, blur, noise and compression as in `_colour`, and half the views greyscale, channel-shuffled or
+    # Pose, light, blur, noise and compression as in `_colour`; half the views greyscale, channel-shuffled or
     # strongly hue-shifted, so the model leans on shape details more than on colour (a class seen in every colour,
-    # such as a brand, is told apart by shape; measured in BENCHMARKS.md, "Backbones"). No flips.
+    # such as a brand, is told apart by shape), and half at lower resolution, so a model trained on close-ups still
+    # reads the smaller crops of a scene (both measured in BENCHMARKS.md, "Backbones"). No flips.
     return A.Compose([*_pose(), _colour_change(), _resolution(), *_camera()])
 
 

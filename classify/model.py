@@ -138,8 +138,8 @@ class FineClassifier(ProbabilityPredictor, ClassifierMixin, BaseEstimator):
             (``dense_units=0``: no hidden layer, a linear head).
         dropout: the head's dropout rate.
         augmentation: albumentations pipeline as a preset name (`classify.augment.PRESETS`: ``"default"`` changes
-            the colour of half the views; ``"colour"`` for classes whose colour is a cue), dict, JSON path or
-            Compose; ``None`` for none.
+            the colour of half the views and lowers the resolution of half; ``"colour"`` for classes whose colour is
+            a cue), dict, JSON path or Compose; ``None`` for none.
         augment_views: augmented views cached per training image for the head stage (0: clean images only).
         class_weight: ``None`` or ``"balanced"`` (inverse class frequency, as scikit-learn).
         validation_fraction: held out of ``fit``'s data (grouped by ``groups``) when no ``validation_data`` is given;

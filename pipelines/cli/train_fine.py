@@ -110,8 +110,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--augment",
         default="default",
-        help="augmentation: 'default' (half the views with colour changed), 'colour' (small colour jitter, for "
-             "classes whose colour is a cue), 'light', 'strong', 'none', or a JSON file (albumentations to_dict)",
+        help="augmentation: 'default' (half the views with colour changed, half at lower resolution), 'colour' "
+             "(small colour jitter, full resolution, for classes whose colour is a cue), 'light', 'strong', 'none', "
+             "or a JSON file (albumentations to_dict)",
     )
     p.add_argument(
         "--augment-views",
