@@ -59,9 +59,12 @@ def recipe_options(recipe: str, backbone: str) -> list[str]:
     """``train_fine`` options of ``recipe`` for ``backbone``."""
     from detectcrop.zoo.presets import PRESETS
 
-    native = str(PRESETS[backbone].input_size[0])
-    return [native if option == "NATIVE" else str(AUGMENTATIONS / option[4:]) if option.startswith("AUG/") else option
-            for option in RECIPES[recipe]]
+    def resolved(option: str) -> str:
+        if option == "NATIVE":
+            return str(PRESETS[backbone].input_size[0])
+        return str(AUGMENTATIONS / option.removeprefix("AUG/")) if option.startswith("AUG/") else option
+
+    return [resolved(option) for option in RECIPES[recipe]]
 
 
 def make_crops(work: Path, variant: str, split: str, seed: int, photos_per_brand: int) -> Path:
