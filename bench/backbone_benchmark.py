@@ -193,8 +193,10 @@ def probe_stage(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _trained_run(work: Path, name: str, size: tuple[int, int]) -> Path | None:
-    """A trained hard-last seed-0 run of ``name`` at ``size`` (the head recipe first), for the LiteRT timing."""
-    runs = sorted((work / "runs").glob(f"hard_last_{name}_*_s0"), key=lambda r: not r.name.endswith("_head_s0"))
+    """A trained hard-last run of ``name`` at ``size`` for the LiteRT timing: seed 0 first, the head recipe first
+    among a seed's runs (the forward pass is the same whatever the recipe or seed)."""
+    runs = sorted((work / "runs").glob(f"hard_last_{name}_*_s*"),
+                  key=lambda r: (not r.name.endswith("_s0"), not r.name.rsplit("_", 1)[0].endswith("_head"), r.name))
     for run in runs:
         config = run / "config.json"
         if (run / "model.keras").exists() and config.exists():

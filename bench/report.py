@@ -37,9 +37,10 @@ SOURCES = {
 
 def _command_line(result: dict[str, Any], what: str, json_name: str) -> str:
     commands = result.get("commands") or [result["command"]]
-    quoted = "; then ".join(f"`{c}`" for c in commands)
-    return (f"Command{'s' if len(commands) > 1 else ''}: {quoted} ({result['date']}, {result['machine']}, "
-            f"Python {result['python']}; {what} in `bench/{json_name}`).")
+    where = f"({result['date']}, {result['machine']}, Python {result['python']}; {what} in `bench/{json_name}`)"
+    if len(commands) == 1:
+        return f"Command: `{commands[0]}` {where}."
+    return f"Commands, in the order they ran {where}:\n\n" + "\n".join(f"- `{c}`" for c in commands) + "\n"
 
 
 def _backbone_tables(result: dict[str, Any]) -> list[str]:

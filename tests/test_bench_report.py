@@ -45,3 +45,12 @@ def test_a_merged_backbone_result_keeps_what_was_not_measured_again():
         "| hard | first | `b` | 448px")
     assert "| head | 448px | default | best |" in best
     assert "| hard | first | `b` | 0.400 | - | 0.650 | - | 0.650 (448px) |" in best
+
+
+def test_the_command_line_lists_several_commands_in_order():
+    result = {"date": "2026-01-02", "machine": "m", "python": "3.11"}
+    one = report._command_line({**result, "command": "a"}, "figures", "x.json")
+    assert one == "Command: `a` (2026-01-02, m, Python 3.11; figures in `bench/x.json`)."
+    several = report._command_line({**result, "commands": ["a --x", "b"]}, "figures", "x.json")
+    head, _, items = several.partition("\n\n")
+    assert head.startswith("Commands, in the order they ran (2026-01-02") and items == "- `a --x`\n- `b`\n"
