@@ -195,8 +195,11 @@ def probe_stage(args: argparse.Namespace) -> list[dict[str, Any]]:
 def _trained_run(work: Path, name: str, size: tuple[int, int]) -> Path | None:
     """A trained hard-last run of ``name`` at ``size`` for the LiteRT timing: seed 0 first, the head recipe first
     among a seed's runs (the forward pass is the same whatever the recipe or seed)."""
-    runs = sorted((work / "runs").glob(f"hard_last_{name}_*_s*"),
-                  key=lambda r: (not r.name.endswith("_s0"), not r.name.rsplit("_", 1)[0].endswith("_head"), r.name))
+    def preference(run: Path) -> tuple[bool, bool, str]:
+        stem, seed = run.name.rsplit("_s", 1)  # runs are named {variant}_{split}_{backbone}_{recipe}_s{seed}
+        return seed != "0", not stem.endswith("_head"), run.name
+
+    runs = sorted((work / "runs").glob(f"hard_last_{name}_*_s*"), key=preference)
     for run in runs:
         config = run / "config.json"
         if (run / "model.keras").exists() and config.exists():
